@@ -1,0 +1,51 @@
+// Config keys owned by routing and local delivery: `domains`, `routes`, `relay`, `mailbox`.
+import { z } from 'zod';
+
+const domainName = z
+  .string()
+  .min(1)
+  .transform((d) => d.toLowerCase().replace(/\.$/, ''));
+
+export const domainsSchema = z
+  .object({
+    /** Mailboxes live here; mail for these domains is delivered locally. */
+    local: z.array(domainName).default([]),
+  })
+  .strict();
+
+const nexthop = z.string().regex(/^(smtp|smtps|lmtp):\/\/.+|^lmtp\+unix:.+/, 'expected smtp://host:port, smtps://host:port, lmtp://host:port or lmtp+unix:/path');
+
+export const routeSchema = z.union([
+  nexthop.transform((n) => ({ nexthop: n, mode: 'queue' as const, verify: 'none' as const })),
+  z
+    .object({
+      nexthop,
+      mode: z.enum(['queue', 'proxy']).default('queue'),
+      verify: z.enum(['none', 'callout', 'list']).default('none'),
+    })
+    .strict(),
+]);
+
+/** `routes`: domain (exact, or `.sub.example` for every subdomain) → next hop. */
+export const routesSchema = z.record(z.string().min(1), routeSchema).default({});
+
+export const relaySchema = z
+  .object({
+    /** Clients in these networks may relay anywhere; authenticated users may too. */
+    networks: z.array(z.string().min(1)).default(['127.0.0.0/8', '::1/128']),
+  })
+  .strict();
+
+export const mailboxSchema = z
+  .object({
+    format: z.enum(['maildir', 'mbox']).default('maildir'),
+    /** INBOX of user local@domain; `{data_dir}`, `{domain}`, `{local}` and `{user}` are filled in. */
+    path: z.string().min(1).default('{data_dir}/mail/{domain}/{local}'),
+  })
+  .strict();
+
+export type DomainsConfig = z.infer<typeof domainsSchema>;
+export type RoutesConfig = z.infer<typeof routesSchema>;
+export type RouteConfig = z.infer<typeof routeSchema>;
+export type RelayConfig = z.infer<typeof relaySchema>;
+export type MailboxConfig = z.infer<typeof mailboxSchema>;

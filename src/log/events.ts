@@ -1,0 +1,38 @@
+// The closed catalogue of log event names (`evt` field). Add here before logging a new one, so
+// operators can alert on names that do not drift.
+export const LOG_EVENTS = [
+  'daemon.start',
+  'daemon.stop',
+  'daemon.ready',
+  'listener.start',
+  'listener.error',
+  'smtp.connect',
+  'smtp.connect.rejected',
+  'smtp.disconnect',
+  'smtp.early_talker',
+  'smtp.http_on_smtp',
+  'smtp.auth.ok',
+  'smtp.auth.failed',
+  'smtp.mail.rejected',
+  'smtp.rcpt.rejected',
+  'smtp.data.rejected',
+  'smtp.transaction',
+  'smtp.error',
+  'plugin.verdict',
+  'plugin.error',
+  'plugin.timeout',
+  'plugin.double_resolution',
+  'spool.commit',
+  'spool.recover',
+  'spool.error',
+  'delivery.ok',
+  'delivery.deferred',
+  'delivery.failed',
+  'delivery.duplicate_skipped',
+  'queue.held',
+  'store.error',
+  'directory.changed',
+  'config.error',
+] as const;
+
+export type LogEvent = (typeof LOG_EVENTS)[number];

@@ -1,0 +1,139 @@
+// The plugin contract. A plugin is a name, a zod schema for its options, an optional `init`
+// (once per chain load, returns long-lived state) and typed async hooks in protocol order:
+//
+//   connect → helo → auth → mail → rcpt (once per recipient) → data → queue
+//   and, after the message left our hands: delivered / deferred / bounced (observers; no verdict)
+//
+// A hook returns a Verdict (verdict.ts). The runner (runner.ts) gives each hook a deadline and an
+// AbortSignal; a throw or a timeout is a 451 4.3.0, unless the entry's `on_error` is fail-open.
+// A plugin sees only its HookContext: never the server, the socket, or another plugin's state.
+import type { z } from 'zod';
+import type { Logger } from 'pino';
+import type { ParsedMail } from 'mailparser';
+import type { Directory } from '../directory/directory.js';
+import type { Store } from '../store/store.js';
+import type { Envelope, EnvelopeRecipient, ListenerKind } from '../queue/envelope.js';
+import type { Resolver } from '../dns/resolver.js';
+import type { Verdict } from './verdict.js';
+
+export type Stage = 'connect' | 'helo' | 'auth' | 'mail' | 'rcpt' | 'data' | 'queue';
+export type ObserverStage = 'delivered' | 'deferred' | 'bounced';
+export const STAGES: readonly Stage[] = ['connect', 'helo', 'auth', 'mail', 'rcpt', 'data', 'queue'];
+
+/** Connection facts. `relaying` and `authUser` are the only fields plugins change. */
+export interface SessionInfo {
+  id: string;
+  listener: ListenerKind;
+  remoteAddress: string;
+  remotePort: number;
+  localAddress: string;
+  localPort: number;
+  /** Reverse DNS name, when known. */
+  clientHostname?: string;
+  helo?: string;
+  secure: boolean;
+  /** Canonical address of the authenticated user. */
+  authUser?: string;
+  /** True when this client may relay to foreign domains (trusted network or authenticated). */
+  relaying: boolean;
+}
+
+/** SASL attempt facts, for the `auth` stage only. */
+export interface AuthAttempt {
+  method: 'PLAIN' | 'LOGIN' | string;
+  username: string;
+  password: string;
+}
+
+/** Header list as it will be queued: edits made here are applied to the spooled message. */
+export interface HeaderEditor {
+  /** All headers in order, [name, value] with value unfolded. */
+  list(): [string, string][];
+  get(name: string): string[];
+  /** Adds at the top (default, like a trace field) or at the end of the header block. */
+  add(name: string, value: string, where?: 'top' | 'bottom'): void;
+  /** Removes every occurrence (or only the n-th, 0-based) of `name`; returns how many went. */
+  remove(name: string, index?: number): number;
+}
+
+/** The message at the data and queue stages. Parsing is lazy: only a plugin that asks pays for it. */
+export interface MessageAccess {
+  /** Size in octets as received (CRLF line ends, dots unstuffed). */
+  size: number;
+  headers: HeaderEditor;
+  /** The message bytes as received (before header edits). */
+  raw(): Promise<Buffer>;
+  /** The message parsed by mailparser; parsed once per transaction and shared. */
+  parsed(): Promise<ParsedMail>;
+}
+
+export interface TransactionInfo {
+  /** Queue id once known (assigned at MAIL). */
+  id: string;
+  mailFrom: string;
+  /** Recipients accepted so far. */
+  recipients: EnvelopeRecipient[];
+  envelope: Envelope;
+}
+
+export interface HookContext<C = unknown, S = unknown> {
+  plugin: string;
+  config: C;
+  /** What `init` returned. */
+  state: S;
+  session: SessionInfo;
+  /** Present from MAIL on. */
+  tx?: TransactionInfo;
+  /** The recipient under test, at the rcpt stage. */
+  rcpt?: EnvelopeRecipient;
+  /** The SASL attempt, at the auth stage. */
+  auth?: AuthAttempt;
+  /** The message, at the data and queue stages. */
+  message?: MessageAccess;
+  /** This plugin's scratch for the current transaction (or connection, before MAIL). */
+  notes: Record<string, unknown>;
+  log: Logger;
+  dns: Resolver;
+  store: Store;
+  directory: Directory;
+  /** Aborted when the hook's deadline passes or the client goes away. */
+  signal: AbortSignal;
+}
+
+/** Observer facts, after delivery was attempted for one recipient. */
+export interface DeliveryEvent {
+  queueId: string;
+  recipient: string;
+  /** Where it went: "maildir:/path", "smtp://host", … */
+  destination?: string;
+  /** The reply or error text. */
+  detail?: string;
+}
+
+export type Hook<C, S> = (ctx: HookContext<C, S>) => Promise<Verdict>;
+export type Observer<C, S> = (ev: DeliveryEvent, ctx: { config: C; state: S; log: Logger; store: Store }) => Promise<void>;
+
+export interface InitContext<C> {
+  config: C;
+  store: Store;
+  directory: Directory;
+  log: Logger;
+  dns: Resolver;
+  /** The whole parsed config, read-only, for plugins that need shared keys (relay networks, domains). */
+  global: import('../config/load.js').Config;
+}
+
+export interface PluginDefinition<Schema extends z.ZodType = z.ZodType, S = unknown> {
+  /** Kebab-case; equals the folder name for built-ins. */
+  name: string;
+  config: Schema;
+  init?: (ctx: InitContext<z.infer<Schema>>) => Promise<S> | S;
+  /** Called once when the chain is closed (shutdown or reload); closes what init opened. */
+  close?: (state: S) => Promise<void> | void;
+  hooks: Partial<Record<Stage, Hook<z.infer<Schema>, S>>> & Partial<Record<ObserverStage, Observer<z.infer<Schema>, S>>>;
+}
+
+/** Identity function that gives a plugin its types. */
+export function definePlugin<Schema extends z.ZodType, S = undefined>(def: PluginDefinition<Schema, S>): PluginDefinition<Schema, S> {
+  return def;
+}

@@ -1,0 +1,46 @@
+// The envelope of one message as the spool keeps it: RFC 5321 MAIL FROM and RCPT TO with their
+// parameters (RFC 3461 DSN, RFC 6152 8BITMIME, RFC 6531 SMTPUTF8), plus where it came from.
+
+/** RFC 3461 §4.1 NOTIFY values; `NEVER` stands alone. */
+export type DsnNotify = 'NEVER' | 'SUCCESS' | 'FAILURE' | 'DELAY';
+
+export interface EnvelopeRecipient {
+  /** The address as given in RCPT TO, without angle brackets. */
+  address: string;
+  /** RFC 3461 §4.1 NOTIFY, when given. */
+  notify?: DsnNotify[];
+  /** RFC 3461 §4.2 ORCPT, as "addr-type;xtext-address", when given. */
+  orcpt?: string;
+  /** Folder a plugin or rule asked for (quarantine, fileinto); INBOX when absent. */
+  folder?: string;
+}
+
+export interface Envelope {
+  /** Reverse-path without angle brackets; '' is the null sender (<>). */
+  mailFrom: string;
+  recipients: EnvelopeRecipient[];
+  /** RFC 3461 §4.3 RET. */
+  ret?: 'FULL' | 'HDRS';
+  /** RFC 3461 §4.4 ENVID (xtext-decoded). */
+  envid?: string;
+  /** BODY=8BITMIME / 7BIT (RFC 6152). */
+  body?: '7BIT' | '8BITMIME';
+  /** SMTPUTF8 was given (RFC 6531). */
+  smtputf8?: boolean;
+  /** Client and session facts kept for trace headers, logs and DSNs. */
+  source: {
+    listener: ListenerKind;
+    remoteAddress: string;
+    remotePort?: number;
+    clientHostname?: string;
+    helo?: string;
+    authUser?: string;
+    /** RFC 3848 `with` keyword used in our Received header (ESMTP, ESMTPS, ESMTPSA, LMTP …). */
+    protocol: string;
+    tls?: { cipher?: string; version?: string };
+  };
+  /** Milliseconds since the epoch when the message was accepted. */
+  receivedAt: number;
+}
+
+export type ListenerKind = 'smtp' | 'submission' | 'smtps' | 'lmtp' | 'local';
