@@ -22,6 +22,10 @@ export const LOG_EVENTS = [
   'plugin.error',
   'plugin.timeout',
   'plugin.double_resolution',
+  'plugin.auth.locked',
+  'plugin.relay.denied',
+  'plugin.dnsbl.listed',
+  'plugin.dnsbl.error',
   'spool.commit',
   'spool.recover',
   'spool.error',
@@ -31,7 +35,9 @@ export const LOG_EVENTS = [
   'delivery.duplicate_skipped',
   'queue.held',
   'store.error',
+  'store.compacted',
   'directory.changed',
+  'directory.alias.dropped',
   'config.error',
 ] as const;
 

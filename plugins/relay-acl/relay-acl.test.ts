@@ -1,0 +1,142 @@
+// relay-acl: trusted networks (IPv4, IPv6, IPv4-mapped), and every relay trick from untrusted
+// (rejected) and trusted/authenticated clients (not rejected), table-driven.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import plugin, { isRouted } from './index.js';
+import { inRanges, parseRange } from '../../src/address/cidr.js';
+import { testPlugin } from '../../src/pipeline/harness.js';
+import type { SessionInfo } from '../../src/pipeline/plugin.js';
+
+const GLOBAL = {
+  domains: { local: ['local.test', 'xn--bcher-kva.test'] },
+  relay: { networks: ['127.0.0.0/8', '::1/128', '10.1.0.0/16', '2001:db8:aa::/48'] },
+  routes: { 'corp.test': 'smtp://10.0.0.5:25', '.sub.corp.test': 'smtp://10.0.0.6:25' },
+};
+
+const harness = (options: Record<string, unknown> = {}) => testPlugin(plugin, options, { global: GLOBAL });
+
+test('connect: trusted networks set relaying, others do not (IPv4, IPv6, IPv4-mapped)', async () => {
+  const h = harness({ networks: ['198.51.100.0/24', '2001:db8:ff::7'] });
+  const cases: [string, boolean][] = [
+    ['127.0.0.1', true],
+    ['127.255.0.9', true],
+    ['::ffff:127.0.0.1', true],
+    ['::FFFF:10.1.200.3', true],
+    ['::1', true],
+    ['0:0:0:0:0:0:0:1', true],
+    ['2001:db8:aa:1::5', true],
+    ['2001:db8:ab::5', false],
+    ['10.2.0.1', false],
+    ['198.51.100.77', true],
+    ['::ffff:198.51.100.77', true],
+    ['2001:db8:ff::7', true],
+    ['2001:db8:ff::8', false],
+    ['192.0.2.1', false],
+    ['::ffff:192.0.2.1', false],
+    ['not-an-ip', false],
+  ];
+  for (const [ip, trusted] of cases) {
+    h.newConnection({ remoteAddress: ip });
+    const r = await h.run('connect');
+    assert.equal(r.verdict.kind, 'next', ip);
+    assert.equal(h.session.relaying, trusted, ip);
+  }
+  await h.close();
+});
+
+test('networks written at run time into the store count from the next connection', async () => {
+  const h = harness();
+  h.newConnection({ remoteAddress: '203.0.113.9' });
+  await h.run('connect');
+  assert.equal(h.session.relaying, false);
+  await h.store.hset('policy:relay:networks', 'n1', '203.0.113.0/24');
+  await h.store.hset('policy:relay:networks', 'bad', 'garbage');
+  h.newConnection({ remoteAddress: '203.0.113.9' });
+  await h.run('connect');
+  assert.equal(h.session.relaying, true);
+  await h.close();
+});
+
+test('IPv4-mapped ranges match IPv4 clients', () => {
+  assert.equal(inRanges('192.0.2.5', [parseRange('::ffff:192.0.2.0/120')]), true);
+  assert.equal(inRanges('192.0.3.5', [parseRange('::ffff:192.0.2.0/120')]), false);
+  assert.throws(() => parseRange('10.0.0.0/33'));
+});
+
+// [rcpt, untrusted verdict, trusted verdict]
+const RCPT_CASES: [string, 'reject' | 'next' | 'accept', 'next' | 'accept'][] = [
+  // Every trick: refused from an untrusted client.
+  ['user%evil.example@local.test', 'reject', 'next'],
+  ['"user@evil.example"@local.test', 'reject', 'next'],
+  ['@local.test:user@evil.example', 'reject', 'accept'],
+  ['evil.example!user@local.test', 'reject', 'next'],
+  ['user@[192.0.2.1]', 'reject', 'accept'],
+  ['User%Evil.Example@LOCAL.TEST', 'reject', 'next'],
+  ['"USER%evil"@Local.Test', 'reject', 'next'],
+  ['@Local.Test,@other.test:USER@Evil.Example', 'reject', 'accept'],
+  ['user@[IPv6:2001:db8::1]', 'reject', 'accept'],
+  // Foreign domains, however written.
+  ['user@evil.example.', 'reject', 'accept'],
+  ['user@evil.example', 'reject', 'accept'],
+  ['USER@EVIL.EXAMPLE', 'reject', 'accept'],
+  ['user@local.test.evil.example', 'reject', 'accept'],
+  ['user@évil.example', 'reject', 'accept'],
+  // Local domains: the core checks the mailbox.
+  ['user@local.test', 'next', 'next'],
+  ['USER@LOCAL.TEST', 'next', 'next'],
+  ['user@local.test.', 'next', 'next'],
+  ['用户@local.test', 'next', 'next'],
+  ['user@bücher.test', 'next', 'next'],
+  ['user@BÜCHER.test', 'next', 'next'],
+  // Routed domains: we are their front end.
+  ['user@corp.test', 'accept', 'accept'],
+  ['user@a.sub.corp.test', 'accept', 'accept'],
+  ['user@sub.corp.test', 'reject', 'accept'],
+];
+
+for (const who of ['untrusted', 'trusted network', 'authenticated'] as const) {
+  test(`rcpt from ${who}: every trick and domain kind`, async () => {
+    const h = harness();
+    const session: Partial<SessionInfo> =
+      who === 'trusted network' ? { remoteAddress: '::ffff:127.0.0.1' } : { remoteAddress: '192.0.2.1', authUser: who === 'authenticated' ? 'alice@local.test' : undefined };
+    for (const [rcpt, untrusted, trusted] of RCPT_CASES) {
+      h.newConnection(session);
+      await h.run('connect');
+      const r = await h.run('rcpt', { rcpt });
+      const want = who === 'untrusted' ? untrusted : trusted;
+      assert.equal(r.verdict.kind, want, `${who}: ${rcpt}`);
+      if (r.verdict.kind === 'reject') {
+        assert.deepEqual([r.verdict.code, r.verdict.enhanced, r.verdict.text], [554, '5.7.1', 'Relay access denied'], rcpt);
+      }
+    }
+    await h.close();
+  });
+}
+
+test('malformed recipients get 553 5.1.3 whoever asks', async () => {
+  const h = harness();
+  for (const rcpt of ['no-at-sign', 'a@b@c', 'user@exa mple.test', '"open@local.test', 'user@[999.1.1.1]']) {
+    const r = await h.run('rcpt', { rcpt });
+    assert.equal(r.verdict.kind, 'reject', rcpt);
+    assert.equal(r.verdict.kind === 'reject' && r.verdict.code, 553, rcpt);
+  }
+  await h.close();
+});
+
+test('bad relay network in the global config fails init', async () => {
+  const h = testPlugin(plugin, {}, { global: { relay: { networks: ['300.0.0.0/8'] } } });
+  await assert.rejects(h.run('connect'), /300\.0\.0\.0\/8/);
+  await h.close();
+});
+
+test('bad extra network fails option validation with its key path', () => {
+  assert.throws(() => testPlugin(plugin, { networks: ['10.0.0.0/8', 'nope'] }), /relay-acl\.networks\.1: expected an IP address or CIDR/);
+});
+
+test('isRouted: exact and subdomain keys', () => {
+  assert.equal(isRouted('corp.test', ['corp.test']), true);
+  assert.equal(isRouted('x.corp.test', ['corp.test']), false);
+  assert.equal(isRouted('x.corp.test', ['.corp.test']), true);
+  assert.equal(isRouted('corp.test', ['.corp.test']), false);
+  assert.equal(isRouted('evilcorp.test', ['.corp.test']), false);
+});

@@ -1,0 +1,67 @@
+// The daemon: builds every part from the config and starts the listeners. Order matters:
+//   logger → store → directory → resolver → plugin chain → queue (spool recovery) → TLS →
+//   listeners → `daemon.ready` (logged with the real ports, which tests read).
+// `stop()` closes in reverse: listeners first (no new mail), then the queue (waits for
+// deliveries in progress), the chain, the store.
+import { mkdir } from 'node:fs/promises';
+import type { Logger } from 'pino';
+import type { Config } from './config/load.js';
+import { createLogger } from './log/logger.js';
+import { openStore } from './store/open.js';
+import { createDirectory } from './directory/index.js';
+import { createResolver } from './dns/resolver.js';
+import { loadPipeline } from './pipeline/loader.js';
+import { createMessage } from './pipeline/message.js';
+import { createMessageQueue } from './queue/manager.js';
+import { loadOrCreateTls } from './tls/certs.js';
+import { createSmtpListeners } from './smtp/server.js';
+import type { Store } from './store/store.js';
+
+export interface RunningGateway {
+  ports: Record<string, number>;
+  log: Logger;
+  stop(): Promise<void>;
+}
+
+export async function startDaemon(config: Config, opts: { log?: Logger } = {}): Promise<RunningGateway> {
+  const log = opts.log ?? createLogger(config.log.level);
+  log.info({ evt: 'daemon.start', config: config.configFile, data_dir: config.data_dir }, 'starting');
+  await mkdir(config.data_dir, { recursive: true });
+
+  const store: Store = openStore(config, { log: log.child({ mod: 'store' }) });
+  const directory = createDirectory({ store, localDomains: config.domains.local, log: log.child({ mod: 'directory' }) });
+  const dns = createResolver(config.dns);
+  const pipeline = await loadPipeline(config, { store, directory, dns, log: log.child({ mod: 'pipeline' }) });
+  const queue = createMessageQueue({ config, log: log.child({ mod: 'queue' }), directory, store, pipeline });
+  await queue.start();
+  const tls = await loadOrCreateTls(config);
+
+  const listeners = createSmtpListeners({ config, log, pipeline, directory, queue, tls, createMessage });
+  const ports: Record<string, number> = {};
+  try {
+    for (const l of listeners) ports[l.name] = (await l.listen()).port;
+  } catch (e) {
+    await Promise.allSettled(listeners.map((l) => l.close()));
+    await queue.stop();
+    await pipeline.close();
+    await store.close();
+    throw e;
+  }
+  log.info({ evt: 'daemon.ready', ports }, `ready: ${Object.entries(ports).map(([n, p]) => `${n}=${p}`).join(' ')}`);
+
+  let stopping: Promise<void> | null = null;
+  return {
+    ports,
+    log,
+    stop() {
+      stopping ??= (async () => {
+        await Promise.allSettled(listeners.map((l) => l.close()));
+        await queue.stop();
+        await pipeline.close();
+        await store.close();
+        log.info({ evt: 'daemon.stop' }, 'stopped');
+      })();
+      return stopping;
+    },
+  };
+}

@@ -1,0 +1,42 @@
+// Delivery failures as data: temporary (retry with backoff, 4xx for LMTP) or permanent (the
+// recipient is marked failed, 5xx for LMTP). Reply codes per RFC 5321 §4.2, enhanced codes per
+// RFC 3463. `text` is for the client; the cause (file system error, …) is for the log only.
+//
+// Config keys: none.
+
+export class DeliveryError extends Error {
+  constructor(
+    readonly temporary: boolean,
+    readonly code: number,
+    readonly enhanced: string,
+    readonly text: string,
+    opts: { cause?: unknown } = {},
+  ) {
+    super(`${enhanced} ${text}`, opts);
+    this.name = 'DeliveryError';
+  }
+}
+
+export const DeliveryErrors = {
+  /** RFC 3463 X.2.2: mailbox full (quota). */
+  mailboxFull: (cause?: unknown) => new DeliveryError(true, 452, '4.2.2', 'Mailbox full', { cause }),
+  /** RFC 3463 X.3.1: mail system full (the disk). */
+  systemFull: (cause?: unknown) => new DeliveryError(true, 452, '4.3.1', 'Mail system full', { cause }),
+  /** RFC 3463 X.3.0: any other local trouble. */
+  localError: (cause?: unknown) => new DeliveryError(true, 451, '4.3.0', 'Local delivery error, try again later', { cause }),
+  /** RFC 3463 X.2.4 would be for lists; X.2.0 for a mailbox we could not lock in time. */
+  locked: (cause?: unknown) => new DeliveryError(true, 451, '4.2.0', 'Mailbox busy, try again later', { cause }),
+  /** RFC 3463 X.1.1: no such user (e.g. deleted while the message waited). */
+  unknownUser: () => new DeliveryError(false, 550, '5.1.1', 'No such user'),
+  /** RFC 3463 X.2.0: the folder name a rule asked for cannot be a mailbox. */
+  badFolder: (cause?: unknown) => new DeliveryError(false, 550, '5.2.0', 'Invalid mailbox folder', { cause }),
+};
+
+/** Maps a file system error to a temporary delivery error. */
+export function fromFsError(e: unknown): DeliveryError {
+  if (e instanceof DeliveryError) return e;
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  if (code === 'EDQUOT') return DeliveryErrors.mailboxFull(e);
+  if (code === 'ENOSPC') return DeliveryErrors.systemFull(e);
+  return DeliveryErrors.localError(e);
+}

@@ -1,0 +1,133 @@
+// Maildir delivery (https://cr.yp.to/proto/maildir.html) with Maildir++ sub-folders (Courier:
+// ".Name", ".A.B" for nesting, each holding an empty `maildirfolder` file).
+//
+// A delivery writes tmp/<name>, fdatasyncs it, renames it into new/<name> and waits for a
+// (group-committed, dir-sync.ts) fsync of new/. Only then does it count as delivered.
+//
+// File names are unique as the spec asks, and also DETERMINISTIC per (queue id, recipient,
+// folder), so that a retry after a crash can see that it already delivered:
+//   <sec>.M<usec>Q<queue id>R<key>.<host>,S=<size>
+// <sec>/<usec> come from the message's acceptance time, <key> is a hash of (user, folder)
+// (local.ts), <host> is the hostname with '/', ':' and ',' written as \057, \072 and \054, and
+// S= is the file size (Maildir++ / Dovecot). A client that reads the message moves it to cur/
+// and appends ":2,<flags>" (and Dovecot may add ",W=" fields); a retry therefore looks for the
+// prefix "<sec>.M<usec>Q<queue id>R<key>." in new/ and cur/.
+//
+// Config keys: `mailbox.path` (resolved by local.ts), `hostname`.
+import { open, readdir, rename, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { DirSyncer } from '../queue/dir-sync.js';
+import { FolderNameError, maildirPlusName } from './folder.js';
+import { DeliveryErrors, fromFsError } from './errors.js';
+import { mkdirsDurable } from './fs-util.js';
+
+export interface MaildirNameParts {
+  qid: string;
+  /** Milliseconds since the epoch the message was accepted. */
+  receivedAt: number;
+  /** Filename-safe hash of (recipient, folder). */
+  key: string;
+  hostname: string;
+}
+
+export function maildirUniquePrefix(p: Omit<MaildirNameParts, 'hostname'>): string {
+  const sec = Math.floor(p.receivedAt / 1000);
+  const usec = (p.receivedAt % 1000) * 1000;
+  return `${sec}.M${usec}Q${p.qid}R${p.key}.`;
+}
+
+export function maildirName(p: MaildirNameParts, size: number): string {
+  const host = p.hostname.replace(/\//g, '\\057').replace(/:/g, '\\072').replace(/,/g, '\\054');
+  return `${maildirUniquePrefix(p)}${host},S=${size}`;
+}
+
+export interface MaildirDeliveryResult {
+  /** Full path of the message file (in new/, or wherever the earlier copy was found). */
+  path: string;
+  /** True when a retry found the message already delivered and wrote nothing. */
+  duplicate: boolean;
+}
+
+export class MaildirWriter {
+  /** Folders known to exist with cur/ new/ tmp/, to skip mkdir on the hot path. */
+  private readonly known = new Set<string>();
+
+  constructor(private readonly syncer: DirSyncer) {}
+
+  /** The folder's directory under the Maildir root; throws DeliveryError for a bad name. */
+  folderDir(root: string, folder: string | undefined): string {
+    try {
+      const sub = maildirPlusName(folder);
+      return sub ? join(root, sub) : root;
+    } catch (e) {
+      if (e instanceof FolderNameError) throw DeliveryErrors.badFolder(e);
+      throw e;
+    }
+  }
+
+  /** Creates the Maildir (and the Maildir++ folder) when missing. */
+  async ensure(root: string, dir: string): Promise<void> {
+    if (this.known.has(dir)) return;
+    const leaves = [join(root, 'cur'), join(root, 'new'), join(root, 'tmp')];
+    if (dir !== root) leaves.push(join(dir, 'cur'), join(dir, 'new'), join(dir, 'tmp'));
+    await mkdirsDurable(leaves, this.syncer);
+    if (dir !== root) await writeFile(join(dir, 'maildirfolder'), '', { flag: 'a' });
+    if (this.known.size > 10_000) this.known.clear();
+    this.known.add(dir);
+  }
+
+  /** Looks for an earlier delivery of this (qid, key) in new/ and cur/ of `dir`. */
+  async findExisting(dir: string, parts: MaildirNameParts, size: number): Promise<string | null> {
+    const exact = join(dir, 'new', maildirName(parts, size));
+    if (await stat(exact).then(() => true, () => false)) return exact;
+    const prefix = maildirUniquePrefix(parts);
+    for (const sub of ['new', 'cur']) {
+      const names = await readdir(join(dir, sub)).catch(() => [] as string[]);
+      const hit = names.find((n) => n.startsWith(prefix));
+      if (hit) return join(dir, sub, hit);
+    }
+    return null;
+  }
+
+  /**
+   * Delivers `bytes` into folder `folder` (undefined: INBOX) of the Maildir at `root`.
+   * `checkExisting`: this may be a retry, look for an earlier copy first (costs a readdir).
+   * Throws DeliveryError.
+   */
+  async deliver(root: string, folder: string | undefined, parts: MaildirNameParts, bytes: Buffer, checkExisting: boolean): Promise<MaildirDeliveryResult> {
+    const dir = this.folderDir(root, folder);
+    try {
+      await this.ensure(root, dir);
+      if (checkExisting) {
+        const found = await this.findExisting(dir, parts, bytes.length);
+        if (found) return { path: found, duplicate: true };
+      }
+      const name = maildirName(parts, bytes.length);
+      const tmp = join(dir, 'tmp', name);
+      let fh;
+      try {
+        // 'w': a leftover tmp file of the same name can only be our own interrupted attempt.
+        fh = await open(tmp, 'w');
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+        // The Maildir was removed under us: forget it, create it again.
+        this.known.delete(dir);
+        await this.ensure(root, dir);
+        fh = await open(tmp, 'w');
+      }
+      try {
+        const { bytesWritten } = await fh.write(bytes, 0, bytes.length, 0);
+        if (bytesWritten !== bytes.length) throw new Error(`short write (${bytesWritten} of ${bytes.length} bytes)`);
+        await fh.datasync();
+      } finally {
+        await fh.close();
+      }
+      const final = join(dir, 'new', name);
+      await rename(tmp, final);
+      await this.syncer.sync(join(dir, 'new'));
+      return { path: final, duplicate: false };
+    } catch (e) {
+      throw fromFsError(e);
+    }
+  }
+}

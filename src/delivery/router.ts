@@ -1,0 +1,88 @@
+// Routing of one envelope recipient (RFC 5321 §5.1 for the MX part):
+//   1. parse it (address.ts decides what the domain IS);
+//   2. a local domain (`domains.local` or the directory's) → directory.expand: aliases,
+//      catch-all and subaddresses (RFC 5233) become local users; alias targets outside our
+//      domains become remote addresses; nothing found → unknown;
+//   3. a remote address → `routes`: the exact domain first, then the nearest ".parent" wildcard
+//      (".sub.example" matches every domain under sub.example, not sub.example itself, as in
+//      Postfix transport maps); no route → delivery by MX lookup (done by the transport later).
+// The router only decides; it writes nothing.
+//
+// Config keys: `domains.local`, `routes`.
+import type { Config } from '../config/load.js';
+import type { RouteConfig } from './config.js';
+import type { Directory } from '../directory/directory.js';
+import { AddressError, parseAddress } from '../address/address.js';
+
+export type RemoteVia =
+  | { type: 'route'; nexthop: string; mode: RouteConfig['mode']; verify: RouteConfig['verify']; match: string }
+  | { type: 'mx' };
+
+export type RouteTarget =
+  | { kind: 'local'; user: string; address: string; detail?: string }
+  | { kind: 'remote'; address: string; domain: string; via: RemoteVia };
+
+export type RoutingResult =
+  | { status: 'ok'; targets: RouteTarget[] }
+  /** A local domain without such a user, alias or catch-all (550 5.1.1). */
+  | { status: 'unknown' }
+  /** Not a valid address. */
+  | { status: 'invalid'; reason: string };
+
+export interface Router {
+  route(address: string): Promise<RoutingResult>;
+  /** Next hop for a remote address (no directory lookup). */
+  remote(address: string, domain: string): RouteTarget & { kind: 'remote' };
+}
+
+export function createRouter(opts: { config: Pick<Config, 'domains' | 'routes'>; directory: Directory }): Router {
+  const localDomains = new Set(opts.config.domains.local.map((d) => d.toLowerCase()));
+  const routes = new Map<string, RouteConfig>();
+  for (const [k, v] of Object.entries(opts.config.routes)) routes.set(k.toLowerCase().replace(/\.$/, ''), v);
+
+  const isLocal = (domain: string) => localDomains.has(domain) || opts.directory.isLocalDomain(domain);
+
+  const remote = (address: string, domain: string): RouteTarget & { kind: 'remote' } => {
+    const exact = routes.get(domain);
+    if (exact) return { kind: 'remote', address, domain, via: { type: 'route', ...exact, match: domain } };
+    // Nearest wildcard first: a.b.c.example tries .b.c.example, .c.example, .example.
+    const labels = domain.split('.');
+    for (let i = 1; i < labels.length; i++) {
+      const key = `.${labels.slice(i).join('.')}`;
+      const r = routes.get(key);
+      if (r) return { kind: 'remote', address, domain, via: { type: 'route', ...r, match: key } };
+    }
+    return { kind: 'remote', address, domain, via: { type: 'mx' } };
+  };
+
+  const parse = (address: string) => {
+    try {
+      return parseAddress(address);
+    } catch (e) {
+      if (e instanceof AddressError) return null;
+      throw e;
+    }
+  };
+
+  return {
+    remote,
+    async route(address) {
+      const p = parse(address);
+      if (!p) return { status: 'invalid', reason: 'malformed address' };
+      if (!isLocal(p.domain)) return { status: 'ok', targets: [remote(p.address, p.domain)] };
+      const x = await opts.directory.expand(p.address);
+      if (!x || (x.local.length === 0 && x.remote.length === 0)) return { status: 'unknown' };
+      const targets: RouteTarget[] = x.local.map((l) => ({ kind: 'local' as const, user: l.user, address: l.address, ...(l.detail ? { detail: l.detail } : {}) }));
+      for (const r of x.remote) {
+        const rp = parse(r);
+        if (!rp) continue; // a broken alias target: the directory should not hold one; skip it
+        // An alias target in one of our own domains that the directory left unexpanded is still
+        // not ours to relay; treat it as unknown rather than loop it through the MX.
+        if (isLocal(rp.domain)) continue;
+        targets.push(remote(rp.address, rp.domain));
+      }
+      if (targets.length === 0) return { status: 'unknown' };
+      return { status: 'ok', targets };
+    },
+  };
+}

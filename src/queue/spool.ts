@@ -1,0 +1,204 @@
+// The on-disk spool under `<data_dir>/spool/`: the durability point behind "250 queued as <id>".
+//
+// Layout (Postfix-style named directories, one file system so rename(2) is atomic):
+//   spool/tmp/            files being written; anything found here at start is removed
+//   spool/q/<id>          one committed message: envelope and message in ONE file
+//   spool/q/<id>.state    per-recipient delivery state (written only when an entry outlives its
+//                         first delivery round: deferred, held for relay, partly done)
+//   spool/q/<id>.<k>.intent  a delivery's intent record (mbox: size before the append)
+//
+// Message file format (all lengths in bytes):
+//   "POSTERN-SPOOL 1 <n>\n" <n bytes of envelope JSON> "\n" <message bytes, exactly as accepted>
+// The file only appears under q/ by rename after its bytes are fdatasync'ed, so a file in q/ is
+// always complete: the rename IS the commit marker. `accept` resolves after the fsync of q/.
+//
+// fsync strategy: fdatasync(2) for the new file (a new file's size is metadata fdatasync covers),
+// then a group-committed fsync of q/ shared by every caller that renamed meanwhile (dir-sync.ts).
+// Removal (unlink) is not fsynced on its own: the next commit's fsync of q/ persists it, and a
+// removal lost to a crash only makes recovery retry deliveries that are idempotent anyway.
+//
+// Config keys: `data_dir`.
+import { mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Envelope } from './envelope.js';
+import { DirSyncer } from './dir-sync.js';
+import { isQueueId } from './queue-id.js';
+
+const MAGIC = 'POSTERN-SPOOL 1 ';
+
+export class SpoolFormatError extends Error {}
+
+export interface SpooledMessage {
+  id: string;
+  envelope: Envelope;
+  message: Buffer;
+}
+
+export class Spool {
+  readonly root: string;
+  readonly tmpDir: string;
+  readonly queueDir: string;
+  private tmpSeq = 0;
+
+  constructor(
+    dataDir: string,
+    readonly syncer: DirSyncer = new DirSyncer(),
+  ) {
+    this.root = join(dataDir, 'spool');
+    this.tmpDir = join(this.root, 'tmp');
+    this.queueDir = join(this.root, 'q');
+  }
+
+  /** Creates the folders and removes leftovers of writes a crash interrupted. Call before use. */
+  async init(): Promise<{ removedTemp: number }> {
+    await mkdir(this.tmpDir, { recursive: true });
+    await mkdir(this.queueDir, { recursive: true });
+    // New folders must survive a crash too before anything is committed into them.
+    await this.syncer.sync(this.root);
+    this.syncer.hold(this.queueDir);
+    let removedTemp = 0;
+    for (const name of await readdir(this.tmpDir)) {
+      await unlink(join(this.tmpDir, name)).catch(() => undefined);
+      removedTemp++;
+    }
+    return { removedTemp };
+  }
+
+  /** Writes message and envelope; resolves only when both are durable under q/. */
+  async accept(id: string, envelope: Envelope, message: Buffer): Promise<void> {
+    checkId(id);
+    const json = Buffer.from(JSON.stringify(envelope), 'utf8');
+    const head = Buffer.from(`${MAGIC}${json.length}\n`, 'latin1');
+    await this.commit(id, [head, json, NL, message]);
+  }
+
+  async read(id: string): Promise<SpooledMessage> {
+    checkId(id);
+    const buf = await readFile(join(this.queueDir, id));
+    return { id, ...parseSpoolFile(buf) };
+  }
+
+  /** Replaces the state record of an entry atomically and durably. */
+  async writeState(id: string, state: unknown): Promise<void> {
+    checkId(id);
+    await this.commit(`${id}.state`, [Buffer.from(JSON.stringify(state), 'utf8')]);
+  }
+
+  async readState<T>(id: string): Promise<T | null> {
+    checkId(id);
+    try {
+      return JSON.parse(await readFile(join(this.queueDir, `${id}.state`), 'utf8')) as T;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw e;
+    }
+  }
+
+  /** An intent record for one delivery of an entry (key: filename-safe). Durable on return. */
+  async writeIntent(id: string, key: string, data: unknown): Promise<void> {
+    checkId(id);
+    checkKey(key);
+    await this.commit(`${id}.${key}.intent`, [Buffer.from(JSON.stringify(data), 'utf8')]);
+  }
+
+  async readIntent<T>(id: string, key: string): Promise<T | null> {
+    checkId(id);
+    checkKey(key);
+    try {
+      return JSON.parse(await readFile(join(this.queueDir, `${id}.${key}.intent`), 'utf8')) as T;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw e;
+    }
+  }
+
+  /**
+   * Removes an entry: the message first (from then on recovery ignores the rest), then its state
+   * and intents. Not fsynced here (see the header).
+   */
+  async remove(id: string, opts: { hasState?: boolean } = {}): Promise<void> {
+    checkId(id);
+    await unlink(join(this.queueDir, id)).catch(ignoreEnoent);
+    // `hasState: false` (the caller knows none was written) saves a syscall per message.
+    if (opts.hasState !== false) await unlink(join(this.queueDir, `${id}.state`)).catch(ignoreEnoent);
+    // Intents exist only for mbox deliveries; those are rare enough to afford the readdir.
+    if (this.intentIds.delete(id)) {
+      for (const name of await readdir(this.queueDir)) {
+        if (name.startsWith(`${id}.`) && name.endsWith('.intent')) await unlink(join(this.queueDir, name)).catch(ignoreEnoent);
+      }
+    }
+  }
+
+  /**
+   * Committed entry ids, oldest first. Side files whose message is gone (a crash inside
+   * `remove`) are deleted.
+   */
+  async list(): Promise<string[]> {
+    const names = await readdir(this.queueDir);
+    const ids = new Set(names.filter(isQueueId));
+    for (const name of names) {
+      if (isQueueId(name)) continue;
+      const owner = name.slice(0, name.indexOf('.'));
+      if (!ids.has(owner)) await unlink(join(this.queueDir, name)).catch(ignoreEnoent);
+      else if (name.endsWith('.intent')) this.intentIds.add(owner);
+    }
+    return [...ids].sort();
+  }
+
+  private readonly intentIds = new Set<string>();
+
+  /** True when intent records exist for the entry (known after `list`, or written by us). */
+  hasIntents(id: string): boolean {
+    return this.intentIds.has(id);
+  }
+
+  private async commit(name: string, parts: Buffer[]): Promise<void> {
+    if (name.endsWith('.intent')) this.intentIds.add(name.slice(0, name.indexOf('.')));
+    // A per-process sequence keeps two writers of the same state file apart in tmp/.
+    const tmp = join(this.tmpDir, `${name}.${process.pid}.${this.tmpSeq++}`);
+    const fh = await open(tmp, 'w');
+    try {
+      const total = parts.reduce((n, b) => n + b.length, 0);
+      const { bytesWritten } = await fh.writev(parts, 0);
+      if (bytesWritten !== total) throw new Error(`short write to the spool (${bytesWritten} of ${total} bytes)`);
+      await fh.datasync();
+    } catch (e) {
+      await fh.close().catch(() => undefined);
+      await unlink(tmp).catch(() => undefined);
+      throw e;
+    }
+    await fh.close();
+    await rename(tmp, join(this.queueDir, name));
+    await this.syncer.sync(this.queueDir);
+  }
+
+  async close(): Promise<void> {
+    await this.syncer.close();
+  }
+}
+
+const NL = Buffer.from('\n');
+
+function ignoreEnoent(e: unknown): void {
+  if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+}
+
+function checkId(id: string): void {
+  if (!isQueueId(id)) throw new Error(`invalid queue id: ${JSON.stringify(id)}`);
+}
+
+function checkKey(key: string): void {
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(key)) throw new Error(`invalid intent key: ${JSON.stringify(key)}`);
+}
+
+export function parseSpoolFile(buf: Buffer): { envelope: Envelope; message: Buffer } {
+  const nl = buf.indexOf(10);
+  const head = nl > 0 ? buf.subarray(0, nl).toString('latin1') : '';
+  if (!head.startsWith(MAGIC)) throw new SpoolFormatError('not a spool file');
+  const n = Number(head.slice(MAGIC.length));
+  if (!Number.isSafeInteger(n) || n < 2 || nl + 1 + n + 1 > buf.length || buf[nl + 1 + n] !== 10) {
+    throw new SpoolFormatError('bad envelope length');
+  }
+  const envelope = JSON.parse(buf.subarray(nl + 1, nl + 1 + n).toString('utf8')) as Envelope;
+  return { envelope, message: buf.subarray(nl + 2 + n) };
+}

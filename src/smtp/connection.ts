@@ -1,0 +1,262 @@
+// The seam with smtp-server: a subclass of its SMTPServer that creates our SMTPConnection
+// subclass, which (1) writes exactly one correct enhanced status code on every reply and
+// (2) runs our protocol guards on each command line before the library dispatches it.
+//
+// Enhanced codes (RFC 2034 §3, RFC 3463): with hideENHANCEDSTATUSCODES:false the library derives
+// a code from the reply code and prepends it even to a message that already carries one. `send`
+// is the single write site, so the adapter lives there: a text that starts with an enhanced code
+// (every SmtpReply does) is written as is; a library text gets the code from our table
+// (replies.ts `enhancedForLibraryReply`); the greeting and HELO/EHLO/LHLO replies and 3yz replies
+// carry none.
+//
+// Guards, in order, for each command line (RFC 5321 §4.1.4, §4.5.3.1.4, RFC 3207, RFC 4954):
+//   - bytes before the greeting (early talker) → 554 5.5.1 and close
+//   - HTTP request or header line on the SMTP port → 554 5.5.1 and close
+//   - AUTH continuation that is not base64 → 501 5.5.2 (RFC 4954 §4)
+//   - unknown or disabled command → 500 5.5.2; the smtp.max_bad_commands-th → 421 4.7.0 and close
+//   - AUTH before TLS where AUTH needs TLS → 538 5.7.11 (RFC 4954 §6)
+//   - MAIL/RCPT/DATA without AUTH where AUTH is required → 530 5.7.0 (RFC 4954 §6)
+//   - MAIL/RCPT parameters (params.ts) → 501 5.5.4 / 555 5.5.4
+//   - HELO/EHLO/LHLO → the `helo` pipeline stage, then the library
+// Config keys: none directly (the listener passes ConnectionPolicy).
+import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
+import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
+import { classMatches, enhancedForLibraryReply, LEADING_ENHANCED_RE, Replies, type SmtpReply } from './replies.js';
+import { parseMailParams, parseRcptParams } from './params.js';
+
+/** What a listener tells its connections. */
+export interface ConnectionPolicy {
+  lmtp: boolean;
+  /** AUTH is offered (and accepted) only on a TLS connection. */
+  authOnlyOverTls: boolean;
+  /** MAIL/RCPT/DATA need a successful AUTH first (submission). */
+  requireAuth: boolean;
+  maxBadCommands: number;
+  dsn: boolean;
+  smtputf8: boolean;
+}
+
+/** The per-listener controller the connection calls back into (session.ts implements it). */
+export interface ConnectionController {
+  readonly policy: ConnectionPolicy;
+  /** Runs the `helo` stage; a reply refuses the command. */
+  helo(conn: PosternConnection, hostname: string, verb: string): Promise<SmtpReply | null>;
+  /** The parameters of the MAIL/RCPT command about to be handled by the library. */
+  stashParams(conn: PosternConnection, kind: 'mail' | 'rcpt', params: unknown): void;
+  /** Logs a reply we sent on our own (guards), with its event name when it has one. */
+  logReply(conn: PosternConnection, reply: SmtpReply, detail?: Record<string, unknown>): void;
+  /** Connection accounting: called once when the socket is accepted and once when it closes. */
+  opened(conn: PosternConnection): void;
+  closed(conn: PosternConnection): void;
+}
+
+const KNOWN_COMMANDS = new Set(['HELO', 'EHLO', 'LHLO', 'MAIL', 'RCPT', 'DATA', 'RSET', 'NOOP', 'QUIT', 'VRFY', 'HELP', 'STARTTLS', 'AUTH']);
+// Request lines and header lines a browser or proxy would send (postscreen's "HTTP" check).
+const HTTP_REQUEST_RE = /^(?:GET|HEAD|POST|PUT|DELETE|OPTIONS|TRACE|CONNECT|PATCH) \S+(?: HTTP\/\d(?:\.\d)?)?$/i;
+const HTTP_HEADER_RE = /^(?:Host|User-Agent|Accept(?:-[A-Za-z]+)?|Content-(?:Type|Length)|Connection|Upgrade|Cookie|Referer|Origin|Proxy-[A-Za-z-]+):/i;
+const BASE64_RE = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+export function isHttpLine(line: string): boolean {
+  return HTTP_REQUEST_RE.test(line) || HTTP_HEADER_RE.test(line);
+}
+
+export function isBase64(s: string): boolean {
+  return BASE64_RE.test(s);
+}
+
+export class PosternConnection extends SMTPConnection {
+  badCommands = 0;
+  earlyTalker = false;
+  private readonly controller: ConnectionController;
+
+  constructor(server: PosternServer, socket: Socket | TLSSocket, options: SMTPConnectionOptions | null | undefined, controller: ConnectionController) {
+    super(server, socket, options);
+    this.controller = controller;
+  }
+
+  override init(): void {
+    // Early talker (RFC 5321 §4.3.1: the client waits for the greeting). Any byte before we are
+    // ready, even a partial line, counts; the library would only see complete lines.
+    const sock = this._socket;
+    const onData = () => {
+      if (!this._ready && !this._closing && !this.earlyTalker) {
+        this.earlyTalker = true;
+        this.reply(Replies.earlyTalker());
+      }
+    };
+    sock.on('data', onData);
+    this.once('ready', () => sock.removeListener('data', onData));
+    this.controller.opened(this);
+    sock.once('close', () => this.controller.closed(this));
+    super.init();
+  }
+
+  override _sendGreeting(): void {
+    if (this._closing || this._closed || this.earlyTalker) return;
+    this.emit('ready');
+    super._sendGreeting();
+  }
+
+  /** Writes one of our replies and closes when it says so. */
+  reply(r: SmtpReply, detail?: Record<string, unknown>): void {
+    this.controller.logReply(this, r, detail);
+    this.send(r.code, r.message);
+    if (r.disconnect && r.code !== 421) this.close();
+  }
+
+  /** The single write site (see the header): exactly one enhanced code per reply. */
+  override send(code: number, data?: string | string[] | null, context?: string | false): void {
+    super.send(code, this.withEnhancedCode(code, data, context), false);
+  }
+
+  withEnhancedCode(code: number, data: string | string[] | null | undefined, context?: string | false): string | string[] | null | undefined {
+    // RFC 3463 has no class 3: 334 and 354 carry no code.
+    if (code >= 300 && code < 400) return data;
+    if (Array.isArray(data)) {
+      if (context === false && code < 300) {
+        // The EHLO/LHLO reply (RFC 2034 §3: no code). AUTH is advertised only where it is accepted.
+        return this.controller.policy.authOnlyOverTls && !this.secure ? data.filter((l) => !/^AUTH\b/i.test(l)) : data;
+      }
+      const first = data[0] ?? '';
+      const enh = LEADING_ENHANCED_RE.exec(first)?.[0] ?? enhancedForLibraryReply(code, first, this.libraryGuess(code, context));
+      return data.map((l) => (LEADING_ENHANCED_RE.test(l) ? l : `${enh} ${l}`));
+    }
+    const text = data == null ? '' : String(data);
+    const own = LEADING_ENHANCED_RE.exec(text)?.[0];
+    if (own && classMatches(code, own)) return text;
+    // A greeting or HELO reply (context false, 2yz) carries none.
+    if (context === false && code < 300) return text;
+    const bare = own ? text.slice(own.length).trimStart() : text;
+    const enh = enhancedForLibraryReply(code, bare, this.libraryGuess(code, context));
+    return bare ? `${enh} ${bare}` : enh;
+  }
+
+  private libraryGuess(code: number, context?: string | false): string {
+    return this._getEnhancedStatusCode(code, context === false ? undefined : context);
+  }
+
+  override _onCommand(command: Buffer, callback?: () => void): void {
+    const next = callback ?? (() => undefined);
+    const done = (): void => void setImmediate(() => this._whenWritable(next));
+    if (this._upgrading || this._closing || this._closed) {
+      if (this._closing || this._closed) return next();
+      return super._onCommand(command, callback);
+    }
+    if (!this._ready) {
+      // init() already answered; nothing more is said to an early talker.
+      if (!this.earlyTalker) {
+        this.earlyTalker = true;
+        this.reply(Replies.earlyTalker());
+      }
+      return next();
+    }
+    const line = command.toString();
+    if (this._nextHandler) {
+      // A SASL continuation line (RFC 4954 §4): "*" cancels, anything else must be base64.
+      const t = line.trim();
+      if (t !== '*' && !isBase64(t)) {
+        this._nextHandler = false;
+        this.reply(Replies.authBadBase64());
+        return done();
+      }
+      return super._onCommand(command, callback);
+    }
+    if (isHttpLine(line)) {
+      this.reply(Replies.httpOnSmtp(), { line: line.slice(0, 100) });
+      return next();
+    }
+    const name = (line.split(' ')[0] ?? '').toUpperCase();
+    const policy = this.controller.policy;
+    const known = KNOWN_COMMANDS.has(name) && !(name === 'LHLO' && !policy.lmtp) && !this._isDisabled(name);
+    if (!known) {
+      this.badCommands++;
+      if (this.badCommands >= policy.maxBadCommands) {
+        this.reply(Replies.tooManyBadCommands(), { command: name.slice(0, 20) });
+        return next();
+      }
+      this.reply(Replies.unknownCommand(), { command: name.slice(0, 20) });
+      return done();
+    }
+    if (name === 'AUTH') {
+      if (policy.authOnlyOverTls && !this.secure) {
+        this.reply(Replies.encryptionRequired());
+        return done();
+      }
+      // RFC 4954 §4: an initial response must be base64 too ("=" stands for an empty one).
+      // Checked for the mechanisms we offer only; others get the library's 504 5.5.4.
+      const [, mech, initial] = line.trim().split(/\s+/);
+      const offered = this._server.options.authMethods.includes((mech ?? '').toUpperCase());
+      if (offered && initial !== undefined && initial !== '=' && !isBase64(initial)) {
+        this.reply(Replies.authBadBase64());
+        return done();
+      }
+    }
+    if ((name === 'MAIL' || name === 'RCPT' || name === 'DATA') && this.hostNameAppearsAs) {
+      if (policy.requireAuth && !this.session.user) {
+        this.reply(Replies.authRequired());
+        return done();
+      }
+      if (name === 'MAIL') {
+        const p = parseMailParams(line, { dsn: policy.dsn, smtputf8: policy.smtputf8 });
+        if (!p.ok) {
+          this.reply(p.reply);
+          return done();
+        }
+        this.controller.stashParams(this, 'mail', p.value);
+      } else if (name === 'RCPT') {
+        const p = parseRcptParams(line, { dsn: policy.dsn });
+        if (!p.ok) {
+          this.reply(p.reply);
+          return done();
+        }
+        this.controller.stashParams(this, 'rcpt', p.value);
+      }
+    }
+    if (name === 'HELO' || name === 'EHLO' || name === 'LHLO') {
+      const parts = line.trim().split(/\s+/);
+      const wrongVerb = policy.lmtp ? name !== 'LHLO' : name === 'LHLO';
+      // Syntax errors and HELO on LMTP are the library's to answer.
+      if (parts.length !== 2 || wrongVerb) return super._onCommand(command, callback);
+      this._handlerPending = true;
+      void this.controller
+        .helo(this, parts[1]!, name)
+        .catch((e: unknown) => Replies.internalError(e))
+        .then((r) => {
+          this._handlerPending = false;
+          if (this._closing || this._closed) return next();
+          if (r) {
+            this.reply(r);
+            return done();
+          }
+          super._onCommand(command, callback);
+        });
+      return;
+    }
+    super._onCommand(command, callback);
+  }
+}
+
+export interface PosternServerOptions extends SMTPServerOptions {
+  controller: ConnectionController;
+}
+
+/** SMTPServer whose connections are PosternConnections. */
+export class PosternServer extends SMTPServer {
+  readonly controller: ConnectionController;
+  constructor(options: PosternServerOptions) {
+    const { controller, ...rest } = options;
+    super(rest);
+    this.controller = controller;
+  }
+
+  // Mirrors SMTPServer.connect (smtp-server 3.21), with our connection class.
+  override connect(socket: Socket | TLSSocket, socketOptions?: SMTPConnectionOptions | null): void {
+    const connection = new PosternConnection(this, socket, socketOptions, this.controller);
+    this.connections.add(connection);
+    connection.on('error', (err: Error) => this._onError(err));
+    connection.on('connect', (data) => this._onClientConnect(data));
+    connection.init();
+  }
+}

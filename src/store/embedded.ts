@@ -1,0 +1,607 @@
+// The embedded Store driver: single node, no Redis, state persisted under `<data_dir>/state/`,
+// shared safely by every Postern process on the host (the daemon and CLI commands such as
+// `postern user add` open it at the same time). Semantics are store.ts's (Redis's subset).
+//
+// Files (all in `<data_dir>/state/`):
+//   store.lock                the flock(2) every writer holds while it appends or compacts
+//   store.snapshot.json       the compacted state at generation G (written to .tmp, fsynced,
+//                             renamed, directory fsynced); absent until the first compaction (G=0)
+//   store.journal.<G>.jsonl   every change since that snapshot, one JSON object a line
+//                             (state-map.ts lists the entry kinds), appended under the lock
+//
+// Multi-process protocol:
+//   - Reads are served from memory. Before each read the process catches up: one fstat of the
+//     journal and, when it grew, a read of the new lines. So a change made by another process is
+//     seen at the next read; pub/sub entries are picked up by an fs.watch on the folder and a
+//     short poll (`pollMs`), and delivered to this process's subscribers.
+//   - A write takes the lock, catches up, decides (SET NX, INCR's value and WRONGTYPE checks are
+//     made against the caught-up state, so they are atomic across processes), appends its lines
+//     with one write(2), fsyncs when needed, and releases the lock. Writes queued in the same
+//     event-loop turn go out as one batch: one lock, one write, at most one fsync (group commit).
+//   - Compaction (when the journal outgrows max(compactMinBytes, the last snapshot)) runs under
+//     the lock: snapshot G+1 is written and renamed into place, journal G+1 is created, journal G
+//     unlinked. Others notice their journal's link count fall to 0 (or the snapshot change on the
+//     poll), read what is left of it, and reload. A process that slept through two compactions may
+//     have missed published events: it delivers `{"resync":true}` on every channel it listens to.
+//
+// Durability: persistent writes (SET without TTL, DEL, HSET, HDEL, INCR of a key without TTL) are
+// fsynced before the promise resolves. Keys with a TTL (greylist triplets, rate counters, caches:
+// the hot INCR at RCPT/AUTH) and PUBLISH are appended without fsync. They reach the kernel before
+// the promise resolves, so other processes see them and a crash of Postern loses nothing; only a
+// power loss or kernel crash can drop the last few of them, which costs at worst a repeated
+// greylist delay or a reset rate window. A torn last line (a writer died mid-write) is skipped on
+// replay, and the next writer ends it with a newline so the following entries stay intact.
+// The lock is never held across an event-loop turn, and is taken with non-blocking attempts, so a
+// stuck peer makes writes fail after `lockTimeoutMs` instead of hanging the daemon.
+//
+// Config keys read: `data_dir` (by the caller, which passes it in), `store.driver: embedded`.
+import { closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, unlinkSync, watch, writeSync, type FSWatcher } from 'node:fs';
+import { join } from 'node:path';
+import type { Logger } from '../log/logger.js';
+import { silentLogger } from '../log/logger.js';
+import { lock, lockSync, unlockSync } from './flock.js';
+import { StateMap, type JournalEntry, type Planned } from './state-map.js';
+import type { ChangeEvent, SetOptions, Store } from './store.js';
+
+export interface EmbeddedStoreOptions {
+  log?: Logger;
+  /** The journal is compacted once larger than this and than the last snapshot. Default 4 MiB. */
+  compactMinBytes?: number;
+  /** Fallback poll for other processes' changes and events, in ms (fs.watch is the fast path). Default 200. */
+  pollMs?: number;
+  /** How long a write waits for the lock before failing. Default 10 s. */
+  lockTimeoutMs?: number;
+  /** Expired keys are dropped from memory this often (ms). Default 60 s. */
+  sweepMs?: number;
+}
+
+const SNAPSHOT = 'store.snapshot.json';
+const LOCK = 'store.lock';
+const journalName = (gen: number) => `store.journal.${gen}.jsonl`;
+const JOURNAL_RE = /^store\.journal\.(\d+)\.jsonl$/;
+const NL = 0x0a;
+
+interface PendingOp {
+  plan: (state: StateMap, now: number) => Planned<unknown>;
+  resolve: (v: unknown) => void;
+  reject: (e: unknown) => void;
+}
+
+export class EmbeddedStore implements Store {
+  readonly dir: string;
+  private readonly log: Logger;
+  private readonly compactMinBytes: number;
+  private readonly lockTimeoutMs: number;
+  private readonly lockPath: string;
+  private readonly snapPath: string;
+  private readonly lockFd: number;
+
+  private state = new StateMap();
+  private gen = 0;
+  private jfd = -1;
+  /** Bytes of the journal consumed (applied, or held in `partial`). */
+  private offset = 0;
+  /** An incomplete last line: a write in progress elsewhere, or torn by a crash. */
+  private partial: Buffer = Buffer.alloc(0);
+  /** Identity of the snapshot we loaded (null: none existed). */
+  private snapIdent: string | null = null;
+  private snapBytes = 0;
+
+  private readonly subscribers = new Map<string, Set<(ev: ChangeEvent) => void>>();
+  private deliveries: ChangeEvent[] = [];
+  private deliveryScheduled = false;
+
+  private pending: PendingOp[] = [];
+  private flushQueued = false;
+  /** Every lock-holding job of this process runs in this chain, one at a time. */
+  private chain: Promise<void> = Promise.resolve();
+  private reloadQueued = false;
+
+  private readonly watcher: FSWatcher | undefined;
+  private readonly pollTimer: NodeJS.Timeout;
+  private readonly sweepTimer: NodeJS.Timeout;
+  private closed = false;
+  private closing: Promise<void> | null = null;
+
+  constructor(dataDir: string, opts: EmbeddedStoreOptions = {}) {
+    this.dir = join(dataDir, 'state');
+    this.log = opts.log ?? silentLogger();
+    this.compactMinBytes = opts.compactMinBytes ?? 4 * 1024 * 1024;
+    this.lockTimeoutMs = opts.lockTimeoutMs ?? 10_000;
+    this.lockPath = join(this.dir, LOCK);
+    this.snapPath = join(this.dir, SNAPSHOT);
+
+    const created = !existsSync(this.dir);
+    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    if (created) fsyncDir(dataDir);
+    this.lockFd = openSync(this.lockPath, 'a+', 0o600);
+    try {
+      // Opening is consistent only under the lock: a compaction could otherwise swap the
+      // snapshot between our reading it and opening its journal.
+      lockSync(this.lockFd, this.lockPath, this.lockTimeoutMs);
+      try {
+        this.loadAll(false);
+        this.removeStaleFiles();
+      } finally {
+        unlockSync(this.lockFd);
+      }
+    } catch (e) {
+      if (this.jfd >= 0) closeSync(this.jfd);
+      closeSync(this.lockFd);
+      throw e;
+    }
+
+    try {
+      this.watcher = watch(this.dir, { persistent: false }, () => this.poke(false));
+      this.watcher.on('error', () => undefined);
+    } catch {
+      this.watcher = undefined; // the poll still covers it
+    }
+    this.pollTimer = setInterval(() => this.poke(true), opts.pollMs ?? 200);
+    this.pollTimer.unref();
+    this.sweepTimer = setInterval(() => this.state.sweep(Date.now()), opts.sweepMs ?? 60_000);
+    this.sweepTimer.unref();
+  }
+
+  // ---------------------------------------------------------------- Store: reads
+
+  async get(key: string): Promise<string | null> {
+    await this.catchUp();
+    return this.state.get(key, Date.now());
+  }
+
+  async ttl(key: string): Promise<number> {
+    await this.catchUp();
+    return this.state.ttl(key, Date.now());
+  }
+
+  async hget(key: string, field: string): Promise<string | null> {
+    await this.catchUp();
+    return this.state.hget(key, field, Date.now());
+  }
+
+  async hgetall(key: string): Promise<Record<string, string>> {
+    await this.catchUp();
+    return this.state.hgetall(key, Date.now());
+  }
+
+  async keys(prefix: string): Promise<string[]> {
+    await this.catchUp();
+    return this.state.keys(prefix, Date.now());
+  }
+
+  // ---------------------------------------------------------------- Store: writes
+
+  set(key: string, value: string, opts: SetOptions = {}): Promise<boolean> {
+    const v = String(value);
+    // Validate the TTL now, so a bad call fails without touching the batch.
+    if (opts.ttlMs !== undefined && (!Number.isFinite(opts.ttlMs) || opts.ttlMs <= 0)) return Promise.reject(new RangeError('ttlMs must be a positive number'));
+    return this.enqueue((s, now) => s.planSet(key, v, opts.ttlMs, opts.ifAbsent === true, now));
+  }
+
+  del(...keys: string[]): Promise<number> {
+    return this.enqueue((s, now) => s.planDel(keys, now));
+  }
+
+  incr(key: string, opts: { by?: number; ttlMs?: number } = {}): Promise<number> {
+    return this.enqueue((s, now) => s.planIncr(key, opts.by ?? 1, opts.ttlMs, now));
+  }
+
+  hset(key: string, field: string, value: string): Promise<void> {
+    const v = String(value);
+    return this.enqueue((s, now) => s.planHset(key, field, v, now));
+  }
+
+  hdel(key: string, ...fields: string[]): Promise<number> {
+    return this.enqueue((s, now) => s.planHdel(key, fields, now));
+  }
+
+  publish(channel: string, message: string): Promise<void> {
+    const m = String(message);
+    return this.enqueue(() => ({ entries: [{ o: 'pub', c: channel, m }], result: undefined }));
+  }
+
+  subscribe(channel: string, handler: (ev: ChangeEvent) => void): () => void {
+    this.check();
+    let subs = this.subscribers.get(channel);
+    if (!subs) this.subscribers.set(channel, (subs = new Set()));
+    // Wrapped, so one function subscribed twice is two subscriptions, each undone on its own.
+    const own = (ev: ChangeEvent) => handler(ev);
+    subs.add(own);
+    return () => {
+      subs.delete(own);
+      if (subs.size === 0 && this.subscribers.get(channel) === subs) this.subscribers.delete(channel);
+    };
+  }
+
+  /** Writes what is queued, then releases files, watcher and timers. Later calls reject. */
+  close(): Promise<void> {
+    if (!this.closing) {
+      this.closing = (async () => {
+        await this.chain;
+        this.closed = true;
+        this.watcher?.close();
+        clearInterval(this.pollTimer);
+        clearInterval(this.sweepTimer);
+        this.subscribers.clear();
+        closeSync(this.jfd);
+        closeSync(this.lockFd);
+      })();
+    }
+    return this.closing;
+  }
+
+  // ---------------------------------------------------------------- internals: writing
+
+  private check(): void {
+    if (this.closed || this.closing) throw new Error('store is closed');
+  }
+
+  private enqueue<T>(plan: (state: StateMap, now: number) => Planned<T>): Promise<T> {
+    try {
+      this.check();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return new Promise<T>((resolve, reject) => {
+      this.pending.push({ plan, resolve: resolve as (v: unknown) => void, reject });
+      if (!this.flushQueued) {
+        this.flushQueued = true;
+        // setImmediate lets every write issued in this turn join the batch.
+        this.exclusive(
+          () => new Promise<void>((r) => setImmediate(r)),
+          () => this.flushLocked(),
+          (e) => this.failPending(e),
+        );
+      }
+    });
+  }
+
+  /**
+   * Runs `locked` with the flock held, after `before`, in this process's chain. `locked` is
+   * synchronous, so the lock never spans an event-loop turn. Errors go to the callers' promises;
+   * the chain itself never rejects.
+   */
+  private exclusive(before: () => Promise<void>, locked: () => void, onLockError: (e: unknown) => void): Promise<void> {
+    const job = this.chain.then(async () => {
+      await before();
+      try {
+        await lock(this.lockFd, this.lockPath, this.lockTimeoutMs);
+      } catch (e) {
+        onLockError(e);
+        return;
+      }
+      try {
+        locked();
+      } finally {
+        unlockSync(this.lockFd);
+      }
+    });
+    this.chain = job.catch((e: unknown) => {
+      this.log.error({ evt: 'store.error', err: e }, 'embedded store: locked job failed');
+    });
+    return this.chain;
+  }
+
+  private failPending(e: unknown): void {
+    this.flushQueued = false;
+    const batch = this.pending.splice(0);
+    for (const op of batch) op.reject(e);
+  }
+
+  private flushLocked(): void {
+    this.flushQueued = false;
+    const batch = this.pending.splice(0);
+    if (batch.length === 0) return;
+    const outcomes: ({ ok: true; value: unknown } | { ok: false; err: unknown })[] = [];
+    const published: ChangeEvent[] = [];
+    try {
+      const torn = this.syncLocked();
+      const now = Date.now();
+      const lines: string[] = [];
+      let durable = false;
+      for (const op of batch) {
+        try {
+          const p = op.plan(this.state, now);
+          for (const e of p.entries) {
+            this.state.apply(e, now);
+            lines.push(JSON.stringify(e));
+            durable ||= StateMap.durable(e);
+            if (e.o === 'pub') published.push({ channel: e.c, message: e.m });
+          }
+          outcomes.push({ ok: true, value: p.result });
+        } catch (err) {
+          outcomes.push({ ok: false, err }); // WRONGTYPE and the like: this op only
+        }
+      }
+      if (lines.length) {
+        const buf = Buffer.from((torn ? '\n' : '') + lines.join('\n') + '\n', 'utf8');
+        writeAll(this.jfd, buf);
+        if (durable) fsyncSync(this.jfd);
+        this.offset += buf.length;
+      }
+    } catch (err) {
+      // The disk refused (ENOSPC, EIO…): memory may hold entries the journal lacks. Rebuild
+      // from the files, which are the truth, and fail the whole batch.
+      this.log.error({ evt: 'store.error', err }, 'embedded store: journal write failed; reloading');
+      try {
+        this.reloadLocked();
+      } catch (e2) {
+        this.log.error({ evt: 'store.error', err: e2 }, 'embedded store: reload failed');
+      }
+      for (const op of batch) op.reject(err);
+      return;
+    }
+    for (const ev of published) this.queueDelivery(ev);
+    batch.forEach((op, i) => {
+      const o = outcomes[i]!;
+      if (o.ok) op.resolve(o.value);
+      else op.reject(o.err);
+    });
+    if (this.offset > Math.max(this.compactMinBytes, this.snapBytes)) {
+      try {
+        this.compactLocked();
+      } catch (err) {
+        // The journal stays valid; compaction is retried after the next write.
+        this.log.error({ evt: 'store.error', err }, 'embedded store: compaction failed');
+      }
+    }
+  }
+
+  /**
+   * Under the lock: makes memory equal to the files (reloading after another process compacted).
+   * Returns true when the journal ends in a torn line, which the next append must terminate.
+   */
+  private syncLocked(): boolean {
+    if (snapshotIdent(this.snapPath) !== this.snapIdent) {
+      this.reloadLocked();
+    } else if (this.readNew(true) === 0) {
+      this.reloadLocked();
+    }
+    if (this.partial.length === 0) return false;
+    // Nobody else writes while we hold the lock, so an incomplete line is a dead writer's.
+    this.log.warn({ evt: 'store.error', bytes: this.partial.length, gen: this.gen }, 'embedded store: skipping a torn journal line');
+    this.partial = Buffer.alloc(0);
+    return true;
+  }
+
+  private compactLocked(): void {
+    const next = this.gen + 1;
+    const now = Date.now();
+    this.state.sweep(now);
+    const tmp = `${this.snapPath}.tmp`;
+    const body = Buffer.from(JSON.stringify(this.state.toSnapshot(next, now)), 'utf8');
+    const fd = openSync(tmp, 'w', 0o600);
+    try {
+      writeAll(fd, body);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    // The new journal exists (empty: a crashed compaction may have left one) before the snapshot
+    // that points to it is in place. O_APPEND, as every journal descriptor must be.
+    const nextPath = join(this.dir, journalName(next));
+    const nfd = openSync(nextPath, 'a+', 0o600);
+    try {
+      ftruncateSync(nfd, 0);
+      renameSync(tmp, this.snapPath); // the commit point
+      fsyncDir(this.dir);
+    } catch (e) {
+      closeSync(nfd);
+      throw e;
+    }
+    const oldFd = this.jfd;
+    const oldPath = join(this.dir, journalName(this.gen));
+    this.jfd = nfd;
+    this.gen = next;
+    this.offset = 0;
+    this.partial = Buffer.alloc(0);
+    const id = statIdent(this.snapPath);
+    this.snapIdent = id?.ident ?? null;
+    this.snapBytes = id?.size ?? 0;
+    try {
+      // Other processes see its link count drop to 0 and reload.
+      unlinkSync(oldPath);
+    } catch (err) {
+      this.log.warn({ evt: 'store.error', err }, 'embedded store: could not remove the old journal');
+    }
+    closeSync(oldFd);
+    this.log.info({ evt: 'store.compacted', gen: next, bytes: body.length }, 'embedded store: compacted');
+  }
+
+  // ---------------------------------------------------------------- internals: reading
+
+  /** Before a read: our own queued writes first (read-your-writes), then other processes'. */
+  private async catchUp(): Promise<void> {
+    this.check();
+    if (this.flushQueued || this.reloadQueued) await this.chain;
+    if (this.readNew(true) === 0) await this.requestReload();
+  }
+
+  /**
+   * Called by the watcher (`full` false) and the poll (`full` true): picks up other processes'
+   * changes and events without waiting for a read.
+   */
+  private poke(full: boolean): void {
+    if (this.closed || this.closing || this.reloadQueued) return;
+    try {
+      const nlink = this.readNew(true);
+      if (nlink === 0 || (full && snapshotIdent(this.snapPath) !== this.snapIdent)) void this.requestReload();
+    } catch (err) {
+      this.log.error({ evt: 'store.error', err }, 'embedded store: reading the journal failed');
+    }
+  }
+
+  private requestReload(): Promise<void> {
+    if (!this.reloadQueued) {
+      this.reloadQueued = true;
+      this.exclusive(
+        async () => undefined,
+        () => {
+          this.reloadQueued = false;
+          this.syncLocked();
+        },
+        (err) => {
+          this.reloadQueued = false;
+          this.log.error({ evt: 'store.error', err }, 'embedded store: cannot lock to reload');
+        },
+      );
+    }
+    return this.chain;
+  }
+
+  /**
+   * Reads journal lines appended since the last call and applies them; `deliver` hands published
+   * events to subscribers. Returns the journal's link count (0: compacted away, reload).
+   */
+  private readNew(deliver: boolean): number {
+    const st = fstatSync(this.jfd);
+    if (st.size > this.offset) {
+      const len = st.size - this.offset;
+      const buf = Buffer.allocUnsafe(len);
+      let got = 0;
+      while (got < len) {
+        const n = readSync(this.jfd, buf, got, len - got, this.offset + got);
+        if (n === 0) break;
+        got += n;
+      }
+      this.offset += got;
+      this.consume(got === len ? buf : buf.subarray(0, got), deliver);
+    }
+    return st.nlink;
+  }
+
+  private consume(chunk: Buffer, deliver: boolean): void {
+    const data = this.partial.length ? Buffer.concat([this.partial, chunk]) : chunk;
+    let start = 0;
+    const now = Date.now();
+    for (let nl = data.indexOf(NL, start); nl !== -1; nl = data.indexOf(NL, start)) {
+      const line = data.toString('utf8', start, nl);
+      start = nl + 1;
+      if (line.length === 0) continue;
+      let entry: JournalEntry | null = null;
+      try {
+        entry = StateMap.validate(JSON.parse(line));
+      } catch {
+        entry = null;
+      }
+      if (!entry) {
+        this.log.warn({ evt: 'store.error', gen: this.gen, bytes: line.length }, 'embedded store: skipping an unreadable journal line');
+        continue;
+      }
+      this.state.apply(entry, now);
+      if (deliver && entry.o === 'pub') this.queueDelivery({ channel: entry.c, message: entry.m });
+    }
+    this.partial = start < data.length ? Buffer.from(data.subarray(start)) : Buffer.alloc(0);
+  }
+
+  /** Under the lock: drains the old journal (events included), then loads snapshot + journal. */
+  private reloadLocked(): void {
+    try {
+      this.readNew(true);
+    } catch {
+      // The old file may be gone or unreadable; the snapshot holds its effects anyway.
+    }
+    closeSync(this.jfd);
+    this.jfd = -1;
+    const before = this.gen;
+    this.loadAll(true);
+    if (this.gen > before + 1) {
+      // A whole journal came and went between our looks: events in it were never seen here.
+      for (const channel of this.subscribers.keys()) this.queueDelivery({ channel, message: '{"resync":true}' });
+    }
+  }
+
+  /** Under the lock: replaces memory with snapshot + journal. */
+  private loadAll(deliver: boolean): void {
+    const id = statIdent(this.snapPath);
+    if (id) {
+      const loaded = StateMap.fromSnapshot(JSON.parse(readFileSync(this.snapPath, 'utf8')));
+      this.state = loaded.state;
+      this.gen = loaded.gen;
+    } else {
+      this.state = new StateMap();
+      this.gen = 0;
+    }
+    this.snapIdent = id?.ident ?? null;
+    this.snapBytes = id?.size ?? 0;
+    const path = join(this.dir, journalName(this.gen));
+    const fresh = !existsSync(path);
+    this.jfd = openSync(path, 'a+', 0o600);
+    if (fresh) fsyncDir(this.dir);
+    this.offset = 0;
+    this.partial = Buffer.alloc(0);
+    this.readNew(deliver);
+  }
+
+  /** Under the lock: journals older than the snapshot and a half-written snapshot (crash leftovers). */
+  private removeStaleFiles(): void {
+    for (const name of readdirSync(this.dir)) {
+      const m = JOURNAL_RE.exec(name);
+      const stale = (m && Number(m[1]) !== this.gen) || name === `${SNAPSHOT}.tmp`;
+      if (!stale) continue;
+      try {
+        unlinkSync(join(this.dir, name));
+      } catch {
+        // best effort
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- internals: pub/sub
+
+  private queueDelivery(ev: ChangeEvent): void {
+    if (!this.subscribers.has(ev.channel)) return;
+    this.deliveries.push(ev);
+    if (this.deliveryScheduled) return;
+    this.deliveryScheduled = true;
+    // Never re-entrant: handlers run after the store's own work, as a Redis subscriber's would.
+    setImmediate(() => {
+      this.deliveryScheduled = false;
+      const evs = this.deliveries;
+      this.deliveries = [];
+      for (const e of evs) {
+        for (const h of [...(this.subscribers.get(e.channel) ?? [])]) {
+          try {
+            h(e);
+          } catch (err) {
+            this.log.error({ evt: 'store.error', err, channel: e.channel }, 'embedded store: subscriber threw');
+          }
+        }
+      }
+    });
+  }
+}
+
+export function createEmbeddedStore(dataDir: string, opts: EmbeddedStoreOptions = {}): EmbeddedStore {
+  return new EmbeddedStore(dataDir, opts);
+}
+
+function writeAll(fd: number, buf: Buffer): void {
+  let done = 0;
+  while (done < buf.length) done += writeSync(fd, buf, done, buf.length - done);
+}
+
+function snapshotIdent(path: string): string | null {
+  return statIdent(path)?.ident ?? null;
+}
+
+function fsyncDir(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Inode, size and mtime: changes whenever a compaction renames a new snapshot into place. */
+function statIdent(path: string): { ident: string; size: number } | null {
+  try {
+    const st = statSync(path, { bigint: true });
+    return { ident: `${st.ino}:${st.size}:${st.mtimeNs}`, size: Number(st.size) };
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw e;
+  }
+}

@@ -1,0 +1,160 @@
+// The `postern` bin as operators run it: a real child process per case (runCli spawns
+// `node --import tsx src/cli.ts`), asserting exit codes and what lands on stdout and stderr.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runCli } from '../helpers/daemon.js';
+
+let dir: string;
+const file = async (name: string, text: string) => {
+  const p = join(dir, name);
+  await writeFile(p, text);
+  return p;
+};
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'postern-cli-'));
+});
+after(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+// Every case spawns its own process on its own files, so they run side by side.
+describe('postern check-config', { concurrency: true }, () => {
+  it('prints ok and exits 0 for a valid file', async () => {
+    const cfg = await file('good.yaml', 'hostname: mx.example.test\ndomains: { local: [example.test] }\nlisten:\n  smtp: { port: 0 }\n');
+    const r = await runCli(['check-config', '--config', cfg], { cwd: dir });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'ok: good.yaml\n');
+    assert.equal(r.stderr, '');
+  });
+
+  it('prints each problem with file, line, column and key path, exit 1', async () => {
+    const cfg = await file('bad.yaml', 'listen:\n  smtp:\n    port: "25"\nlistne: {}\nstore: { driver: mysql }\n');
+    const r = await runCli(['check-config', '--config', cfg], { cwd: dir });
+    assert.equal(r.code, 1);
+    assert.equal(r.stdout, '');
+    assert.deepEqual(r.stderr.trimEnd().split('\n'), [
+      'bad.yaml:3:5: listen.smtp.port: expected number, received string',
+      'bad.yaml:4:1: listne: unknown key (did you mean "listen"?)',
+      'bad.yaml:5:10: store.driver: expected one of "embedded", "redis", received "mysql"',
+      '3 problems in bad.yaml',
+    ]);
+  });
+
+  it('reports a YAML syntax error with its line and column', async () => {
+    const cfg = await file('dup.yaml', 'hostname: a.example.test\nhostname: b.example.test\n');
+    const r = await runCli(['check-config', '-c', cfg], { cwd: dir });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^dup\.yaml:2:1: YAML: duplicate key "hostname"$/m);
+  });
+
+  it('finds the file through $POSTERN_CONFIG', async () => {
+    const cfg = await file('env.yaml', 'foo: 1\n');
+    const r = await runCli(['check-config'], { cwd: dir, env: { POSTERN_CONFIG: cfg } });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^env\.yaml:1:1: foo: unknown key$/m);
+  });
+
+  it('checks ./postern.yaml when present, the defaults otherwise', async () => {
+    const sub = await mkdtemp(join(dir, 'cwd-'));
+    const none = await runCli(['check-config'], { cwd: sub, env: { POSTERN_CONFIG: '' } });
+    assert.equal(none.code, 0, none.stderr);
+    assert.match(none.stdout, /^ok: no config file, the built-in defaults$/m);
+    await writeFile(join(sub, 'postern.yaml'), 'data_dir: ./spool\n');
+    const local = await runCli(['check-config'], { cwd: sub, env: { POSTERN_CONFIG: '' } });
+    assert.equal(local.code, 0, local.stderr);
+    assert.equal(local.stdout, 'ok: postern.yaml\n');
+  });
+
+  it('a missing file is an error (exit 1), not the defaults', async () => {
+    const r = await runCli(['check-config', '--config', join(dir, 'nope.yaml')], { cwd: dir });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /nope\.yaml: cannot read the config file: no such file/);
+  });
+
+  it('checks the configured TLS files', async () => {
+    const cfg = await file('tls.yaml', 'tls: { cert: missing.crt, key: missing.key }\n');
+    const r = await runCli(['check-config', '--config', cfg], { cwd: dir });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^tls\.yaml:1:8: tls\.cert: cannot read .*missing\.crt: no such file$/m);
+  });
+
+  it("checks each plugin entry against the plugin host, with the entry's line", async () => {
+    const cfg = await file('plugins.yaml', 'plugins:\n  - relay-acl\n  - no-such-plugin\n');
+    const r = await runCli(['check-config', '--config', cfg], { cwd: dir });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^plugins\.yaml:3:5: plugins\.1: .*no-such-plugin/m);
+  });
+
+  it('an unknown option is a usage error (exit 2)', async () => {
+    const r = await runCli(['check-config', '--bogus'], { cwd: dir });
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /Unknown option '--bogus'/);
+  });
+});
+
+describe('postern help and dispatch', { concurrency: true }, () => {
+  it('--help lists every command, exit 0', async () => {
+    const r = await runCli(['--help']);
+    assert.equal(r.code, 0);
+    for (const c of ['start', 'check-config', 'user', 'sieve', 'sendmail', 'queue']) assert.match(r.stdout, new RegExp(`^  ${c} `, 'm'));
+  });
+
+  it('no command prints usage on stderr, exit 2', async () => {
+    const r = await runCli([]);
+    assert.equal(r.code, 2);
+    assert.equal(r.stdout, '');
+    assert.match(r.stderr, /^Usage: postern COMMAND/m);
+  });
+
+  it('an unknown command prints usage on stderr, exit 2', async () => {
+    const r = await runCli(['frobnicate']);
+    assert.equal(r.code, 2);
+    assert.equal(r.stdout, '');
+    assert.match(r.stderr, /unknown command 'frobnicate'/);
+    assert.match(r.stderr, /^Usage: postern COMMAND/m);
+  });
+
+  const helps: [string[], RegExp][] = [
+    [['start', '--help'], /^Usage: postern start \[--config FILE\]/],
+    [['check-config', '--help'], /^Usage: postern check-config \[--config FILE\]/],
+    [['check-config', '-h'], /^Usage: postern check-config/],
+    [['help', 'start'], /^Usage: postern start/],
+    [['user', '--help'], /^Usage: postern user add ADDRESS/],
+    [['help', 'user'], /^Usage: postern user add ADDRESS/],
+    [['sieve', '--help'], /^Usage: postern sieve /],
+    [['sendmail', '--help'], /^Usage: postern sendmail /],
+    [['queue', '--help'], /^Usage: postern queue /],
+  ];
+  for (const [args, want] of helps) {
+    it(`${args.join(' ')} prints its usage, exit 0`, async () => {
+      const r = await runCli(args);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, want);
+    });
+  }
+
+  it('help for an unknown command is a usage error', async () => {
+    const r = await runCli(['help', 'frobnicate']);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /unknown command 'frobnicate'/);
+  });
+});
+
+describe('postern start', { concurrency: true }, () => {
+  it('refuses an invalid config before starting anything: key path on stderr, exit 1', async () => {
+    const cfg = await file('start-bad.yaml', `data_dir: ${JSON.stringify(join(dir, 'never'))}\nlisten:\n  smtp: { port: "x" }\n`);
+    const r = await runCli(['start', '--config', cfg], { cwd: dir });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^start-bad\.yaml:3:11: listen\.smtp\.port: expected number, received string$/m);
+  });
+
+  it('an unknown option is a usage error (exit 2)', async () => {
+    const r = await runCli(['start', '--port', '25']);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /Unknown option '--port'/);
+  });
+});

@@ -1,0 +1,125 @@
+// Starts `postern start` as a child process with an inline YAML config, every listener on port 0,
+// and reads the real ports from its `daemon.ready` log line. Tests call `stop()` (SIGTERM) or
+// `kill()` (SIGKILL, for crash tests); both wait for the process to exit.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, writeFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { stringify } from 'yaml';
+
+export const REPO = resolve(import.meta.dirname, '..', '..');
+export const CLI = join(REPO, 'src', 'cli.ts');
+/** tsx's loader by URL: a bare `--import tsx` resolves from the child's cwd, a temp dir here. */
+export const TSX = import.meta.resolve('tsx');
+
+export interface RunningDaemon {
+  dir: string;
+  dataDir: string;
+  configFile: string;
+  ports: Record<string, number>;
+  proc: ChildProcess;
+  /** Every stdout log line parsed so far. */
+  logs: Record<string, unknown>[];
+  stderr: () => string;
+  stop(): Promise<number | null>;
+  kill(): Promise<void>;
+  /** Runs `postern <args>` against the same config, returns exit code and output. */
+  cli(args: string[], input?: string): Promise<{ code: number | null; stdout: string; stderr: string }>;
+}
+
+/** Runs the CLI once (not the daemon). */
+export function runCli(args: string[], opts: { input?: string; env?: NodeJS.ProcessEnv; cwd?: string } = {}) {
+  return new Promise<{ code: number | null; stdout: string; stderr: string }>((res, rej) => {
+    const p = spawn(process.execPath, ['--import', TSX, CLI, ...args], {
+      cwd: opts.cwd ?? REPO,
+      env: { ...process.env, ...opts.env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    p.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    p.on('error', rej);
+    p.on('close', (code) => res({ code, stdout, stderr }));
+    p.stdin.end(opts.input ?? '');
+  });
+}
+
+/**
+ * `config` is merged over a test default: every listener on 127.0.0.1 port 0, data under a temp
+ * dir, local domain example.test. Pass `dir` to restart a daemon on the same data (crash tests).
+ */
+export async function startDaemon(config: Record<string, unknown> = {}, opts: { dir?: string; timeoutMs?: number } = {}): Promise<RunningDaemon> {
+  const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), 'postern-e2e-')));
+  const listen = Object.fromEntries(['smtp', 'submission', 'smtps', 'lmtp'].map((n) => [n, { host: '127.0.0.1', port: 0 }]));
+  const full = {
+    hostname: 'mx.example.test',
+    data_dir: './data',
+    listen,
+    domains: { local: ['example.test'] },
+    log: { level: 'info' },
+    ...config,
+  };
+  const configFile = join(dir, 'postern.yaml');
+  await writeFile(configFile, stringify(full));
+  const proc = spawn(process.execPath, ['--import', TSX, CLI, 'start', '--config', configFile], {
+    cwd: dir,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env },
+  });
+  const logs: Record<string, unknown>[] = [];
+  let err = '';
+  let buf = '';
+  proc.stderr!.on('data', (c: Buffer) => (err += c.toString()));
+  const exited = new Promise<number | null>((r) => proc.on('exit', (code) => r(code)));
+  const ready = new Promise<Record<string, number>>((res, rej) => {
+    const timer = setTimeout(() => rej(new Error(`daemon not ready in time; stderr: ${err}`)), opts.timeoutMs ?? 20_000);
+    proc.stdout!.on('data', (c: Buffer) => {
+      buf += c.toString();
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        try {
+          const rec = JSON.parse(line) as Record<string, unknown>;
+          logs.push(rec);
+          if (rec.evt === 'daemon.ready') {
+            clearTimeout(timer);
+            res(rec.ports as Record<string, number>);
+          }
+        } catch {
+          /* not a log line */
+        }
+      }
+    });
+    void exited.then((code) => {
+      clearTimeout(timer);
+      rej(new Error(`daemon exited with ${code} before ready; stderr: ${err}`));
+    });
+  });
+  const ports = await ready;
+  return {
+    dir,
+    dataDir: join(dir, 'data'),
+    configFile,
+    ports,
+    proc,
+    logs,
+    stderr: () => err,
+    async stop() {
+      if (proc.exitCode !== null || proc.signalCode !== null) return proc.exitCode;
+      proc.kill('SIGTERM');
+      return exited;
+    },
+    async kill() {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      proc.kill('SIGKILL');
+      await exited;
+    },
+    cli: (args, input) => runCli([...args, '--config', configFile], { input, cwd: dir }),
+  };
+}
+
+export async function removeDir(dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true });
+}

@@ -1,0 +1,292 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdir, readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createMessageQueue, type EntryState } from '../../../src/queue/manager.js';
+import { Spool } from '../../../src/queue/spool.js';
+import { DirSyncer } from '../../../src/queue/dir-sync.js';
+import { LocalDelivery } from '../../../src/delivery/local.js';
+import { FakeDirectory } from './fake-directory.js';
+import { captureLogger, envelope, message, tempDir, testConfig } from './helpers.js';
+import { readWithPython } from '../delivery/python.js';
+
+const USERS = ['alice@example.test', 'bob@example.test'];
+
+async function maildirFiles(dataDir: string, local: string): Promise<string[]> {
+  const root = join(dataDir, 'mail', 'example.test', local);
+  const out: string[] = [];
+  for (const sub of ['new', 'cur']) for (const f of await readdir(join(root, sub)).catch(() => [] as string[])) out.push(join(root, sub, f));
+  return out;
+}
+
+const spoolEntries = async (dataDir: string) => (await readdir(join(dataDir, 'spool', 'q'))).sort();
+const evts = (lines: Record<string, unknown>[], evt: string) => lines.filter((l) => l.evt === evt);
+
+async function setup(extra: Record<string, unknown> = {}) {
+  const t = await tempDir();
+  const config = testConfig(t.dir, extra);
+  const directory = new FakeDirectory(['example.test'], [...USERS]);
+  const cap = captureLogger();
+  const make = () => createMessageQueue({ config, log: cap.log, directory });
+  return { ...t, config, directory, ...cap, make };
+}
+
+test('accept spools, delivers to Maildir with trace headers, then removes the entry', async () => {
+  const s = await setup();
+  try {
+    const q = s.make();
+    await q.start();
+    const id = q.newId();
+    const msg = message('Hello\r\nFrom the start\r\n');
+    await q.accept(id, envelope('sender@example.net', ['alice@example.test', 'bob+tag@example.test']), msg);
+    await q.idle();
+    const want = (rcpt: string) => `Return-Path: <sender@example.net>\nDelivered-To: ${rcpt}\n${msg.toString().replace(/\r\n/g, '\n')}`;
+    for (const u of ['alice', 'bob']) {
+      const py = readWithPython('maildir', join(s.dir, 'mail', 'example.test', u));
+      assert.equal(py.length, 1);
+      assert.equal(py[0]!.bytes.toString(), want(`${u}@example.test`));
+    }
+    assert.deepEqual(await spoolEntries(s.dir), []);
+    assert.equal(evts(s.lines, 'delivery.ok').length, 2);
+    await q.stop();
+  } finally {
+    await s.cleanup();
+  }
+});
+
+test('unknown recipients are marked failed and logged; the entry goes away', async () => {
+  const s = await setup();
+  try {
+    const q = s.make();
+    await q.start();
+    await q.accept(q.newId(), envelope('', ['nobody@example.test']), message('x'));
+    await q.idle();
+    assert.deepEqual(await spoolEntries(s.dir), []);
+    const f = evts(s.lines, 'delivery.failed');
+    assert.equal(f.length, 1);
+    assert.equal(f[0]!.enhanced, '5.1.1');
+    await q.stop();
+  } finally {
+    await s.cleanup();
+  }
+});
+
+test('remote recipients are held in the spool across restarts', async () => {
+  const s = await setup({ routes: { 'corp.example': 'smtp://10.0.0.5:25' } });
+  try {
+    const q = s.make();
+    await q.start();
+    const id = q.newId();
+    await q.accept(id, envelope('a@example.test', ['x@corp.example', 'y@other.example', 'alice@example.test']), message('x'));
+    await q.idle();
+    assert.deepEqual(await spoolEntries(s.dir), [id, `${id}.state`]);
+    const state = JSON.parse(await readFile(join(s.dir, 'spool', 'q', `${id}.state`), 'utf8')) as EntryState;
+    assert.deepEqual(
+      state.targets.map((t) => [t.kind, t.status, t.via?.type ?? null]),
+      [['remote', 'held', 'route'], ['remote', 'held', 'mx'], ['local', 'done', null]],
+    );
+    assert.equal(evts(s.lines, 'queue.held').length, 2);
+    await q.stop();
+
+    const q2 = s.make();
+    await q2.start();
+    await q2.idle();
+    assert.deepEqual(await spoolEntries(s.dir), [id, `${id}.state`]);
+    assert.deepEqual(q2.entries().map((e) => e.id), [id]);
+    assert.equal((await maildirFiles(s.dir, 'alice')).length, 1);
+    await q2.stop();
+  } finally {
+    await s.cleanup();
+  }
+});
+
+test('temporary failures retry with backoff; done-marks stop a finished target from repeating', async () => {
+  const s = await setup({ outbound: { retry: ['100ms'] } });
+  try {
+    // bob's Maildir cannot be made: a plain file sits where it should be.
+    await mkdir(join(s.dir, 'mail', 'example.test'), { recursive: true });
+    await writeFile(join(s.dir, 'mail', 'example.test', 'bob'), 'in the way');
+    await s.directory.setAlias('team@example.test', USERS);
+    const q = s.make();
+    await q.start();
+    const id = q.newId();
+    await q.accept(id, envelope('a@example.net', ['team@example.test']), message('x'));
+    await q.idle();
+    const state = JSON.parse(await readFile(join(s.dir, 'spool', 'q', `${id}.state`), 'utf8')) as EntryState;
+    assert.deepEqual(state.targets.map((t) => [t.user, t.status]), [['alice@example.test', 'done'], ['bob@example.test', 'deferred']]);
+    assert.ok(evts(s.lines, 'delivery.deferred').length >= 1);
+    // alice's copy is read and deleted; a retry must not bring it back.
+    for (const f of await maildirFiles(s.dir, 'alice')) await unlink(f);
+    await q.stop();
+
+    await unlink(join(s.dir, 'mail', 'example.test', 'bob'));
+    const q2 = s.make();
+    await q2.start();
+    await new Promise((r) => setTimeout(r, 250));
+    await q2.idle();
+    assert.equal((await maildirFiles(s.dir, 'bob')).length, 1);
+    assert.equal((await maildirFiles(s.dir, 'alice')).length, 0);
+    assert.deepEqual(await spoolEntries(s.dir), []);
+    await q2.stop();
+  } finally {
+    await s.cleanup();
+  }
+});
+
+test('a user removed while the message waited is a permanent failure', async () => {
+  const s = await setup({ outbound: { retry: ['50ms'] } });
+  try {
+    await mkdir(join(s.dir, 'mail', 'example.test'), { recursive: true });
+    await writeFile(join(s.dir, 'mail', 'example.test', 'bob'), 'in the way');
+    const q = s.make();
+    await q.start();
+    await q.accept(q.newId(), envelope('a@example.net', ['bob@example.test']), message('x'));
+    await q.idle();
+    await s.directory.deleteUser('bob@example.test');
+    await new Promise((r) => setTimeout(r, 150));
+    await q.idle();
+    assert.deepEqual(await spoolEntries(s.dir), []);
+    assert.equal(evts(s.lines, 'delivery.failed').at(-1)!.enhanced, '5.1.1');
+    await q.stop();
+  } finally {
+    await s.cleanup();
+  }
+});
+
+test('a message past outbound.lifetime is given up', async () => {
+  const s = await setup({ outbound: { retry: ['50ms'], lifetime: '1s' } });
+  try {
+    await mkdir(join(s.dir, 'mail', 'example.test'), { recursive: true });
+    await writeFile(join(s.dir, 'mail', 'example.test', 'bob'), 'in the way');
+    const q = s.make();
+    await q.start();
+    await q.accept(q.newId(), envelope('a@example.net', ['bob@example.test'], Date.now() - 5000), message('x'));
+    await q.idle();
+    assert.deepEqual(await spoolEntries(s.dir), []);
+    assert.equal(evts(s.lines, 'delivery.failed').at(-1)!.why, 'lifetime exceeded');
+    await q.stop();
+  } finally {
+    await s.cleanup();
+  }
+});
+
+for (const where of ['new', 'cur'] as const) {
+  test(`crash between the Maildir write and the done-mark: the retry stores no second copy (${where}/)`, async () => {
+    const s = await setup();
+    try {
+      // What a first attempt leaves behind when killed right after the mailbox write.
+      const spool = new Spool(s.dir);
+      await spool.init();
+      const id = '01HZZZZZZZ00000000';
+      const env = envelope('a@example.net', ['alice@example.test']);
+      const msg = message('once\r\n');
+      await spool.accept(id, env, msg);
+      const local = new LocalDelivery(s.config, new DirSyncer());
+      const d = await local.deliver({ qid: id, sender: env.mailFrom, receivedAt: env.receivedAt, user: 'alice@example.test', message: msg, checkExisting: false });
+      if (where === 'cur') {
+        const file = d.destination.slice('maildir:'.length);
+        await rename(file, file.replace('/new/', '/cur/') + ':2,S');
+      }
+      await spool.close();
+
+      const q = s.make();
+      await q.start();
+      await q.idle();
+      assert.equal((await maildirFiles(s.dir, 'alice')).length, 1);
+      assert.equal(evts(s.lines, 'delivery.duplicate_skipped').length, 1);
+      assert.deepEqual(await spoolEntries(s.dir), []);
+      await q.stop();
+    } finally {
+      await s.cleanup();
+    }
+  });
+}
+
+test('mbox: delivery, and a crash after the append but before the done-mark', async () => {
+  const s = await setup({ mailbox: { format: 'mbox', path: '{data_dir}/mbox/{user}' } });
+  try {
+    const q = s.make();
+    await q.start();
+    await q.accept(q.newId(), envelope('', ['alice@example.test']), message('From me\r\n'));
+    await q.idle();
+    await q.stop();
+    const path = join(s.dir, 'mbox', 'alice@example.test');
+    assert.equal(readWithPython('mbox', path)[0]!.bytes.toString(), 'Return-Path: <>\nDelivered-To: alice@example.test\nFrom: a@example.net\nTo: b@example.test\nSubject: test\n\nFrom me\n');
+
+    const spool = new Spool(s.dir);
+    await spool.init();
+    const id = '01HZZZZZZZ00000001';
+    const env = envelope('a@example.net', ['alice@example.test']);
+    await spool.accept(id, env, message('second'));
+    const local = new LocalDelivery(s.config, new DirSyncer());
+    await local.deliver({
+      qid: id, sender: env.mailFrom, receivedAt: env.receivedAt, user: 'alice@example.test', message: message('second'), checkExisting: false,
+      intents: { get: (k) => spool.readIntent(id, k), put: (k, v) => spool.writeIntent(id, k, v) },
+    });
+    await spool.close();
+    const q2 = s.make();
+    await q2.start();
+    await q2.idle();
+    assert.equal(readWithPython('mbox', path).length, 2);
+    assert.equal(evts(s.lines, 'delivery.duplicate_skipped').length, 1);
+    assert.deepEqual(await spoolEntries(s.dir), []);
+    await q2.stop();
+  } finally {
+    await s.cleanup();
+  }
+});
+
+test('deliverNow (LMTP): one outcome per recipient, non-local ones spooled', async () => {
+  const s = await setup();
+  try {
+    await mkdir(join(s.dir, 'mail', 'example.test'), { recursive: true });
+    await writeFile(join(s.dir, 'mail', 'example.test', 'bob'), 'in the way');
+    const q = s.make();
+    await q.start();
+    const id = q.newId();
+    const out = await q.deliverNow(id, envelope('a@example.net', ['alice@example.test', 'nobody@example.test', 'x@remote.example', 'bob@example.test', 'bad address']), message('x'));
+    assert.deepEqual(
+      out.map((o) => [o.recipient.address, o.status, o.code, o.enhanced]),
+      [
+        ['alice@example.test', 'delivered', 250, '2.0.0'],
+        ['nobody@example.test', 'failed', 550, '5.1.1'],
+        ['x@remote.example', 'queued', 250, '2.0.0'],
+        ['bob@example.test', 'deferred', 451, '4.3.0'],
+        ['bad address', 'failed', 550, '5.1.3'],
+      ],
+    );
+    assert.equal((await maildirFiles(s.dir, 'alice')).length, 1);
+    assert.deepEqual(await spoolEntries(s.dir), [id, `${id}.state`]);
+    const spooled = await new Spool(s.dir).read(id);
+    assert.deepEqual(spooled.envelope.recipients.map((r) => r.address), ['x@remote.example']);
+    await q.stop();
+  } finally {
+    await s.cleanup();
+  }
+});
+
+test('stop() waits for deliveries in progress; what was left is delivered after start()', async () => {
+  const s = await setup();
+  try {
+    const q = s.make();
+    await q.start();
+    const ids: string[] = [];
+    for (let i = 0; i < 30; i++) {
+      const id = q.newId();
+      ids.push(id);
+      await q.accept(id, envelope('a@example.net', ['alice@example.test']), message(`n ${i}`));
+    }
+    await q.stop();
+    const left = (await spoolEntries(s.dir)).length;
+    assert.equal((await maildirFiles(s.dir, 'alice')).length + left, 30);
+    const q2 = s.make();
+    await q2.start();
+    await q2.idle();
+    assert.equal((await maildirFiles(s.dir, 'alice')).length, 30);
+    assert.deepEqual(await spoolEntries(s.dir), []);
+    await q2.stop();
+    await rm(join(s.dir, 'spool'), { recursive: true });
+  } finally {
+    await s.cleanup();
+  }
+});

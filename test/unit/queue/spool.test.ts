@@ -1,0 +1,97 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Spool, parseSpoolFile, SpoolFormatError } from '../../../src/queue/spool.js';
+import { newQueueId } from '../../../src/queue/queue-id.js';
+import { envelope, tempDir } from './helpers.js';
+
+test('accept writes one file under q/ that reads back exactly', async () => {
+  const { dir, cleanup } = await tempDir();
+  try {
+    const spool = new Spool(dir);
+    await spool.init();
+    const id = newQueueId();
+    const env = envelope('a@example.net', ['b@example.test', { address: 'c@example.test', folder: 'Junk' }]);
+    const msg = Buffer.concat([Buffer.from('Subject: x\r\n\r\n'), Buffer.from([0, 255, 10, 13, 0x80])]);
+    await spool.accept(id, env, msg);
+    assert.deepEqual(await readdir(join(dir, 'spool', 'q')), [id]);
+    assert.deepEqual(await readdir(join(dir, 'spool', 'tmp')), []);
+    const back = await spool.read(id);
+    assert.deepEqual(back.envelope, env);
+    assert.ok(back.message.equals(msg));
+    await spool.close();
+  } finally {
+    await cleanup();
+  }
+});
+
+test('init removes unfinished writes; list sorts and drops orphan side files', async () => {
+  const { dir, cleanup } = await tempDir();
+  try {
+    const spool = new Spool(dir);
+    await spool.init();
+    const a = newQueueId();
+    const b = newQueueId();
+    await spool.accept(b, envelope('', ['x@example.test']), Buffer.from('b'));
+    await spool.accept(a, envelope('', ['x@example.test']), Buffer.from('a'));
+    await spool.writeState(a, { v: 1, targets: [] });
+    await writeFile(join(dir, 'spool', 'tmp', `${newQueueId()}.1.1`), 'half a message');
+    await writeFile(join(dir, 'spool', 'q', `${newQueueId()}.state`), '{}');
+    await spool.close();
+
+    const again = new Spool(dir);
+    assert.deepEqual(await again.init(), { removedTemp: 1 });
+    assert.deepEqual(await again.list(), [a, b]);
+    assert.deepEqual((await readdir(join(dir, 'spool', 'q'))).sort(), [a, `${a}.state`, b].sort());
+    assert.deepEqual(await again.readState(a), { v: 1, targets: [] });
+    assert.equal(await again.readState(b), null);
+    await again.remove(a);
+    assert.deepEqual(await again.list(), [b]);
+    await again.close();
+  } finally {
+    await cleanup();
+  }
+});
+
+test('intents are kept per key and removed with the entry', async () => {
+  const { dir, cleanup } = await tempDir();
+  try {
+    const spool = new Spool(dir);
+    await spool.init();
+    const id = newQueueId();
+    await spool.accept(id, envelope('', ['x@example.test']), Buffer.from('m'));
+    await spool.writeIntent(id, 'Labc', { offset: 5, length: 9 });
+    assert.deepEqual(await spool.readIntent(id, 'Labc'), { offset: 5, length: 9 });
+    assert.equal(await spool.readIntent(id, 'Lother'), null);
+    await assert.rejects(spool.writeIntent(id, '../x', {}), /invalid intent key/);
+    const fresh = new Spool(dir);
+    await fresh.init();
+    await fresh.list();
+    assert.equal(fresh.hasIntents(id), true);
+    await fresh.remove(id);
+    assert.deepEqual(await readdir(join(dir, 'spool', 'q')), []);
+    await spool.close();
+    await fresh.close();
+  } finally {
+    await cleanup();
+  }
+});
+
+test('bad ids and damaged files are refused', async () => {
+  const { dir, cleanup } = await tempDir();
+  try {
+    const spool = new Spool(dir);
+    await spool.init();
+    await assert.rejects(spool.accept('../../etc/x', envelope('', []), Buffer.alloc(0)), /invalid queue id/);
+    const id = newQueueId();
+    await spool.accept(id, envelope('', ['x@example.test']), Buffer.from('hello'));
+    const raw = await readFile(join(dir, 'spool', 'q', id));
+    assert.throws(() => parseSpoolFile(raw.subarray(0, 20)), SpoolFormatError);
+    assert.throws(() => parseSpoolFile(Buffer.from('garbage\n')), SpoolFormatError);
+    assert.equal(parseSpoolFile(raw).message.toString(), 'hello');
+    await spool.close();
+  } finally {
+    await cleanup();
+  }
+});

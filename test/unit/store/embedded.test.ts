@@ -1,0 +1,349 @@
+// The embedded store: the Store contract, persistence across reopen, journal compaction, torn and
+// corrupt lines, and sharing between processes (a child process writes and publishes; this one
+// sees the write at its next read and gets the event).
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { appendFileSync, closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { createEmbeddedStore, type EmbeddedStoreOptions } from '../../../src/store/embedded.js';
+import { LockTimeoutError, tryLockSync, unlockSync } from '../../../src/store/flock.js';
+import { StateMap } from '../../../src/store/state-map.js';
+import type { ChangeEvent } from '../../../src/store/store.js';
+import { runStoreContract, sleep, waitFor } from './contract.js';
+
+const root = mkdtempSync(join(tmpdir(), 'postern-embedded-'));
+after(() => rmSync(root, { recursive: true, force: true }));
+let n = 0;
+const freshDir = () => mkdtempSync(join(root, `t${n++}-`));
+
+runStoreContract('embedded', () => createEmbeddedStore(freshDir()));
+// The same contract with compaction after nearly every write: snapshots must not change semantics.
+runStoreContract('embedded (compacting)', () => createEmbeddedStore(freshDir(), { compactMinBytes: 64 }));
+
+const stateFiles = (dir: string) => readdirSync(join(dir, 'state')).sort();
+const journalOf = (dir: string) => join(dir, 'state', stateFiles(dir).find((f) => f.startsWith('store.journal.'))!);
+
+function open(dir: string, opts: EmbeddedStoreOptions = {}) {
+  return createEmbeddedStore(dir, opts);
+}
+
+describe('embedded store: persistence', () => {
+  it('strings, hashes and TTLs survive a reopen; expired keys do not', async () => {
+    const dir = freshDir();
+    const a = open(dir);
+    await a.set('s', 'v\nwith newline');
+    await a.hset('h', 'f', '1');
+    await a.hset('h', 'g', '2');
+    await a.hdel('h', 'f');
+    await a.set('vol', 'x', { ttlMs: 60_000 });
+    await a.set('short', 'x', { ttlMs: 20 });
+    await a.incr('n', { by: 41 });
+    await a.incr('n');
+    await a.set('gone', 'x');
+    await a.del('gone');
+    await a.close();
+    await sleep(40);
+    const b = open(dir);
+    try {
+      assert.equal(await b.get('s'), 'v\nwith newline');
+      assert.deepEqual(await b.hgetall('h'), { g: '2' });
+      const t = await b.ttl('vol');
+      assert.ok(t > 59_000 && t <= 60_000, `ttl ${t}`);
+      assert.equal(await b.get('short'), null);
+      assert.equal(await b.get('n'), '42');
+      assert.equal(await b.get('gone'), null);
+    } finally {
+      await b.close();
+    }
+  });
+
+  it('lays out lock, journal 0 and no snapshot until the first compaction', async () => {
+    const dir = freshDir();
+    const s = open(dir);
+    await s.set('k', 'v');
+    await s.close();
+    assert.deepEqual(stateFiles(dir), ['store.journal.0.jsonl', 'store.lock']);
+    const lines = readFileSync(journalOf(dir), 'utf8').trim().split('\n');
+    assert.deepEqual(JSON.parse(lines[0]!), { o: 'set', k: 'k', v: 'v' });
+  });
+
+  it('compaction writes a snapshot, starts a new journal and keeps every value', async () => {
+    const dir = freshDir();
+    const s = open(dir, { compactMinBytes: 2048 });
+    for (let i = 0; i < 300; i++) await s.set(`k:${i % 50}`, `value ${i}`);
+    await s.hset('h', 'f', 'v');
+    await s.set('vol', 'x', { ttlMs: 60_000 });
+    await s.close();
+    const files = stateFiles(dir);
+    assert.ok(files.includes('store.snapshot.json'), files.join());
+    const journals = files.filter((f) => f.startsWith('store.journal.'));
+    assert.equal(journals.length, 1, journals.join());
+    assert.notEqual(journals[0], 'store.journal.0.jsonl');
+    const snap = JSON.parse(readFileSync(join(dir, 'state', 'store.snapshot.json'), 'utf8'));
+    assert.equal(snap.format, 'postern-store');
+    assert.equal(`store.journal.${snap.gen}.jsonl`, journals[0]);
+    const r = open(dir);
+    try {
+      for (let i = 250; i < 300; i++) assert.equal(await r.get(`k:${i % 50}`), `value ${i}`);
+      assert.equal(await r.hget('h', 'f'), 'v');
+      assert.ok((await r.ttl('vol')) > 0);
+    } finally {
+      await r.close();
+    }
+  });
+
+  it('a torn last line (writer died mid-write) is skipped, and later writes stay readable', async () => {
+    const dir = freshDir();
+    const a = open(dir);
+    await a.set('before', '1');
+    await a.close();
+    appendFileSync(journalOf(dir), '{"o":"set","k":"torn","v":"ha');
+    const b = open(dir);
+    assert.equal(await b.get('before'), '1');
+    assert.equal(await b.get('torn'), null);
+    await b.set('after', '2');
+    await b.close();
+    const c = open(dir);
+    try {
+      assert.equal(await c.get('before'), '1');
+      assert.equal(await c.get('after'), '2');
+      assert.equal(await c.get('torn'), null);
+      assert.deepEqual((await c.keys('')).sort(), ['after', 'before']);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('an unreadable line in the middle is skipped; its neighbours apply', async () => {
+    const dir = freshDir();
+    mkdtempSync(join(dir, 'x')); // unrelated content in data_dir is left alone
+    const a = open(dir);
+    await a.close();
+    writeFileSync(journalOf(dir), '{"o":"set","k":"a","v":"1"}\nnot json at all\n{"o":"bogus"}\n{"o":"set","k":"b","v":"2"}\n');
+    const b = open(dir);
+    try {
+      assert.equal(await b.get('a'), '1');
+      assert.equal(await b.get('b'), '2');
+    } finally {
+      await b.close();
+    }
+  });
+
+  it('only TTL keys and publishes skip the fsync', () => {
+    const cases: [Parameters<typeof StateMap.durable>[0], boolean][] = [
+      [{ o: 'set', k: 'k', v: 'v' }, true],
+      [{ o: 'set', k: 'k', v: 'v', x: Date.now() + 1000 }, false],
+      [{ o: 'del', k: ['k'] }, true],
+      [{ o: 'hset', k: 'k', f: 'f', v: 'v' }, true],
+      [{ o: 'hdel', k: 'k', f: ['f'] }, true],
+      [{ o: 'pub', c: 'c', m: 'm' }, false],
+    ];
+    for (const [e, want] of cases) assert.equal(StateMap.durable(e), want, JSON.stringify(e));
+  });
+});
+
+describe('embedded store: two handles on one data_dir (as two processes)', () => {
+  it('a write by one is seen by the other at its next read, events included', async () => {
+    const dir = freshDir();
+    const a = open(dir);
+    const b = open(dir);
+    try {
+      const events: ChangeEvent[] = [];
+      b.subscribe('directory', (ev) => events.push(ev));
+      await a.set('user:x', 'alice');
+      await a.hset('users', 'alice@example.test', '{}');
+      await a.publish('directory', 'changed');
+      assert.equal(await b.get('user:x'), 'alice');
+      assert.equal(await b.hget('users', 'alice@example.test'), '{}');
+      await waitFor(() => events.length === 1, 'the event in the other handle');
+      assert.deepEqual(events[0], { channel: 'directory', message: 'changed' });
+      await b.del('user:x');
+      assert.equal(await a.get('user:x'), null);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it('incr and set-if-absent stay atomic across handles', async () => {
+    const dir = freshDir();
+    const a = open(dir);
+    const b = open(dir);
+    try {
+      const got = await Promise.all(Array.from({ length: 200 }, (_, i) => (i % 2 ? a : b).incr('n')));
+      assert.deepEqual([...got].sort((x, y) => x - y), Array.from({ length: 200 }, (_, i) => i + 1));
+      assert.equal(await a.get('n'), '200');
+      assert.equal(await b.get('n'), '200');
+      const nx = await Promise.all([a.set('once', 'a', { ifAbsent: true }), b.set('once', 'b', { ifAbsent: true })]);
+      assert.equal(nx.filter(Boolean).length, 1);
+      assert.equal(await a.get('once'), await b.get('once'));
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it('the reader follows the writer through compactions, without losing events', async () => {
+    const dir = freshDir();
+    const a = open(dir, { compactMinBytes: 512 });
+    const b = open(dir, { compactMinBytes: 512 });
+    try {
+      const got: string[] = [];
+      b.subscribe('c', (ev) => got.push(ev.message));
+      for (let i = 0; i < 100; i++) {
+        await a.set(`k${i % 10}`, `v${i}`);
+        await a.publish('c', String(i));
+        if (i % 7 === 0) assert.equal(await b.get(`k${i % 10}`), `v${i}`);
+      }
+      await waitFor(() => got.length >= 100 || got.includes('{"resync":true}'), 'the events');
+      if (!got.includes('{"resync":true}')) assert.deepEqual(got, Array.from({ length: 100 }, (_, i) => String(i)));
+      for (let i = 90; i < 100; i++) assert.equal(await b.get(`k${i % 10}`), `v${i}`);
+      assert.ok(stateFiles(dir).includes('store.snapshot.json'));
+      // And the other way round, after the compactions.
+      await b.set('from-b', 'yes');
+      assert.equal(await a.get('from-b'), 'yes');
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+});
+
+describe('embedded store: another process', () => {
+  it('a child process writes and publishes; this process sees both without reopening', async () => {
+    const dir = freshDir();
+    const s = open(dir);
+    try {
+      const events: ChangeEvent[] = [];
+      s.subscribe('directory', (ev) => events.push(ev));
+      await s.set('from-parent', 'p');
+      const moduleUrl = new URL('../../../src/store/embedded.ts', import.meta.url).href;
+      const code = `
+        const { createEmbeddedStore } = await import(process.argv[1]);
+        const s = createEmbeddedStore(process.argv[2]);
+        if ((await s.get('from-parent')) !== 'p') process.exit(3);
+        await s.set('from-child', 'c');
+        await s.incr('hits', { ttlMs: 60000 });
+        await s.publish('directory', JSON.stringify({ op: 'user.add', address: 'bob@example.test' }));
+        await s.close();
+      `;
+      const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code, moduleUrl, dir], { stdio: ['ignore', 'inherit', 'inherit'] });
+      const status = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+      assert.equal(status, 0);
+      assert.equal(await s.get('from-child'), 'c');
+      assert.equal(await s.get('hits'), '1');
+      await waitFor(() => events.length === 1, 'the event published by the child');
+      assert.deepEqual(JSON.parse(events[0]!.message), { op: 'user.add', address: 'bob@example.test' });
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('three processes incrementing at once, through compactions: no update lost', async () => {
+    const dir = freshDir();
+    const moduleUrl = new URL('../../../src/store/embedded.ts', import.meta.url).href;
+    const code = `
+      const { createEmbeddedStore } = await import(process.argv[1]);
+      const s = createEmbeddedStore(process.argv[2], { compactMinBytes: 2048 });
+      const me = process.argv[3];
+      for (let i = 0; i < 300; i++) {
+        await s.incr('total');
+        await s.hset('seen', me, String(i + 1));
+        if (i % 3 === 0) await Promise.all([s.incr('total'), s.incr('total', { by: -1 })]);
+      }
+      await s.close();
+    `;
+    let running = 2;
+    const runs = ['a', 'b'].map(
+      (me) =>
+        new Promise<number | null>((resolve) => {
+          const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code, moduleUrl, dir, me], { stdio: ['ignore', 'inherit', 'inherit'] });
+          child.on('exit', (c) => {
+            running--;
+            resolve(c);
+          });
+        }),
+    );
+    // This process is the third writer, for as long as the children run.
+    const s = open(dir, { compactMinBytes: 2048 });
+    try {
+      let mine = 0;
+      while (running > 0) {
+        await s.incr('total');
+        mine++;
+        await sleep(1);
+      }
+      assert.deepEqual(await Promise.all(runs), [0, 0]);
+      assert.equal(await s.get('total'), String(600 + mine));
+      assert.deepEqual(await s.hgetall('seen'), { a: '300', b: '300' });
+      assert.ok(stateFiles(dir).includes('store.snapshot.json'));
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('a writer killed with SIGKILL mid-stream leaves a consistent store', async () => {
+    const dir = freshDir();
+    const moduleUrl = new URL('../../../src/store/embedded.ts', import.meta.url).href;
+    // Each key k:i is written before the counter reaches i+1, in separate awaited writes.
+    const code = `
+      const { createEmbeddedStore } = await import(process.argv[1]);
+      const s = createEmbeddedStore(process.argv[2], { compactMinBytes: 4096 });
+      for (let i = 0; ; i++) {
+        await s.set('k:' + i, 'v' + i);
+        await s.incr('n');
+        if (i === 50) process.stdout.write('running\\n');
+      }
+    `;
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code, moduleUrl, dir], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((resolve) => child.stdout.once('data', () => resolve()));
+    await sleep(100);
+    child.kill('SIGKILL');
+    await new Promise((resolve) => child.on('exit', resolve));
+    const s = open(dir);
+    try {
+      const n = Number(await s.get('n'));
+      assert.ok(n > 50, `counter ${n}`);
+      for (let i = 0; i < n; i++) assert.equal(await s.get(`k:${i}`), `v${i}`, `k:${i}`);
+      // The store stays writable after the crash.
+      assert.equal(await s.incr('n'), n + 1);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('a peer holding the lock too long makes writes fail, not hang; reads still work', async () => {
+    const dir = freshDir();
+    const s = open(dir, { lockTimeoutMs: 100 });
+    const fd = openSync(join(dir, 'state', 'store.lock'), 'r');
+    try {
+      await s.set('k', 'before');
+      assert.equal(tryLockSync(fd), true);
+      await assert.rejects(s.set('k', 'during'), LockTimeoutError);
+      assert.equal(await s.get('k'), 'before');
+      unlockSync(fd);
+      await s.set('k', 'after');
+      assert.equal(await s.get('k'), 'after');
+    } finally {
+      closeSync(fd);
+      await s.close();
+    }
+  });
+
+  it('events arrive without any read (fs.watch or the poll)', async () => {
+    const dir = freshDir();
+    const a = open(dir);
+    const b = open(dir, { pollMs: 50 });
+    try {
+      const got: string[] = [];
+      b.subscribe('rules', (ev) => got.push(ev.message));
+      await a.publish('rules', 'reload');
+      await waitFor(() => got.length === 1, 'the event', 1000);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+});
