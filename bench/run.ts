@@ -62,7 +62,10 @@ async function benchSmtpMaildir(): Promise<void> {
     // Warm-up: fills the DNSBL cache and the JIT.
     const body = makeMessage(SIZE, 'sender@remote.example', 'user0@example.test');
     const opts = { host: '127.0.0.1', port: d.ports.smtp!, connections: CONNECTIONS, from: 'sender@remote.example', body };
-    await runLoad({ ...opts, messages: 200, to: (i) => `user${i % USERS}@example.test` });
+    const warm = await runLoad({ ...opts, messages: 200, to: (i) => `user${i % USERS}@example.test` });
+    if (warm.failed) throw new Error(`warm-up failed: ${warm.errors.join('; ')}`);
+    // Wait until the warm-up is delivered, so the measured run starts from a quiet queue.
+    while ((await countDelivered(d.dataDir)) < warm.sent) await new Promise((res) => setTimeout(res, 20));
     const before = await countDelivered(d.dataDir);
     const t0 = performance.now();
     const r = await runLoad({ ...opts, messages: MESSAGES, to: (i) => `user${i % USERS}@example.test` });

@@ -5,6 +5,7 @@
 // The exit code is set rather than forced, so piped output is flushed first. Once `start` has
 // returned, an unref'd timer still forces the exit in case some handle is left open: soon after
 // a clean stop, at once after a second signal.
+import './threadpool.js';
 import { main } from './cli/main.js';
 import { processIo } from './cli/io.js';
 

@@ -25,7 +25,10 @@ export interface RunningGateway {
 
 export async function startDaemon(config: Config, opts: { log?: Logger } = {}): Promise<RunningGateway> {
   const log = opts.log ?? createLogger(config.log.level);
-  log.info({ evt: 'daemon.start', config: config.configFile, data_dir: config.data_dir }, 'starting');
+  // Lifecycle lines (start, ready with the real ports, stop) are written whatever log.level says:
+  // supervisors and tests wait for `daemon.ready`.
+  const lifecycle = log.level === 'silent' ? log : log.child({}, { level: 'info' });
+  lifecycle.info({ evt: 'daemon.start', config: config.configFile, data_dir: config.data_dir }, 'starting');
   await mkdir(config.data_dir, { recursive: true });
 
   const store: Store = openStore(config, { log: log.child({ mod: 'store' }) });
@@ -47,7 +50,7 @@ export async function startDaemon(config: Config, opts: { log?: Logger } = {}): 
     await store.close();
     throw e;
   }
-  log.info({ evt: 'daemon.ready', ports }, `ready: ${Object.entries(ports).map(([n, p]) => `${n}=${p}`).join(' ')}`);
+  lifecycle.info({ evt: 'daemon.ready', ports }, `ready: ${Object.entries(ports).map(([n, p]) => `${n}=${p}`).join(' ')}`);
 
   let stopping: Promise<void> | null = null;
   return {
@@ -59,7 +62,7 @@ export async function startDaemon(config: Config, opts: { log?: Logger } = {}): 
         await queue.stop();
         await pipeline.close();
         await store.close();
-        log.info({ evt: 'daemon.stop' }, 'stopped');
+        lifecycle.info({ evt: 'daemon.stop' }, 'stopped');
       })();
       return stopping;
     },

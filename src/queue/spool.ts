@@ -19,7 +19,7 @@
 //
 // Config keys: `data_dir`.
 import { mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Envelope } from './envelope.js';
 import { DirSyncer } from './dir-sync.js';
 import { isQueueId } from './queue-id.js';
@@ -54,7 +54,7 @@ export class Spool {
     await mkdir(this.tmpDir, { recursive: true });
     await mkdir(this.queueDir, { recursive: true });
     // New folders must survive a crash too before anything is committed into them.
-    await this.syncer.sync(this.root);
+    await Promise.all([this.syncer.sync(this.root), this.syncer.sync(dirname(this.root))]);
     this.syncer.hold(this.queueDir);
     let removedTemp = 0;
     for (const name of await readdir(this.tmpDir)) {

@@ -123,6 +123,19 @@ export interface Runtime {
   flags: string[];
   /** Per-extension state. */
   ext: Map<string, unknown>;
+  /** RFC 5229 variables of the running script (lower-cased names) and match variables. */
+  vars: Map<string, string>;
+  matchVars: string[];
+  /** RFC 6609 §3.4 global variables and the names the running script declared global. */
+  globals: Map<string, string>;
+  globalNames: Set<string>;
+  setVar(name: string, value: string): void;
+  getVar(name: string): string | undefined;
+  /** Runs another compiled script in this run (include), sharing actions and globals. */
+  runIncluded(script: import('./compile.js').CompiledScript, location: Location): Promise<void>;
+  includeDepth: number;
+  includeCount: number;
+  includedOnce: Set<string>;
   str(v: Value | undefined): string;
   list(v: Value | undefined): string[];
   tagStr(node: CNode, tag: string): string | undefined;

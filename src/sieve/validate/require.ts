@@ -4,6 +4,12 @@
 import type { ScriptNode, Location } from '../ast.js';
 import type { Registry } from '../registry.js';
 
+/** Capabilities that include others (RFC 6131 §2, RFC 5235 §3.2). */
+const IMPLIES: Record<string, string[]> = {
+  'vacation-seconds': ['vacation'],
+  spamtestplus: ['spamtest'],
+};
+
 export function requirePass(ast: ScriptNode, registry: Registry, enabled: Set<string> | undefined, report: (msg: string, loc: Location) => void): Set<string> {
   const required = new Set<string>();
   let seenOther = false;
@@ -23,7 +29,10 @@ export function requirePass(ast: ScriptNode, registry: Registry, enabled: Set<st
           const cap = s.value.toLowerCase();
           if (!registry.capabilities.has(cap) || (enabled && !enabled.has(cap))) {
             report(`unsupported extension "${s.value}"`, s.location);
-          } else required.add(cap);
+          } else {
+            required.add(cap);
+            for (const x of IMPLIES[cap] ?? []) required.add(x);
+          }
         }
       } else {
         seenOther = true;
