@@ -20,11 +20,12 @@ import { parseAddress } from '../../src/address/address.js';
 import { logEvent } from '../../src/log/logger.js';
 import { configSchema } from './config.js';
 import { inRanges, parseRange, type Range } from '../../src/address/cidr.js';
+import { RouteTable } from '../../src/delivery/routes.js';
 
 interface State {
   ranges: Range[];
-  /** Route keys: exact domains, and ".sub.example" suffixes. */
-  routes: string[];
+  /** The `routes` domains: mail for them is accepted from anyone (we are their MX). */
+  routes: RouteTable;
 }
 
 /** The tricks that make an address suspect; a trailing dot alone is harmless (normalised away). */
@@ -44,7 +45,7 @@ export default definePlugin({
         throw new Error(`relay network "${n}" is not an IP address or CIDR range`);
       }
     }
-    return { ranges, routes: Object.keys(global.routes ?? {}).map((d) => d.toLowerCase().replace(/\.$/, '')) };
+    return { ranges, routes: new RouteTable(global.routes ?? {}) };
   },
   hooks: {
     async connect(ctx) {
@@ -70,18 +71,13 @@ export default definePlugin({
         return relayDenied();
       }
       if (!addr.domain.startsWith('[') && (ctx.directory.isLocalDomain(addr.domain) || ctx.directory.isLocalDomain(addr.domainAscii))) return next();
-      if (isRouted(addr.domain, ctx.state.routes) || isRouted(addr.domainAscii, ctx.state.routes)) return accept();
+      if (ctx.state.routes.has(addr.domain) || ctx.state.routes.has(addr.domainAscii)) return accept();
       if (mayRelay) return accept();
       logEvent(ctx.log, 'info', 'plugin.relay.denied', { rcpt: ctx.rcpt.address, domain: addr.domain, remote: ctx.session.remoteAddress }, 'foreign recipient from a client that may not relay');
       return relayDenied();
     },
   },
 });
-
-/** `routes` keys: "corp.example" matches exactly; ".corp.example" matches every subdomain. */
-export function isRouted(domain: string, routes: readonly string[]): boolean {
-  return routes.some((r) => (r.startsWith('.') ? domain.endsWith(r) && domain.length > r.length : domain === r));
-}
 
 async function storeRanges(ctx: { config: { store_key: string }; store: { hgetall(k: string): Promise<Record<string, string>> }; log: import('pino').Logger }): Promise<Range[]> {
   if (!ctx.config.store_key) return [];

@@ -1,5 +1,6 @@
 // Config keys owned by routing and local delivery: `domains`, `routes`, `relay`, `mailbox`.
 import { z } from 'zod';
+import { parseRange } from '../address/cidr.js';
 
 const domainName = z
   .string()
@@ -29,10 +30,23 @@ export const routeSchema = z.union([
 /** `routes`: domain (exact, or `.sub.example` for every subdomain) → next hop. */
 export const routesSchema = z.record(z.string().min(1), routeSchema).default({});
 
+/** "192.0.2.0/24", "2001:db8::/32" or a bare address. */
+export const cidr = z.string().refine(
+  (s) => {
+    try {
+      parseRange(s);
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  { message: 'expected an address or CIDR network such as 192.0.2.0/24 or 2001:db8::/32' },
+);
+
 export const relaySchema = z
   .object({
     /** Clients in these networks may relay anywhere; authenticated users may too. */
-    networks: z.array(z.string().min(1)).default(['127.0.0.0/8', '::1/128']),
+    networks: z.array(cidr).default(['127.0.0.0/8', '::1/128']),
   })
   .strict();
 

@@ -13,6 +13,7 @@ import type { Config } from '../config/load.js';
 import type { RouteConfig } from './config.js';
 import type { Directory } from '../directory/directory.js';
 import { AddressError, parseAddress } from '../address/address.js';
+import { RouteTable } from './routes.js';
 
 export type RemoteVia =
   | { type: 'route'; nexthop: string; mode: RouteConfig['mode']; verify: RouteConfig['verify']; match: string }
@@ -37,22 +38,12 @@ export interface Router {
 
 export function createRouter(opts: { config: Pick<Config, 'domains' | 'routes'>; directory: Directory }): Router {
   const localDomains = new Set(opts.config.domains.local.map((d) => d.toLowerCase()));
-  const routes = new Map<string, RouteConfig>();
-  for (const [k, v] of Object.entries(opts.config.routes)) routes.set(k.toLowerCase().replace(/\.$/, ''), v);
-
+  const routes = new RouteTable(opts.config.routes);
   const isLocal = (domain: string) => localDomains.has(domain) || opts.directory.isLocalDomain(domain);
 
   const remote = (address: string, domain: string): RouteTarget & { kind: 'remote' } => {
-    const exact = routes.get(domain);
-    if (exact) return { kind: 'remote', address, domain, via: { type: 'route', ...exact, match: domain } };
-    // Nearest wildcard first: a.b.c.example tries .b.c.example, .c.example, .example.
-    const labels = domain.split('.');
-    for (let i = 1; i < labels.length; i++) {
-      const key = `.${labels.slice(i).join('.')}`;
-      const r = routes.get(key);
-      if (r) return { kind: 'remote', address, domain, via: { type: 'route', ...r, match: key } };
-    }
-    return { kind: 'remote', address, domain, via: { type: 'mx' } };
+    const m = routes.find(domain);
+    return m ? { kind: 'remote', address, domain, via: { type: 'route', ...m.route, match: m.key } } : { kind: 'remote', address, domain, via: { type: 'mx' } };
   };
 
   const parse = (address: string) => {

@@ -146,7 +146,8 @@ export function parseAddressList(value: string): MailAddress[] {
       const a = angle.trim();
       out.push({ address: a, valid: isAddrSpec(a), name: phrase.replace(/^"|"$/g, '') || undefined });
     } else if (phrase !== '') {
-      out.push({ address: phrase.replace(/\s+/g, ''), valid: isAddrSpec(phrase.replace(/\s+/g, '')) });
+      const bare = phrase.replace(/("(?:[^"\\]|\\.)*")|\s+/g, (_m, quoted: string | undefined) => quoted ?? '');
+      out.push({ address: bare, valid: isAddrSpec(bare) });
     }
     cur = '';
     angle = null;

@@ -84,7 +84,7 @@ export function parseScript(text: string, limits: SieveLimits): ParseResult {
     return { ok: false, errors: [{ ...p, message: `blocks nested too deeply (limit ${limits.maxNesting})` }] };
   }
   try {
-    return { ok: true, ast: peggyParse(text) as ScriptNode };
+    return { ok: true, ast: peggyParse(text, {}) as ScriptNode };
   } catch (e) {
     if (e instanceof PeggySyntaxError) {
       const pe = e as unknown as PeggyError;
@@ -108,7 +108,7 @@ function syntaxMessage(text: string, e: PeggyError): string {
   }
   if (rest.startsWith('/*')) return 'unterminated bracket comment';
   if (rest.startsWith('"') && !/^"(?:[^"\\]|\\.)*"/s.test(rest)) return 'unterminated string';
-  if (/^text:/i.test(rest)) return 'multi-line string (text:) must be followed by a line break and end with a line holding only "."';
+  if (/^text:/i.test(rest) || (rest.startsWith(':') && /(^|[^A-Za-z0-9_])text$/i.test(text.slice(0, off)))) return 'multi-line string (text:) must be followed by a line break and end with a line holding only "."';
   // Peggy's "Expected …" list, kept short.
   const m = /^Expected (.*) but (.*) found\.$/.exec(e.message);
   // Whitespace and comments may appear anywhere, so they are noise in the list.

@@ -18,7 +18,6 @@
 // Config keys: hostname, smtp.* (max_message_size, max_line_length, bare_newline, greeting_delay,
 // max_connections, max_connections_per_ip), relay.networks, routes.
 import { setTimeout as sleep } from 'node:timers/promises';
-import ipaddr from 'ipaddr.js';
 import type { Logger } from 'pino';
 import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerAuthenticationResponse, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import type { Config } from '../config/load.js';
@@ -29,6 +28,8 @@ import type { Verdict } from '../pipeline/verdict.js';
 import type { Envelope, EnvelopeRecipient, ListenerKind } from '../queue/envelope.js';
 import type { MessageQueue, RecipientOutcome } from '../queue/queue.js';
 import { AddressError, parseAddress } from '../address/address.js';
+import { inRanges, parseRange, type Range } from '../address/cidr.js';
+import { RouteTable } from '../delivery/routes.js';
 import { logEvent } from '../log/logger.js';
 import { DataGuard, type DataViolation } from './data-guard.js';
 import type { MailParams, RcptParams } from './params.js';
@@ -91,39 +92,6 @@ interface ConnState {
   pendingRcpt?: RcptParams;
 }
 
-export function ipInNetworks(ip: string, networks: readonly string[]): boolean {
-  let addr: ipaddr.IPv4 | ipaddr.IPv6;
-  try {
-    addr = ipaddr.process(ip);
-  } catch {
-    return false;
-  }
-  for (const n of networks) {
-    try {
-      const [range, bits] = ipaddr.parseCIDR(n);
-      if (addr.kind() === range.kind() && addr.match([range, bits] as [typeof addr, number])) return true;
-    } catch {
-      // Not CIDR: a bare address.
-      try {
-        if (ipaddr.process(n).toString() === addr.toString()) return true;
-      } catch {
-        /* config validation is not ours; a bad entry matches nothing */
-      }
-    }
-  }
-  return false;
-}
-
-/** `routes` key match: exact domain, or a `.sub.example` key for every subdomain. */
-export function routeMatches(domain: string, routes: Record<string, unknown>): boolean {
-  const d = domain.toLowerCase();
-  for (const key of Object.keys(routes)) {
-    const k = key.toLowerCase().replace(/\.$/, '');
-    if (k.startsWith('.') ? d.endsWith(k) && d.length > k.length : d === k) return true;
-  }
-  return false;
-}
-
 function isAscii(s: string): boolean {
   return /^[\x20-\x7e]*$/.test(s);
 }
@@ -148,13 +116,19 @@ function violationReply(v: DataViolation): SmtpReply {
 /** One listener's session logic; implements the callbacks smtp-server and our connection call. */
 export class SessionController implements ConnectionController {
   private readonly states = new WeakMap<object, ConnState>();
+  private readonly trustedNetworks: Range[];
+  private readonly routes: RouteTable;
 
   constructor(
     private readonly deps: SmtpDeps,
     readonly kind: ListenerKind,
     readonly policy: ConnectionPolicy,
     private readonly counter: ConnectionCounter,
-  ) {}
+  ) {
+    // relay.networks is validated by the config schema, so every entry parses.
+    this.trustedNetworks = deps.config.relay.networks.map(parseRange);
+    this.routes = new RouteTable(deps.config.routes);
+  }
 
   private get cfg() {
     return this.deps.config.smtp;
@@ -178,7 +152,7 @@ export class SessionController implements ConnectionController {
       localPort: conn.localPort,
       secure: conn.secure,
       // SessionInfo: "trusted network or authenticated"; relay-acl may widen it.
-      relaying: ipInNetworks(conn.remoteAddress, this.deps.config.relay.networks),
+      relaying: inRanges(conn.remoteAddress, this.trustedNetworks),
     };
     const log = this.deps.log.child({ cid: conn.id, proto: this.kind, remote: conn.remoteAddress });
     this.states.set(conn.session, { conn, info, log, notes: new Map(), abort: new AbortController(), counted: true, ehlo: false });
@@ -395,7 +369,7 @@ export class SessionController implements ConnectionController {
     if (!tricky && this.deps.directory.isLocalDomain(parsed.domain)) {
       const res = await this.deps.directory.resolve(parsed.address);
       if (res.kind === 'unknown') return this.logged(st, Replies.userUnknown(), { rcpt: rcpt.address });
-    } else if (!(st.info.relaying || pluginAccepted || (!tricky && routeMatches(parsed.domain, this.deps.config.routes)))) {
+    } else if (!(st.info.relaying || pluginAccepted || (!tricky && this.routes.has(parsed.domain)))) {
       return this.logged(st, Replies.relayDenied(), { rcpt: rcpt.address, tricks: parsed.tricks });
     }
     tx.rcpts.set(address.address.toLowerCase(), rcpt);

@@ -41,6 +41,7 @@ import type { Logger } from '../log/logger.js';
 import { silentLogger } from '../log/logger.js';
 import { lock, lockSync, unlockSync } from './flock.js';
 import { StateMap, type JournalEntry, type Planned } from './state-map.js';
+import { Subscribers } from './subscribers.js';
 import type { ChangeEvent, SetOptions, Store } from './store.js';
 
 export interface EmbeddedStoreOptions {
@@ -87,7 +88,7 @@ export class EmbeddedStore implements Store {
   private snapIdent: string | null = null;
   private snapBytes = 0;
 
-  private readonly subscribers = new Map<string, Set<(ev: ChangeEvent) => void>>();
+  private readonly subscribers = new Subscribers();
   private deliveries: ChangeEvent[] = [];
   private deliveryScheduled = false;
 
@@ -203,15 +204,7 @@ export class EmbeddedStore implements Store {
 
   subscribe(channel: string, handler: (ev: ChangeEvent) => void): () => void {
     this.check();
-    let subs = this.subscribers.get(channel);
-    if (!subs) this.subscribers.set(channel, (subs = new Set()));
-    // Wrapped, so one function subscribed twice is two subscriptions, each undone on its own.
-    const own = (ev: ChangeEvent) => handler(ev);
-    subs.add(own);
-    return () => {
-      subs.delete(own);
-      if (subs.size === 0 && this.subscribers.get(channel) === subs) this.subscribers.delete(channel);
-    };
+    return this.subscribers.add(channel, handler);
   }
 
   /** Writes what is queued, then releases files, watcher and timers. Later calls reject. */
@@ -508,7 +501,7 @@ export class EmbeddedStore implements Store {
     this.loadAll(true);
     if (this.gen > before + 1) {
       // A whole journal came and went between our looks: events in it were never seen here.
-      for (const channel of this.subscribers.keys()) this.queueDelivery({ channel, message: '{"resync":true}' });
+      for (const channel of this.subscribers.channels()) this.queueDelivery({ channel, message: '{"resync":true}' });
     }
   }
 
@@ -561,13 +554,7 @@ export class EmbeddedStore implements Store {
       const evs = this.deliveries;
       this.deliveries = [];
       for (const e of evs) {
-        for (const h of [...(this.subscribers.get(e.channel) ?? [])]) {
-          try {
-            h(e);
-          } catch (err) {
-            this.log.error({ evt: 'store.error', err, channel: e.channel }, 'embedded store: subscriber threw');
-          }
-        }
+        this.subscribers.deliver(e, (err) => this.log.error({ evt: 'store.error', err, channel: e.channel }, 'embedded store: subscriber threw'));
       }
     });
   }

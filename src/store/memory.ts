@@ -7,6 +7,7 @@
 // Like Redis, a key holds one type: a hash operation on a string key (or the reverse) fails with
 // WRONGTYPE, and INCR on a non-integer value fails. After close() every call rejects.
 // Config keys read: none.
+import { Subscribers } from './subscribers.js';
 import type { ChangeEvent, SetOptions, Store } from './store.js';
 
 type Entry = { kind: 'string'; value: string; expiresAt: number } | { kind: 'hash'; fields: Map<string, string>; expiresAt: number };
@@ -30,7 +31,7 @@ export interface MemoryStoreOptions {
 
 export class MemoryStore implements Store {
   private readonly data = new Map<string, Entry>();
-  private readonly subscribers = new Map<string, Set<(ev: ChangeEvent) => void>>();
+  private readonly subscribers = new Subscribers();
   private readonly now: () => number;
   private readonly sweeper: NodeJS.Timeout | undefined;
   private closed = false;
@@ -125,33 +126,15 @@ export class MemoryStore implements Store {
 
   async publish(channel: string, message: string): Promise<void> {
     this.check();
-    const subs = this.subscribers.get(channel);
-    if (!subs?.size) return;
-    const handlers = [...subs];
+    if (!this.subscribers.has(channel)) return;
     // Delivered on a later turn of the event loop, as a Redis subscriber sees it: never
     // re-entrant, never before publish() has returned to its caller.
-    setImmediate(() => {
-      for (const h of handlers) {
-        try {
-          h({ channel, message });
-        } catch {
-          // Handlers never throw into the store (store.ts); a faulty one does not starve the others.
-        }
-      }
-    });
+    setImmediate(() => this.subscribers.deliver({ channel, message }));
   }
 
   subscribe(channel: string, handler: (ev: ChangeEvent) => void): () => void {
     this.check();
-    let subs = this.subscribers.get(channel);
-    if (!subs) this.subscribers.set(channel, (subs = new Set()));
-    // Wrap so the same function may subscribe twice and unsubscribe each independently.
-    const own = (ev: ChangeEvent) => handler(ev);
-    subs.add(own);
-    return () => {
-      subs.delete(own);
-      if (subs.size === 0 && this.subscribers.get(channel) === subs) this.subscribers.delete(channel);
-    };
+    return this.subscribers.add(channel, handler);
   }
 
   async close(): Promise<void> {
