@@ -1,11 +1,10 @@
 #!/usr/bin/env node
-// The `postern` bin (package.json "bin" → dist/src/cli.js; `npm run postern --` runs it from
+// The CLI entry (the `postern` bin is bin/postern.cjs, which loads dist/src/cli.js; `npm run postern --` runs it from
 // source). Commands and exit codes: src/cli/main.ts and CONTRACT.md.
 //
 // The exit code is set rather than forced, so piped output is flushed first. Once `start` has
 // returned, an unref'd timer still forces the exit in case some handle is left open: soon after
 // a clean stop, at once after a second signal.
-import './threadpool.js';
 import { main } from './cli/main.js';
 import { processIo } from './cli/io.js';
 

@@ -16,6 +16,16 @@ export interface Resolver {
   resolveTxt(name: string): Promise<string[]>;
   resolveMx(name: string): Promise<MxRecord[]>;
   reverse(ip: string): Promise<string[]>;
+  /** A / AAAA with their TTLs in seconds (MX delivery caches with them). Optional for fakes. */
+  resolve4Ttl?(name: string): Promise<AddressRecord[]>;
+  resolve6Ttl?(name: string): Promise<AddressRecord[]>;
+  /** CNAME targets of `name` ([] when it has none). */
+  resolveCname?(name: string): Promise<string[]>;
+}
+
+export interface AddressRecord {
+  address: string;
+  ttl: number;
 }
 
 export class DnsError extends Error {
@@ -50,5 +60,8 @@ export function createResolver(cfg: Pick<DnsConfig, 'servers' | 'timeout' | 'tri
     resolveTxt: wrap(async (n) => (await r.resolveTxt(n)).map((parts) => parts.join(''))),
     resolveMx: wrap((n) => r.resolveMx(n)),
     reverse: wrap((n) => r.reverse(n)),
+    resolve4Ttl: wrap((n) => r.resolve4(n, { ttl: true })),
+    resolve6Ttl: wrap((n) => r.resolve6(n, { ttl: true })),
+    resolveCname: wrap((n) => r.resolveCname(n)),
   };
 }

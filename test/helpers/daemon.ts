@@ -65,7 +65,8 @@ export async function startDaemon(config: Record<string, unknown> = {}, opts: { 
   const proc = spawn(process.execPath, ['--import', TSX, CLI, 'start', '--config', configFile], {
     cwd: dir,
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env },
+    // As bin/postern.cjs sets it: tsx loads the CLI as ES modules, which start the pool first.
+    env: { UV_THREADPOOL_SIZE: '16', ...process.env },
   });
   const logs: Record<string, unknown>[] = [];
   let err = '';

@@ -1,0 +1,279 @@
+// One outbound SMTP or LMTP session to one host, for one message and several recipients in one
+// transaction (RFC 5321 §3.3), on nodemailer's SMTPConnection, which does the framing: EHLO/LHLO,
+// STARTTLS (RFC 3207), AUTH (RFC 4954), PIPELINING (RFC 2920), SIZE (RFC 1870), and dot-stuffing
+// of DATA (RFC 5321 §4.5.2: a line that is just "." goes out as "..").
+//
+// What this module decides, before MAIL FROM, from the EHLO reply:
+//   - 8-bit body and no 8BITMIME (RFC 6152 §3): the message is not sent; every recipient fails
+//     with 554 5.6.3 (conversion to 7 bit is not implemented; RFC 6152 §3 lets a server return
+//     the message instead);
+//   - SMTPUTF8 needed (the client gave it, or an address is not ASCII) and not offered
+//     (RFC 6531 §3.2): 553 5.6.7;
+//   - SIZE smaller than the message (RFC 1870 §6): 552 5.3.4;
+//   - DSN (RFC 3461 §4) offered: RET and ENVID on MAIL, NOTIFY and ORCPT on each RCPT, with each
+//     recipient's own values.
+// The result has one entry per recipient: 'sent' (2xx), 'temp' (4xx, or the connection failed
+// before that recipient had its answer) or 'perm' (5xx). LMTP (RFC 2033 §4.2) gives one reply
+// per accepted recipient after DATA; SMTP's one reply after DATA applies to all of them.
+//
+// Config keys: none (the caller passes hostname, TLS policy and timeouts).
+import { connect as netConnect, type Socket } from 'node:net';
+import SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
+import type { DsnNotify } from '../queue/envelope.js';
+import { tlsOptions, type TlsPolicy } from './tls-policy.js';
+
+export interface Destination {
+  /** IP address or host name to connect to; ignored with `socketPath`. */
+  host: string;
+  port: number;
+  /** LMTP over a unix socket (lmtp+unix:/path). */
+  socketPath?: string;
+  /** The name to verify TLS against and report as Remote-MTA (MX name or route host). */
+  name: string;
+  protocol: 'smtp' | 'lmtp';
+  /** Implicit TLS (smtps://, RFC 8314). */
+  secure?: boolean;
+  tls: TlsPolicy;
+  auth?: { user: string; pass: string };
+}
+
+export interface OutRecipient {
+  address: string;
+  notify?: DsnNotify[];
+  /** "addr-type;xtext" as received (RFC 3461 §4.2), passed on as it is. */
+  orcpt?: string;
+}
+
+export interface OutMessage {
+  mailFrom: string;
+  recipients: OutRecipient[];
+  ret?: 'FULL' | 'HDRS';
+  envid?: string;
+  /** The client used SMTPUTF8 (RFC 6531). */
+  smtputf8?: boolean;
+  message: Buffer;
+}
+
+export interface RcptResult {
+  status: 'sent' | 'temp' | 'perm';
+  code: number;
+  enhanced: string;
+  text: string;
+  /** The reply came from the remote server (not a local decision or a connection failure). */
+  remote: boolean;
+  /** The TLS handshake failed (opportunistic TLS then retries in clear). */
+  tlsFailed?: boolean;
+}
+
+export interface SessionResult {
+  /** "dns; name" for the DSN Remote-MTA field (RFC 3464 §2.3.5). */
+  remoteMta: string;
+  /** The next hop offered DSN: it took over notifying (RFC 3461 §4.1 "relayed" otherwise). */
+  dsn: boolean;
+  results: Map<string, RcptResult>;
+}
+
+export interface ClientOptions {
+  /** Our name in EHLO/LHLO. */
+  hostname: string;
+  connectTimeoutMs?: number;
+  greetingTimeoutMs?: number;
+  socketTimeoutMs?: number;
+}
+
+/** True when the message has a byte outside 7-bit ASCII (RFC 6152 §2). */
+export function is8bit(message: Buffer): boolean {
+  for (let i = 0; i < message.length; i++) if (message[i]! > 0x7f) return true;
+  return false;
+}
+
+/** "250 2.1.5 Ok" → code, enhanced (derived from the class when absent, RFC 3463 §3.1), text. */
+export function parseReply(response: string | undefined, fallbackCode: number): { code: number; enhanced: string; text: string } {
+  const last = (response ?? '').trim().split(/\r?\n/).pop() ?? '';
+  const m = /^([2-5]\d\d)[ -]?(?:([245]\.\d{1,3}\.\d{1,3})\s+)?(.*)$/.exec(last);
+  if (!m) return { code: fallbackCode, enhanced: `${String(fallbackCode)[0]}.0.0`, text: last || 'no reply' };
+  const code = Number(m[1]);
+  return { code, enhanced: m[2] ?? `${m[1]![0]}.0.0`, text: m[3] ?? '' };
+}
+
+type Conn = SMTPConnection & {
+  _ehloLines?: string[];
+  _supportedExtensions: string[];
+  _maxAllowedSize: number;
+  _recipientQueue?: string[];
+  _getDsnRcptToArgs: () => string;
+};
+
+function localFailure(status: 'temp' | 'perm', code: number, enhanced: string, text: string): RcptResult {
+  return { status, code, enhanced, text, remote: false };
+}
+
+/**
+ * Runs one session. Never throws: every recipient gets a result. `temp` results with
+ * `remote: false` mean the host could not be used (connection, TLS, greeting, AUTH): the caller
+ * tries the next host.
+ */
+export async function sendSession(dest: Destination, msg: OutMessage, opts: ClientOptions): Promise<SessionResult> {
+  const remoteMta = `dns; ${dest.name}`;
+  const results = new Map<string, RcptResult>();
+  const all = (r: RcptResult): SessionResult => {
+    for (const rc of msg.recipients) results.set(rc.address, r);
+    return { remoteMta, dsn: false, results };
+  };
+
+  let socket: Socket | undefined;
+  if (dest.socketPath) {
+    try {
+      socket = await new Promise<Socket>((res, rej) => {
+        const s = netConnect(dest.socketPath!);
+        s.once('connect', () => res(s)).once('error', rej);
+      });
+    } catch (e) {
+      return all(localFailure('temp', 451, '4.4.1', `cannot connect to ${dest.socketPath}: ${(e as Error).message}`));
+    }
+  }
+
+  const conn = new SMTPConnection({
+    host: dest.host,
+    port: dest.port,
+    name: opts.hostname,
+    lmtp: dest.protocol === 'lmtp',
+    secure: !!dest.secure && !dest.socketPath,
+    ...tlsOptions(dest.tls, dest.name),
+    ...(socket ? { connection: socket } : {}),
+    connectionTimeout: opts.connectTimeoutMs ?? 30_000,
+    greetingTimeout: opts.greetingTimeoutMs ?? 60_000,
+    socketTimeout: opts.socketTimeoutMs ?? 300_000,
+    logger: false,
+  }) as Conn;
+
+  // Errors arrive as events as well as callbacks; the first one of each step wins.
+  let lastError: SMTPConnection.SMTPError | null = null;
+  conn.on('error', (e) => (lastError = e));
+  const step = <T>(fn: (cb: (err: SMTPConnection.SMTPError | null | undefined, v?: T) => void) => void) =>
+    new Promise<T>((res, rej) => {
+      let done = false;
+      const finish = (err: SMTPConnection.SMTPError | null | undefined, v?: T) => {
+        if (done) return;
+        done = true;
+        conn.off('error', onErr);
+        conn.off('end', onEnd);
+        if (err) rej(err);
+        else res(v as T);
+      };
+      const onErr = (e: SMTPConnection.SMTPError) => finish(e);
+      const onEnd = () => finish(lastError ?? Object.assign(new Error('Connection closed unexpectedly'), { code: 'ECONNECTION' }));
+      conn.on('error', onErr);
+      conn.on('end', onEnd);
+      fn(finish);
+    });
+
+  try {
+    try {
+      await step<void>((cb) => conn.connect((err) => cb(err)));
+    } catch (e) {
+      return all(sessionFailure(e as SMTPConnection.SMTPError, 'connect'));
+    }
+    // RFC 3207 §4.1: under a required policy an unencrypted session must not carry the message.
+    if ((dest.tls === 'required' || dest.tls === 'verify') && !conn.secure) {
+      return all(localFailure('temp', 451, '4.7.5', 'TLS required but not available at the next hop'));
+    }
+    if (dest.auth) {
+      try {
+        await step<void>((cb) => conn.login({ user: dest.auth!.user, pass: dest.auth!.pass }, (err) => cb(err)));
+      } catch (e) {
+        const err = e as SMTPConnection.SMTPError;
+        // RFC 4954 §6: 535 is a permanent credentials problem, but it is ours to fix: defer.
+        const r = parseReply(err.response, 454);
+        return all(localFailure('temp', 451, '4.7.8', `authentication at the next hop failed: ${r.code} ${r.text}`));
+      }
+    }
+
+    const ext = new Set(conn._supportedExtensions.map((x) => x.toUpperCase()));
+    const eightBit = is8bit(msg.message);
+    if (eightBit && !ext.has('8BITMIME')) {
+      return all(localFailure('perm', 554, '5.6.3', '8-bit message and the next hop does not offer 8BITMIME (RFC 6152)'));
+    }
+    const needUtf8 = !!msg.smtputf8 || /[^\x00-\x7f]/.test(msg.mailFrom) || msg.recipients.some((r) => /[^\x00-\x7f]/.test(r.address));
+    if (needUtf8 && !ext.has('SMTPUTF8')) {
+      return all(localFailure('perm', 553, '5.6.7', 'SMTPUTF8 required and not offered by the next hop (RFC 6531)'));
+    }
+    if (conn._maxAllowedSize && msg.message.length > conn._maxAllowedSize) {
+      return all(localFailure('perm', 552, '5.3.4', `message size ${msg.message.length} exceeds the next hop's limit of ${conn._maxAllowedSize}`));
+    }
+    const dsn = ext.has('DSN');
+    if (dsn) {
+      // nodemailer's DSN options are per envelope; RFC 3461 §4 gives each recipient its own
+      // NOTIFY and ORCPT. The RCPT being sent is the last one queued when this is called.
+      const byAddr = new Map(msg.recipients.map((r) => [r.address, r]));
+      conn._getDsnRcptToArgs = function (this: Conn) {
+        const q = this._recipientQueue ?? [];
+        const r = byAddr.get(q[q.length - 1] ?? '');
+        const args: string[] = [];
+        if (r?.notify?.length) args.push(`NOTIFY=${r.notify.join(',')}`);
+        if (r?.orcpt) args.push(`ORCPT=${r.orcpt}`);
+        return args.length ? ` ${args.join(' ')}` : '';
+      };
+    }
+
+    const envelope: SMTPConnection.Envelope = {
+      from: msg.mailFrom,
+      to: msg.recipients.map((r) => r.address),
+      size: msg.message.length,
+      use8BitMime: eightBit,
+      ...(dsn && (msg.ret || msg.envid) ? { dsn: { ...(msg.ret ? { ret: msg.ret === 'FULL' ? ('Full' as const) : ('HDRS' as const) } : {}), ...(msg.envid ? { envid: msg.envid } : {}) } } : {}),
+    };
+    // nodemailer sends `MAIL FROM:<>` for an empty sender only when `from` is falsy.
+    if (!msg.mailFrom) envelope.from = false;
+
+    let info: SMTPConnection.SentMessageInfo;
+    try {
+      info = await step<SMTPConnection.SentMessageInfo>((cb) => conn.send(envelope, msg.message, (err, i) => cb(err, i)));
+    } catch (e) {
+      const err = e as SMTPConnection.SMTPError & { rejectedErrors?: (SMTPConnection.SMTPError & { recipient?: string })[] };
+      if (err.rejectedErrors?.length) {
+        // Every RCPT was refused: each has its own reply.
+        for (const re of err.rejectedErrors) results.set(re.recipient ?? '', fromReply(re.response, 451));
+        for (const rc of msg.recipients) if (!results.has(rc.address)) results.set(rc.address, sessionFailure(err, 'transaction'));
+        return { remoteMta, dsn, results };
+      }
+      return { ...all(sessionFailure(err, 'transaction')), dsn };
+    }
+    const rejected = new Map<string, RcptResult>();
+    for (const re of (info.rejectedErrors ?? []) as (SMTPConnection.SMTPError & { recipient?: string })[]) {
+      rejected.set(re.recipient ?? '', fromReply(re.response, 451));
+    }
+    const ok = fromReply(info.response, 250);
+    for (const rc of msg.recipients) {
+      results.set(rc.address, rejected.get(rc.address) ?? (info.accepted.includes(rc.address) ? { ...ok, status: 'sent' } : ok));
+    }
+    return { remoteMta, dsn, results };
+  } finally {
+    try {
+      if (conn.stage === 'connected' && !(conn as unknown as { _destroyed?: boolean })._destroyed) conn.quit();
+    } catch {
+      /* closing anyway */
+    }
+    conn.close();
+  }
+}
+
+function fromReply(response: string | undefined, fallback: number): RcptResult {
+  const r = parseReply(response, fallback);
+  const status = r.code < 400 ? 'sent' : r.code < 500 ? 'temp' : 'perm';
+  return { status, ...r, remote: true };
+}
+
+/** A failure of the whole session: a server reply (MAIL, DATA) or a connection problem. */
+function sessionFailure(err: SMTPConnection.SMTPError, stage: 'connect' | 'transaction'): RcptResult {
+  if (err.response && /^[45]\d\d/.test(err.response)) {
+    const r = fromReply(err.response, 451);
+    // A 5xx to the greeting, EHLO or STARTTLS says "not this host", not "not this recipient"
+    // (RFC 5321 §3.8 / §4.2.5 practice): try the next one, then defer.
+    if (stage === 'connect' && r.status === 'perm') return { ...r, status: 'temp', remote: false };
+    return stage === 'connect' ? { ...r, remote: false } : r;
+  }
+  const what = err.code === 'ETLS' ? 'TLS negotiation failed' : err.code === 'ETIMEDOUT' ? 'timed out' : 'connection failed';
+  return { ...localFailure('temp', 451, err.code === 'ETLS' ? '4.7.5' : '4.4.1', `${what}: ${err.message}`), ...(err.code === 'ETLS' ? { tlsFailed: true } : {}) };
+}
+
