@@ -30,6 +30,7 @@ export interface DataGuardOptions {
 
 const CR = 0x0d;
 const LF = 0x0a;
+const CR_BYTE = Buffer.from([CR]);
 
 export class DataGuard extends Transform {
   /** Octets received (after dot-unstuffing, before any normalisation). */
@@ -51,8 +52,65 @@ export class DataGuard extends Transform {
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
     this.bytes += chunk.length;
     if (this.bytes > this.opts.maxBytes) this.flag('too-big');
+    if (this.violation) return done();
+    // Nearly all mail is clean CRLF text: check it with indexOf and pass the chunk on uncopied.
+    // Anything unusual (bare CR or LF, NUL, a long line) takes the byte-by-byte path, which
+    // starts from the same state because the fast path commits nothing until it succeeds.
+    const hadPendingCR = this.pendingCR;
+    if (this.isClean(chunk)) {
+      // Both paths hold back a CR that ends a chunk until its LF arrives, so the output never
+      // depends on which path saw which chunk.
+      if (hadPendingCR) this.pushOut(CR_BYTE);
+      this.pushOut(this.pendingCR ? chunk.subarray(0, chunk.length - 1) : chunk);
+    } else {
+      this.scanBytes(chunk);
+    }
+    done();
+  }
+
+  private pushOut(b: Buffer): void {
+    if (b.length === 0) return;
+    this.outBytes += b.length;
+    this.push(b);
+  }
+
+  /** True (and line state advanced) when `chunk` holds only CRLF line ends, no NUL, no long line. */
+  private isClean(chunk: Buffer): boolean {
+    if (chunk.indexOf(0) !== -1) return false;
+    const max = this.opts.maxLineLength;
+    let pos = 0;
+    let lineLen = this.lineLen;
+    if (this.pendingCR) {
+      if (chunk[0] !== LF) return false;
+      pos = 1;
+      lineLen = 0;
+    }
+    let pendingCR = false;
+    for (;;) {
+      const lf = chunk.indexOf(LF, pos);
+      const cr = chunk.indexOf(CR, pos);
+      if (lf === -1) {
+        // No more line ends here; a CR may only be the chunk's last byte (its LF comes next).
+        if (cr !== -1 && cr !== chunk.length - 1) return false;
+        lineLen += (cr === -1 ? chunk.length : cr) - pos;
+        if (lineLen > max) return false;
+        pendingCR = cr !== -1;
+        break;
+      }
+      // The first CR from here must be the one right before this LF.
+      if (lf === pos || cr !== lf - 1) return false;
+      lineLen += lf - 1 - pos;
+      if (lineLen > max) return false;
+      lineLen = 0;
+      pos = lf + 1;
+    }
+    this.lineLen = lineLen;
+    this.pendingCR = pendingCR;
+    return true;
+  }
+
+  private scanBytes(chunk: Buffer): void {
     const normalize = this.opts.bareNewline === 'normalize';
-    // Worst case every byte is a bare LF that becomes CRLF.
     const out = Buffer.allocUnsafe(chunk.length * 2 + 2);
     let o = 0;
     const newline = () => {
@@ -68,7 +126,6 @@ export class DataGuard extends Transform {
           newline();
           continue;
         }
-        // A CR not followed by LF.
         if (normalize) newline();
         else this.flag('bare-newline');
       }
@@ -89,7 +146,6 @@ export class DataGuard extends Transform {
       this.outBytes += o;
       this.push(out.subarray(0, o));
     }
-    done();
   }
 
   override _flush(done: TransformCallback): void {

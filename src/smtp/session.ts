@@ -471,6 +471,8 @@ export class SessionController implements ConnectionController {
   }
 
   private logTransaction(st: ConnState, tx: Tx, size: number, outcome: string, reply: SmtpReply | string | (string | Error)[], extra: Record<string, unknown>): void {
+    // Built only when it will be written: this runs once per message on the hot path.
+    if (!st.log.isLevelEnabled('info')) return;
     const replyText = Array.isArray(reply) ? reply.map((r) => (r instanceof SmtpReply ? r.toString() : `250 ${String(r)}`)) : reply instanceof SmtpReply ? reply.toString() : `250 ${reply}`;
     logEvent(st.log, 'info', 'smtp.transaction', {
       qid: tx.id,

@@ -43,3 +43,71 @@ test('DataGuard stops passing bytes on after a violation', async () => {
   assert.equal(r.violation, 'bare-newline');
   assert.equal(r.out, 'ok\r\n');
 });
+
+// The byte-by-byte reference: what the guard must decide for the whole input, however it is
+// split into chunks (the guard takes an indexOf fast path for clean chunks).
+function reference(input: string, opts: DataGuardOptions): { violation: DataViolation | null; out: string } {
+  let violation: DataViolation | null = null;
+  const flag = (v: DataViolation) => (violation ??= v);
+  let out = '';
+  let pendingCR = false;
+  let lineLen = 0;
+  const newline = () => {
+    out += '\r\n';
+    lineLen = 0;
+  };
+  for (const ch of input) {
+    if (pendingCR) {
+      pendingCR = false;
+      if (ch === '\n') {
+        newline();
+        continue;
+      }
+      if (opts.bareNewline === 'normalize') newline();
+      else flag('bare-newline');
+    }
+    if (ch === '\r') {
+      pendingCR = true;
+      continue;
+    }
+    if (ch === '\n') {
+      if (opts.bareNewline === 'normalize') newline();
+      else flag('bare-newline');
+      continue;
+    }
+    if (ch === '\0') flag('nul');
+    if (++lineLen > opts.maxLineLength) flag('line-too-long');
+    out += ch;
+  }
+  if (pendingCR) {
+    if (opts.bareNewline === 'normalize') out += '\r\n';
+    else flag('bare-newline');
+  }
+  return { violation, out };
+}
+
+test('DataGuard: any split of any input decides as the byte-by-byte reference', async () => {
+  const fc = await import('fast-check');
+  await fc.assert(
+    fc.asyncProperty(
+      fc.array(fc.constantFrom('a', 'b', '.', '\r\n', '\r\n', '\r', '\n', '\0'), { maxLength: 60 }),
+      fc.array(fc.integer({ min: 1, max: 12 }), { minLength: 1, maxLength: 20 }),
+      fc.constantFrom<'reject' | 'normalize'>('reject', 'normalize'),
+      async (parts, cuts, bareNewline) => {
+        const input = parts.join('');
+        const chunks: string[] = [];
+        for (let i = 0, k = 0; i < input.length; k++) {
+          const n = cuts[k % cuts.length]!;
+          chunks.push(input.slice(i, i + n));
+          i += n;
+        }
+        const opts = { bareNewline, maxLineLength: 8, maxBytes: 1_000_000 };
+        const want = reference(input, opts);
+        const got = await run(chunks, opts);
+        assert.equal(got.violation, want.violation);
+        if (want.violation === null) assert.equal(got.out, want.out);
+      },
+    ),
+    { numRuns: 500 },
+  );
+});
