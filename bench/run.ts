@@ -4,6 +4,7 @@
 //   smtp-maildir  10 KB messages over 20 connections into Maildir, relay-acl + dnsbl (cached) on:
 //                 accepted msgs/s, p50/p99 accept latency, and delivered msgs/s (until every
 //                 message is in its Maildir)
+//   sieve-admin-rules, sieve-compile   the Sieve engine in-process (bench/sieve.ts)
 // Environment: BENCH_MESSAGES (default 6000), BENCH_CONNECTIONS (20), BENCH_SIZE (10240).
 import { cpus, totalmem, hostname, release, tmpdir } from 'node:os';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
@@ -12,6 +13,7 @@ import { measureFsyncLimit } from './fsync-limit.js';
 import { runLoad, percentile, makeMessage } from './smtp-load.js';
 import { startDaemon, removeDir } from '../test/helpers/daemon.js';
 import { startDnsServer } from '../test/helpers/dns-server.js';
+import { benchSieve } from './sieve.js';
 
 const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 6000);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 20);
@@ -103,3 +105,4 @@ async function benchSmtpMaildir(): Promise<void> {
 emit({ bench: 'machine', ...machine() });
 await benchFsync();
 await benchSmtpMaildir();
+await benchSieve(emit);

@@ -1,6 +1,6 @@
 // The daemon: builds every part from the config and starts the listeners. Order matters:
-//   logger → store → directory → resolver → plugin chain → queue (spool recovery) → TLS →
-//   listeners → `daemon.ready` (logged with the real ports, which tests read).
+//   logger → store → directory → resolver → plugin chain → outbound transport → queue (spool
+//   recovery) → maildrop pickup and control channel → TLS → listeners → `daemon.ready` (logged with the real ports, which tests read).
 // `stop()` closes in reverse: listeners first (no new mail), then the queue (waits for
 // deliveries in progress), the chain, the store.
 import { mkdir } from 'node:fs/promises';
@@ -13,8 +13,12 @@ import { createResolver } from './dns/resolver.js';
 import { loadPipeline } from './pipeline/loader.js';
 import { createMessage } from './pipeline/message.js';
 import { createMessageQueue } from './queue/manager.js';
+import { MaildropPickup } from './queue/maildrop.js';
+import { ControlServer, type ControlRequest, type ControlResponse } from './queue/control.js';
+import { Outbound } from './transport/outbound.js';
 import { loadOrCreateTls } from './tls/certs.js';
 import { createSmtpListeners } from './smtp/server.js';
+import { createManageSieveListener } from './managesieve/server.js';
 import type { Store } from './store/store.js';
 
 export interface RunningGateway {
@@ -35,16 +39,34 @@ export async function startDaemon(config: Config, opts: { log?: Logger } = {}): 
   const directory = createDirectory({ store, localDomains: config.domains.local, log: log.child({ mod: 'directory' }) });
   const dns = createResolver(config.dns);
   const pipeline = await loadPipeline(config, { store, directory, dns, log: log.child({ mod: 'pipeline' }) });
-  const queue = createMessageQueue({ config, log: log.child({ mod: 'queue' }), directory, store, pipeline });
+  const outbound = new Outbound({ config, dns, log: log.child({ mod: 'outbound' }) });
+  const queue = createMessageQueue({ config, log: log.child({ mod: 'queue' }), directory, store, pipeline, outbound });
   await queue.start();
+  // Local submission (postern sendmail) and queue steering (postern queue) reach the queue
+  // through files under data_dir, so they work with or without a running daemon.
+  const pickup = new MaildropPickup(config.data_dir, { queueDir: queue.spool.queueDir, syncer: queue.spool.syncer, adopt: (id) => queue.adopt(id) }, log.child({ mod: 'maildrop' }));
+  await pickup.start();
+  const control = new ControlServer(
+    config.data_dir,
+    async (req: ControlRequest): Promise<ControlResponse> => {
+      if (req.op === 'retry') return { ok: true, count: await queue.retry(req.id, req.domain) };
+      const found = req.op === 'delete' ? await queue.remove(req.id) : await queue.bounce(req.id);
+      return found ? { ok: true, count: 1 } : { ok: false, error: `no queued message ${req.id}` };
+    },
+    log.child({ mod: 'control' }),
+  );
+  await control.start();
   const tls = await loadOrCreateTls(config);
 
-  const listeners = createSmtpListeners({ config, log, pipeline, directory, queue, tls, createMessage });
+  const listeners: { name: string; listen(): Promise<{ port: number }>; close(): Promise<void> }[] = createSmtpListeners({ config, log, pipeline, directory, queue, tls, createMessage });
+  if (config.listen.managesieve) listeners.push(createManageSieveListener({ config, log, directory, store, tls }));
   const ports: Record<string, number> = {};
   try {
     for (const l of listeners) ports[l.name] = (await l.listen()).port;
   } catch (e) {
     await Promise.allSettled(listeners.map((l) => l.close()));
+    await control.stop();
+    await pickup.stop();
     await queue.stop();
     await pipeline.close();
     await store.close();
@@ -59,6 +81,8 @@ export async function startDaemon(config: Config, opts: { log?: Logger } = {}): 
     stop() {
       stopping ??= (async () => {
         await Promise.allSettled(listeners.map((l) => l.close()));
+        await control.stop();
+        await pickup.stop();
         await queue.stop();
         await pipeline.close();
         await store.close();

@@ -1,6 +1,9 @@
 // Local delivery of one message to one local user's mailbox folder: picks the mailbox path from
 // the `mailbox.path` template, adds the trace headers (trace.ts) and writes Maildir or mbox.
-// (Per-user Sieve will run here, before the write, in a later step.)
+// Per-user Sieve (sieve.ts) runs first for a plain INBOX delivery when the queue gave us a
+// store: the user's active script turns the one delivery into zero or more stored copies
+// (folders, with flags as Maildir info letters), redirects, a vacation reply or a refusal.
+// Flags are kept in Maildir only (an mbox copy is stored without them).
 //
 // Idempotence per (queue id, user, folder): the Maildir file name and the mbox intent key are
 // derived from `targetKey(user, folder)`, so a retry with `checkExisting` finds an earlier copy
@@ -11,19 +14,32 @@
 // [A-Za-z0-9._+=@-] and a leading '.' become %XX, so "../x" or "a/b" cannot leave the tree).
 // A relative result is taken relative to the config file's folder.
 //
-// Config keys: `mailbox.format`, `mailbox.path`, `data_dir`, `hostname`.
+// Config keys: `mailbox.format`, `mailbox.path`, `data_dir`, `hostname`, `sieve`.
 import { createHash } from 'node:crypto';
+import { stat } from 'node:fs/promises';
 import { isAbsolute, resolve } from 'node:path';
+import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
+import type { Store } from '../store/store.js';
+import { sieveSchema, type SieveConfig } from '../sieve/config.js';
 import type { DirSyncer } from '../queue/dir-sync.js';
 import { parseAddress } from '../address/address.js';
 import { deliveredBytes } from './trace.js';
-import { MaildirWriter } from './maildir.js';
+import { infoLetters, keywordLetters, MaildirWriter, splitFlags } from './maildir.js';
+import { UserSieve, type SieveStore, type Submit } from './sieve.js';
 import { MboxWriter, mboxEntry, type MboxIntent, type MboxOptions } from './mbox.js';
 import { folderSegments } from './folder.js';
-import { DeliveryErrors } from './errors.js';
+import { DeliveryErrors, fromFsError } from './errors.js';
 
-export type LocalDeliveryConfig = Pick<Config, 'mailbox' | 'data_dir' | 'hostname'> & { baseDir?: string };
+export type LocalDeliveryConfig = Pick<Config, 'mailbox' | 'data_dir' | 'hostname'> & { baseDir?: string; sieve?: SieveConfig };
+
+/** What per-user Sieve needs; without a store no script runs. */
+export interface LocalDeliveryServices {
+  store?: Store;
+  /** Queues a message we make (Sieve redirect, vacation reply). */
+  submit?: Submit;
+  log?: Logger;
+}
 
 /** Durable per-delivery records kept by the queue (spool intents), keyed by target key. */
 export interface IntentStore {
@@ -38,6 +54,8 @@ export interface LocalDeliveryRequest {
   receivedAt: number;
   /** Canonical address of the local user. */
   user: string;
+  /** The envelope recipient as given (Sieve's envelope "to"); default: `user`. */
+  rcpt?: string;
   /** Folder asked for (quarantine, fileinto); INBOX when absent. */
   folder?: string;
   /** The spooled message bytes. */
@@ -79,14 +97,31 @@ export function targetKey(user: string, folder: string | undefined): string {
 export class LocalDelivery {
   readonly maildir: MaildirWriter;
   readonly mbox: MboxWriter;
+  private readonly sieve: UserSieve | null;
 
   constructor(
     private readonly config: LocalDeliveryConfig,
     syncer: DirSyncer,
     mboxOptions: MboxOptions = {},
+    services: LocalDeliveryServices = {},
   ) {
     this.maildir = new MaildirWriter(syncer);
     this.mbox = new MboxWriter(syncer, mboxOptions);
+    this.sieve = services.store
+      ? new UserSieve({ store: services.store, submit: services.submit, log: services.log, sieve: config.sieve ?? sieveSchema.parse({}), hostname: config.hostname })
+      : null;
+  }
+
+  /** RFC 5490 mailboxexists: INBOX, or a Maildir++ folder / mbox folder file that exists. */
+  async folderExists(user: string, folder: string): Promise<boolean> {
+    if (/^inbox$/i.test(folder)) return true;
+    const path = this.mailboxPath(user);
+    try {
+      const p = this.config.mailbox.format === 'mbox' ? this.mbox.folderPath(path, folder) : this.maildir.folderDir(path, folder);
+      return await stat(p).then(() => true, () => false);
+    } catch {
+      return false; // not a valid folder name
+    }
   }
 
   /** The INBOX path of a user (a Maildir folder or an mbox file). */
@@ -107,8 +142,30 @@ export class LocalDelivery {
     return isAbsolute(p) ? p : resolve(this.config.baseDir ?? this.config.data_dir, p);
   }
 
-  /** Throws DeliveryError. */
+  /** Throws DeliveryError (a Sieve reject is a permanent 550 5.7.1). */
   async deliver(req: LocalDeliveryRequest): Promise<LocalDeliveryResult> {
+    if (this.sieve && req.folder === undefined) {
+      const plan = await this.sieve.plan({
+        qid: req.qid,
+        sender: req.sender,
+        user: req.user,
+        rcpt: req.rcpt ?? req.user,
+        message: req.message,
+        mailboxExists: (f) => this.folderExists(req.user, f),
+      });
+      if (plan) {
+        const results: LocalDeliveryResult[] = [];
+        for (const s of plan.stores) results.push(await this.store({ ...req, message: plan.message }, s));
+        if (results.length === 0) return { destination: `sieve:${plan.summary}`, duplicate: false };
+        return { destination: results.map((r) => r.destination).join(' '), duplicate: results.every((r) => r.duplicate) };
+      }
+    }
+    return this.store(req, { ...(req.folder !== undefined ? { folder: req.folder } : {}), flags: [], create: true });
+  }
+
+  /** One stored copy into `s.folder` with its flags (Maildir info letters). */
+  private async store(req: LocalDeliveryRequest, s: SieveStore): Promise<LocalDeliveryResult> {
+    req = { ...req, folder: s.folder };
     const path = this.mailboxPath(req.user);
     const key = targetKey(req.user, req.folder);
     const bytes = deliveredBytes(req.sender, req.user, req.message);
@@ -123,7 +180,22 @@ export class LocalDelivery {
       return { destination: `mbox:${r.path}`, duplicate: r.duplicate };
     }
     const parts = { qid: req.qid, receivedAt: req.receivedAt, key, hostname: this.config.hostname };
-    const r = await this.maildir.deliver(path, req.folder, parts, bytes, req.checkExisting);
+    let info = '';
+    if (s.flags.length > 0) {
+      const { letters, keywords } = splitFlags(s.flags);
+      let kw = '';
+      if (keywords.length > 0) {
+        const dir = this.maildir.folderDir(path, req.folder);
+        try {
+          await this.maildir.ensure(path, dir);
+          kw = (await keywordLetters(dir, keywords)).letters;
+        } catch (e) {
+          throw fromFsError(e);
+        }
+      }
+      info = infoLetters(letters, kw);
+    }
+    const r = await this.maildir.deliver(path, req.folder, parts, bytes, req.checkExisting, info);
     return { destination: `maildir:${r.path}`, duplicate: r.duplicate };
   }
 }

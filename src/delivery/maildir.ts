@@ -13,8 +13,14 @@
 // and appends ":2,<flags>" (and Dovecot may add ",W=" fields); a retry therefore looks for the
 // prefix "<sec>.M<usec>Q<queue id>R<key>." in new/ and cur/.
 //
+// Flags (Sieve imap4flags at delivery, RFC 5232): a message stored with flags goes straight to
+// cur/ as "<name>:2,<letters>" (the Maildir "info" part, letters in ASCII order): S seen,
+// R replied (\Answered), F flagged, T trashed (\Deleted), D draft; keywords are the letters
+// a-z, numbered in the folder's `dovecot-keywords` file ("<n> <keyword>" per line, Dovecot's
+// format: letter 'a'+n). At most 26 keywords per folder; more are dropped (logged by the caller).
+//
 // Config keys: `mailbox.path` (resolved by local.ts), `hostname`.
-import { open, readdir, rename, stat, writeFile } from 'node:fs/promises';
+import { open, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DirSyncer } from '../queue/dir-sync.js';
 import { FolderNameError, maildirPlusName } from './folder.js';
@@ -94,7 +100,7 @@ export class MaildirWriter {
    * `checkExisting`: this may be a retry, look for an earlier copy first (costs a readdir).
    * Throws DeliveryError.
    */
-  async deliver(root: string, folder: string | undefined, parts: MaildirNameParts, bytes: Buffer, checkExisting: boolean): Promise<MaildirDeliveryResult> {
+  async deliver(root: string, folder: string | undefined, parts: MaildirNameParts, bytes: Buffer, checkExisting: boolean, flags = ''): Promise<MaildirDeliveryResult> {
     const dir = this.folderDir(root, folder);
     try {
       await this.ensure(root, dir);
@@ -122,12 +128,85 @@ export class MaildirWriter {
       } finally {
         await fh.close();
       }
-      const final = join(dir, 'new', name);
+      // With flags the message is no longer "new" (Maildir spec: cur/ holds messages with info).
+      const sub = flags ? 'cur' : 'new';
+      const final = join(dir, sub, flags ? `${name}:2,${flags}` : name);
       await rename(tmp, final);
-      await this.syncer.sync(join(dir, 'new'));
+      await this.syncer.sync(join(dir, sub));
       return { path: final, duplicate: false };
     } catch (e) {
       throw fromFsError(e);
     }
   }
+}
+
+/** System flags (RFC 3501 §2.3.2) and their Maildir info letters. \\Recent cannot be stored. */
+const SYSTEM_LETTERS: Record<string, string> = { '\\seen': 'S', '\\answered': 'R', '\\flagged': 'F', '\\deleted': 'T', '\\draft': 'D' };
+
+/** Splits IMAP flags into Maildir system letters and keywords (unknown system flags are dropped). */
+export function splitFlags(flags: string[]): { letters: string; keywords: string[] } {
+  const letters = new Set<string>();
+  const keywords: string[] = [];
+  for (const f of flags) {
+    if (f.startsWith('\\')) {
+      const l = SYSTEM_LETTERS[f.toLowerCase()];
+      if (l) letters.add(l);
+    } else if (/^[\x21-\x7e]+$/.test(f) && !/[(){%*"\\\]]/.test(f) && !keywords.some((k) => k.toLowerCase() === f.toLowerCase())) {
+      keywords.push(f); // RFC 3501 atom
+    }
+  }
+  return { letters: [...letters].join(''), keywords };
+}
+
+const keywordLocks = new Map<string, Promise<unknown>>();
+
+/**
+ * The letters of `keywords` in the folder's dovecot-keywords file, adding the missing ones
+ * (written to a temporary file, then renamed). Serialised per folder within this process.
+ */
+export async function keywordLetters(dir: string, keywords: string[]): Promise<{ letters: string; dropped: string[] }> {
+  if (keywords.length === 0) return { letters: '', dropped: [] };
+  const file = join(dir, 'dovecot-keywords');
+  const prev = keywordLocks.get(file) ?? Promise.resolve();
+  const work = prev.catch(() => undefined).then(async () => {
+    const text = await readFile(file, 'utf8').catch(() => '');
+    const byIndex = new Map<number, string>();
+    for (const line of text.split('\n')) {
+      const m = /^(\d+) (.+)$/.exec(line);
+      if (m && Number(m[1]) < 26) byIndex.set(Number(m[1]), m[2]!);
+    }
+    const letters: string[] = [];
+    const dropped: string[] = [];
+    let changed = false;
+    for (const k of keywords) {
+      let idx = [...byIndex].find(([, v]) => v.toLowerCase() === k.toLowerCase())?.[0];
+      if (idx === undefined) {
+        idx = [...Array(26).keys()].find((i) => !byIndex.has(i));
+        if (idx === undefined) {
+          dropped.push(k);
+          continue;
+        }
+        byIndex.set(idx, k);
+        changed = true;
+      }
+      letters.push(String.fromCharCode(97 + idx));
+    }
+    if (changed) {
+      const tmp = `${file}.${process.pid}.tmp`;
+      await writeFile(tmp, [...byIndex].sort((a, b) => a[0] - b[0]).map(([i, v]) => `${i} ${v}\n`).join(''));
+      await rename(tmp, file);
+    }
+    return { letters: letters.sort().join(''), dropped };
+  });
+  keywordLocks.set(file, work);
+  try {
+    return await work;
+  } finally {
+    if (keywordLocks.get(file) === work) keywordLocks.delete(file);
+  }
+}
+
+/** Maildir info letters in ASCII order (upper-case system flags sort before keyword letters). */
+export function infoLetters(system: string, keywords: string): string {
+  return [...new Set([...system, ...keywords])].sort().join('');
 }

@@ -98,6 +98,22 @@ export interface HookContext<C = unknown, S = unknown> {
   directory: Directory;
   /** Aborted when the hook's deadline passes or the client goes away. */
   signal: AbortSignal;
+  /**
+   * Adds an entry of the plugin's own to the transaction trace, before the one the runner adds
+   * for the hook's verdict (e.g. one per Sieve rule that acted). Absent outside the runner.
+   */
+  trace?: (e: PluginTraceEntry) => void;
+}
+
+/** What a plugin may say in its own trace entries (types.ts TraceEntry fills in the rest). */
+export interface PluginTraceEntry {
+  verdict: import('./verdict.js').VerdictKind | 'error';
+  rule?: string;
+  line?: number;
+  detail?: string;
+  rcpt?: string;
+  code?: number;
+  enhanced?: string;
 }
 
 /** Observer facts, after delivery was attempted for one recipient. */

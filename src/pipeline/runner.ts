@@ -80,6 +80,7 @@ export function createPipeline(plugins: LoadedPlugin[], deps: PipelineDeps): Pip
       if (!notes) input.notes.set(p.name, (notes = {}));
 
       const started = performance.now();
+      const own: TraceEntry[] = [];
       const outcome = await invoke(p, stage, hook, log, input.signal, (signal) => ({
         plugin: p.name,
         config: p.config,
@@ -95,9 +96,12 @@ export function createPipeline(plugins: LoadedPlugin[], deps: PipelineDeps): Pip
         store: deps.store,
         directory: deps.directory,
         signal,
+        trace: (e) => own.push({ stage, plugin: p.name, ms: 0, ...(rcpt !== undefined ? { rcpt } : {}), ...e }),
       }));
       const ms = Math.round((performance.now() - started) * 100) / 100;
       const base = { stage, plugin: p.name, ms, ...(rcpt !== undefined ? { rcpt } : {}) };
+      // The plugin's own entries (rules that acted) come before the hook's; a late one is dropped.
+      trace.push(...own.splice(0));
 
       if (outcome.kind === 'verdict') {
         const v = outcome.verdict;
@@ -260,6 +264,8 @@ function describe(v: Verdict): Pick<TraceEntry, 'code' | 'enhanced' | 'detail'> 
       return v.reason ? { detail: v.reason } : {};
     case 'quarantine':
       return { detail: v.reason ? `${v.folder}: ${v.reason}` : v.folder };
+    case 'reroute':
+      return v.reason ? { detail: v.reason } : {};
     default:
       return {};
   }
@@ -294,6 +300,13 @@ export function checkVerdict(v: unknown, stage: Stage): string | null {
       if (stage !== 'data' && stage !== 'queue') return `${verdict.kind} at the ${stage} stage (only data and queue)`;
       if (verdict.kind === 'quarantine' && (typeof verdict.folder !== 'string' || verdict.folder === '')) return 'quarantine without a folder';
       return null;
+    case 'reroute': {
+      if (stage !== 'data' && stage !== 'queue') return `reroute at the ${stage} stage (only data and queue)`;
+      const plan = verdict.plan ?? {};
+      if (typeof plan !== 'object' || Object.values(plan).some((f) => !Array.isArray(f) || f.some((x) => typeof x !== 'string' || x === ''))) return 'reroute with a bad plan';
+      if (verdict.redirect !== undefined && (!Array.isArray(verdict.redirect) || verdict.redirect.some((a) => typeof a !== 'string' || !a.includes('@')))) return 'reroute with a bad redirect list';
+      return null;
+    }
     default:
       return `unknown verdict kind ${JSON.stringify((verdict as { kind: string }).kind)}`;
   }

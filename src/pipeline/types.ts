@@ -14,8 +14,11 @@ export interface TraceEntry {
   enhanced?: string;
   /** Reply text or error reason (the reason is for the log and the trace, not the client). */
   detail?: string;
-  /** Recipient the entry is about, at the rcpt stage. */
+  /** Recipient the entry is about, at the rcpt stage (or the recipient a rule ran for). */
   rcpt?: string;
+  /** The rule (e.g. the Sieve script name) a plugin's own entry is about, and its line. */
+  rule?: string;
+  line?: number;
 }
 
 export interface StageInput {

@@ -16,7 +16,15 @@ export type Verdict =
   /** Answer 250 and drop the message (data, queue). */
   | { kind: 'discard'; reason?: string }
   /** Answer 250 and deliver into `folder` of each local recipient instead of INBOX (data, queue). */
-  | { kind: 'quarantine'; folder: string; reason?: string };
+  | { kind: 'quarantine'; folder: string; reason?: string }
+  /**
+   * Answer 250 with a new delivery plan (data, queue), as Sieve's fileinto/redirect ask:
+   * `plan` maps a recipient address of the transaction (lower-cased) to the folders it is
+   * delivered into ("INBOX" for the mailbox itself; [] drops that recipient); recipients not in
+   * the plan keep their delivery. `redirect` addresses become new recipients (the envelope sender
+   * is kept; remote ones are relayed by the queue). Nothing left to deliver = discard.
+   */
+  | { kind: 'reroute'; plan?: Record<string, string[]>; redirect?: string[]; reason?: string };
 
 export type VerdictKind = Verdict['kind'];
 
@@ -38,6 +46,8 @@ export const tempfail = (enhanced: Enhanced, text: string, code = 451, opts: { d
 });
 export const discard = (reason?: string): Verdict => ({ kind: 'discard', reason });
 export const quarantine = (folder: string, reason?: string): Verdict => ({ kind: 'quarantine', folder, reason });
+
+export const reroute = (opts: { plan?: Record<string, string[]>; redirect?: string[]; reason?: string }): Verdict => ({ kind: 'reroute', ...opts });
 
 export function isDecisive(v: Verdict): boolean {
   return v.kind !== 'next';

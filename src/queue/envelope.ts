@@ -13,6 +13,11 @@ export interface EnvelopeRecipient {
   orcpt?: string;
   /** Folder a plugin or rule asked for (quarantine, fileinto); INBOX when absent. */
   folder?: string;
+  /**
+   * Several folders (Sieve fileinto :copy, or fileinto twice): one copy into each; "INBOX" is
+   * the mailbox itself. When present it replaces `folder`.
+   */
+  folders?: string[];
 }
 
 export interface Envelope {
@@ -27,6 +32,11 @@ export interface Envelope {
   body?: '7BIT' | '8BITMIME';
   /** SMTPUTF8 was given (RFC 6531). */
   smtputf8?: boolean;
+  /**
+   * Set on notices we generate (dsn.ts): 1 a DSN to the sender, 2 a double bounce to the
+   * postmaster. A failed 2 is dropped, never reported again.
+   */
+  dsn?: 1 | 2;
   /** Client and session facts kept for trace headers, logs and DSNs. */
   source: {
     listener: ListenerKind;

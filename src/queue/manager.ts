@@ -13,14 +13,26 @@
 //   - A crash after a mailbox write but before its done-mark (the state write or the removal) is
 //     covered by idempotent delivery: every attempt after recovery runs with `checkExisting`, and
 //     Maildir file names / mbox intents are deterministic per (queue id, user, folder).
-// Temporary failures retry after `outbound.retry` waits; after `outbound.lifetime` the target is
-// failed. Permanent failures (the user no longer exists, a bad folder name) mark the target
-// failed and log `delivery.failed`; no bounce message is sent yet — DSNs (RFC 3464) are the job of
-// a later module, which will read failed targets here. Remote targets are HELD (`queue.held`):
-// kept in the spool, with their next hop, through restarts, for the SMTP/LMTP client to come.
+// Temporary failures retry after `outbound.retry` waits (plus up to 10% jitter, so a burst does
+// not retry in lockstep); after `outbound.lifetime` the target is failed. Permanent failures (the
+// user no longer exists, a bad folder name, a 5xx from the next hop) mark the target failed.
 //
-// Config keys: `data_dir`, `hostname`, `mailbox.*`, `domains.local`, `routes`, `outbound.retry`,
-// `outbound.lifetime`.
+// Remote targets (RFC 5321 §5.1): the due ones of an entry are grouped by destination (the domain
+// for MX delivery, the next hop URL for a route) and each group goes out in ONE transaction
+// (transport/outbound.ts). The done-mark of a relayed recipient is written durably right after
+// the group's answers (or, when that finishes the entry, the entry is removed and the removal
+// fsynced), so a restart never sends it again; only a crash between the remote 250 and that
+// write can repeat a delivery, as RFC 5321 §6.1 accepts.
+//
+// Notices (dsn.ts, RFC 3464): after each round, failed targets (and delayed ones past
+// `outbound.delay_warning`, successful ones that asked NOTIFY=SUCCESS) are reported in one DSN,
+// queued through `accept` like any message, BEFORE the entry is marked notified or removed.
+// A message with more than MAX_RECEIVED Received fields fails at once as a mail loop (5.4.6).
+//
+// Steering (`postern queue`, ETRN): `retry`, `remove`, `bounce` act on an entry by id.
+// Remote targets without a transport (unit tests without DNS) stay HELD, as before.
+//
+// Config keys: `data_dir`, `hostname`, `mailbox.*`, `domains.local`, `routes`, `outbound.*`.
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
 import type { Directory } from '../directory/directory.js';
@@ -37,6 +49,10 @@ import { createRouter, type RemoteVia, type Router, type RouteTarget } from '../
 import { LocalDelivery, targetKey, type IntentStore } from '../delivery/local.js';
 import { DeliveryError, DeliveryErrors } from '../delivery/errors.js';
 import type { MboxOptions } from '../delivery/mbox.js';
+import type { Outbound, OutboundResult } from '../transport/outbound.js';
+import { destinationKey } from '../transport/outbound.js';
+import type { OutRecipient } from '../transport/smtp-client.js';
+import { buildDsn, countReceived, MAX_RECEIVED, wants, type DsnAction, type DsnRecipient } from './dsn.js';
 
 export type TargetStatus = 'pending' | 'deferred' | 'done' | 'failed' | 'held';
 
@@ -58,6 +74,16 @@ export interface TargetState {
   next?: number;
   /** Last error or reply text. */
   last?: string;
+  /** RFC 3463 status of the last answer (for DSNs). */
+  enhanced?: string;
+  /** "dns; host" of the server that gave the last answer. */
+  remoteMta?: string;
+  /** The last attempt (ms since the epoch). */
+  at?: number;
+  /** Delivered to a next hop that took over DSN duties (no "relayed" notice from us). */
+  nextHopDsn?: boolean;
+  /** Notices already queued for this target. */
+  notified?: DsnAction[];
 }
 
 export interface EntryState {
@@ -76,6 +102,8 @@ interface Entry {
   /** Failed rounds that never got as far as targets (directory down, spool read error). */
   entryFailures: number;
   timer?: NodeJS.Timeout;
+  /** The last state write in flight (checkpoint serialises them). */
+  writing?: Promise<void>;
 }
 
 export interface QueueOptions {
@@ -87,6 +115,8 @@ export interface QueueOptions {
   /** Entries delivered at once (default 64). */
   concurrency?: number;
   mbox?: MboxOptions;
+  /** The SMTP/LMTP client. Without it remote targets are held in the spool. */
+  outbound?: Outbound;
 }
 
 export interface ManagedQueue extends MessageQueue {
@@ -95,6 +125,14 @@ export interface ManagedQueue extends MessageQueue {
   /** Ids of spooled entries known in memory, with their targets (for `postern queue list`). */
   entries(): { id: string; envelope: Envelope; targets: TargetState[] | null }[];
   readonly spool: Spool;
+  /** Runs deferred targets now (one entry, or all; `domain` narrows to remote targets there, as ETRN). */
+  retry(id?: string, domain?: string): Promise<number>;
+  /** Removes an entry without notice. False when there is no such entry. */
+  remove(id: string): Promise<boolean>;
+  /** Fails every open target of an entry (5.0.0, by the administrator) and sends the DSN. */
+  bounce(id: string): Promise<boolean>;
+  /** Takes over an entry already committed under spool/q by someone else (maildrop pickup). */
+  adopt(id: string): Promise<void>;
 }
 
 const MAX_TIMER = 2 ** 31 - 1;
@@ -120,7 +158,17 @@ class QueueManager implements ManagedQueue {
   constructor(private readonly opts: QueueOptions) {
     this.spool = new Spool(opts.config.data_dir, this.syncer);
     this.router = createRouter({ config: opts.config, directory: opts.directory });
-    this.local = new LocalDelivery(opts.config, this.syncer, opts.mbox);
+    // Per-user Sieve (delivery/sieve.ts) needs the store and a way to queue redirects, vacation
+    // replies and refusals: through `accept`, like any message.
+    this.local = new LocalDelivery(opts.config, this.syncer, opts.mbox, {
+      store: opts.store,
+      log: opts.log,
+      submit: async (envelope, message) => {
+        const id = this.newId();
+        await this.accept(id, envelope, message);
+        return id;
+      },
+    });
     this.log = opts.log;
     this.concurrency = opts.concurrency ?? 64;
   }
@@ -161,7 +209,7 @@ class QueueManager implements ManagedQueue {
         r.targets.map(async (t) => {
           if (t.kind !== 'local') return { t, ok: true as const };
           try {
-            const d = await this.local.deliver({ qid: id, sender: envelope.mailFrom, receivedAt: envelope.receivedAt, user: t.user!, folder: t.folder, message, checkExisting: false });
+            const d = await this.local.deliver({ qid: id, sender: envelope.mailFrom, receivedAt: envelope.receivedAt, user: t.user!, rcpt: t.rcpt, folder: t.folder, message, checkExisting: false });
             this.delivered(id, t, d.destination, d.duplicate);
             return { t, ok: true as const };
           } catch (e) {
@@ -316,7 +364,7 @@ class QueueManager implements ManagedQueue {
     if (entry.timer) clearTimeout(entry.timer);
     entry.timer = undefined;
     if (this.stopped) return;
-    const due = nextDue(entry);
+    const due = nextDue(entry, !!this.opts.outbound, this.opts.config);
     if (due === null) return; // only held / finished targets: wait for the relay client
     const wait = Math.max(0, due - Date.now());
     if (wait === 0) return this.enqueue(entry);
@@ -340,7 +388,7 @@ class QueueManager implements ManagedQueue {
           const r = await this.expand(rcpt);
           if ('error' in r) {
             if (r.error.temporary) throw r.error; // directory trouble: retry the whole entry
-            const t: TargetState = { key: `X:${rcpt.address}`, rcpt: rcpt.address, kind: 'local', status: 'failed', attempts: 0, last: r.error.message };
+            const t: TargetState = { key: `X:${rcpt.address}`, rcpt: rcpt.address, kind: 'local', status: 'failed', attempts: 0, last: r.error.message, enhanced: r.error.enhanced, at: Date.now() };
             this.logFailure(id, t, r.error, false);
             targets.push(t);
             continue;
@@ -352,30 +400,61 @@ class QueueManager implements ManagedQueue {
           }
         }
         entry.state = { v: 1, targets };
+        // RFC 5321 §6.3: a message that has passed too many hosts is looping; give it up.
+        if (countReceived(message) > MAX_RECEIVED) {
+          const err = new DeliveryError(false, 554, '5.4.6', `Too many Received header fields (more than ${MAX_RECEIVED}): mail loop`);
+          for (const t of targets) {
+            if (t.status === 'done' || t.status === 'failed') continue;
+            t.status = 'failed';
+            t.last = err.message;
+            t.enhanced = err.enhanced;
+            t.at = Date.now();
+            this.logFailure(id, t, err, false, 'mail loop');
+          }
+        }
       }
       const before = JSON.stringify(entry.state);
       const now = Date.now();
-      await Promise.all(
-        entry.state.targets.map(async (t) => {
-          if (t.kind === 'remote') {
-            if (t.status === 'pending') {
-              t.status = 'held';
-              this.held(id, t);
-            }
-            return;
+      const state = entry.state;
+      let remoteDone = false;
+      let checkpointed = false;
+      const remoteDue = state.targets.filter((t) => t.kind === 'remote' && (t.status === 'pending' || t.status === 'held' || (t.status === 'deferred' && (t.next ?? 0) <= now)));
+      const groups = this.opts.outbound ? groupByDestination(remoteDue) : [];
+      if (!this.opts.outbound) {
+        for (const t of remoteDue) {
+          if (t.status === 'pending') {
+            t.status = 'held';
+            this.held(id, t);
           }
+        }
+      }
+      await Promise.all([
+        ...state.targets.map(async (t) => {
+          if (t.kind === 'remote') return;
           if (t.status === 'pending' || (t.status === 'deferred' && (t.next ?? 0) <= now)) await this.deliverTarget(entry, t, message);
         }),
-      );
+        ...groups.map(async (g) => {
+          const sent = await this.relayGroup(entry, g, message);
+          if (sent) remoteDone = true;
+          // The done-mark (RFC 5321 §6.1: never deliver twice): durable before anything else,
+          // unless this group finishes the entry, whose removal is then made durable instead.
+          if (sent && (groups.length > 1 || isOpen(state) || needsNotice(entry, state, Date.now(), this.opts.config))) {
+            await this.checkpoint(entry);
+            checkpointed = true;
+          }
+        }),
+      ]);
       entry.entryFailures = 0;
-      const open = entry.state.targets.some((t) => t.status !== 'done' && t.status !== 'failed');
-      if (!open) {
+      await this.notify(entry, message);
+      if (!isOpen(state) && !needsNotice(entry, state, Date.now(), this.opts.config)) {
         // A fresh entry finished in its first round never had a state file.
-        await this.spool.remove(id, { hasState: entry.checkExisting });
+        await this.spool.remove(id, { hasState: entry.checkExisting || checkpointed });
+        // A relayed message must not come back after a crash: make the removal durable.
+        if (remoteDone) await this.syncer.sync(this.spool.queueDir);
         this.known.delete(id);
         return;
       }
-      if (JSON.stringify(entry.state) !== before || !entry.checkExisting) await this.spool.writeState(id, entry.state);
+      if (JSON.stringify(entry.state) !== before || !entry.checkExisting) await this.checkpoint(entry);
       entry.checkExisting = true;
       entry.message = null;
       this.reschedule(entry);
@@ -397,6 +476,215 @@ class QueueManager implements ManagedQueue {
     }
   }
 
+  /** Writes the entry's state durably; writes of one entry never overlap (last one wins). */
+  private checkpoint(entry: Entry): Promise<void> {
+    const p = (entry.writing ?? Promise.resolve()).catch(() => undefined).then(() => this.spool.writeState(entry.id, entry.state));
+    entry.writing = p;
+    return p;
+  }
+
+  /** Sends one destination's targets in one transaction; true when any was accepted. */
+  private async relayGroup(entry: Entry, g: { domain: string; via: RemoteVia; targets: TargetState[] }, message: Buffer): Promise<boolean> {
+    const { id, envelope } = entry;
+    const byAddr = new Map(envelope.recipients.map((r) => [r.address, r]));
+    const rcpts: OutRecipient[] = g.targets.map((t) => {
+      const r = byAddr.get(t.rcpt);
+      // An alias target is a new recipient: its ORCPT is the address the client gave us
+      // (RFC 3461 §6.3), NOTIFY carries over.
+      const orcpt = r?.orcpt ?? (t.rcpt !== t.address ? `rfc822;${xtext(t.rcpt)}` : undefined);
+      return { address: t.address!, ...(r?.notify ? { notify: r.notify } : {}), ...(orcpt ? { orcpt } : {}) };
+    });
+    let results: Map<string, OutboundResult>;
+    try {
+      results = await this.opts.outbound!.deliver(g.domain, g.via, {
+        mailFrom: envelope.mailFrom,
+        recipients: rcpts,
+        ...(envelope.ret ? { ret: envelope.ret } : {}),
+        ...(envelope.envid ? { envid: envelope.envid } : {}),
+        ...(envelope.smtputf8 ? { smtputf8: true } : {}),
+        message,
+      });
+    } catch (e) {
+      const r: OutboundResult = { status: 'temp', code: 451, enhanced: '4.3.0', text: `outbound error: ${(e as Error).message}`, remote: false };
+      results = new Map(rcpts.map((rc) => [rc.address, r]));
+    }
+    let sent = false;
+    const now = Date.now();
+    for (const t of g.targets) {
+      const r = results.get(t.address!) ?? { status: 'temp' as const, code: 451, enhanced: '4.4.1', text: 'no result', remote: false };
+      t.at = now;
+      t.enhanced = r.enhanced;
+      t.last = `${r.code} ${r.enhanced} ${r.text}`;
+      if (r.remoteMta) t.remoteMta = r.remoteMta;
+      else delete t.remoteMta;
+      if (r.status === 'sent') {
+        t.status = 'done';
+        t.next = undefined;
+        sent = true;
+        if (r.nextHopDsn) t.nextHopDsn = true;
+        logEvent(this.log, 'info', 'delivery.relayed', { qid: id, rcpt: t.address, remote: r.remoteMta, reply: `${r.code} ${r.enhanced} ${r.text}` });
+        this.observe('delivered', { queueId: id, recipient: t.rcpt, destination: r.remoteMta ?? 'remote' });
+        continue;
+      }
+      const err = new DeliveryError(r.status === 'temp', r.code, r.enhanced, r.text);
+      if (r.status === 'perm') {
+        t.status = 'failed';
+        t.next = undefined;
+        this.logFailure(id, t, err, false);
+        continue;
+      }
+      t.attempts++;
+      const next = Math.max(now + withJitter(retryDelay(this.opts.config.outbound.retry, t.attempts)), r.retryAt ?? 0);
+      if (next - envelope.receivedAt > this.opts.config.outbound.lifetime) {
+        t.status = 'failed';
+        t.next = undefined;
+        // RFC 3463 X.4.7: delivery time expired; the last reply stays as the diagnostic.
+        t.enhanced = '4.4.7';
+        this.logFailure(id, t, err, false, 'lifetime exceeded');
+        continue;
+      }
+      t.status = 'deferred';
+      t.next = next;
+      this.logFailure(id, t, err, true);
+    }
+    return sent;
+  }
+
+  /**
+   * Queues the notices this entry owes (dsn.ts) and marks the targets notified. The DSN is
+   * spooled before the marks are written, so a crash can repeat a notice but never lose one.
+   */
+  private async notify(entry: Entry, message: Buffer): Promise<void> {
+    const state = entry.state;
+    if (!state) return;
+    const { envelope, id } = entry;
+    const now = Date.now();
+    const byAddr = new Map(envelope.recipients.map((r) => [r.address, r]));
+    const cfg = this.opts.config;
+    const pending = noticesDue(entry, state, now, cfg);
+    if (pending.length === 0) return;
+    const mark = () => {
+      for (const p of pending) (p.t.notified ??= []).push(p.action);
+    };
+    // Never a bounce for a bounce (RFC 3461 §6.1 / RFC 5321 §4.5.5): the null sender gets no
+    // notice. A failure is told once to the postmaster; a failed double bounce is dropped.
+    let to = envelope.mailFrom;
+    let level: 1 | 2 = 1;
+    if (!to) {
+      const failed = pending.filter((p) => p.action === 'failed');
+      const pm = cfg.domains.local[0];
+      if (failed.length === 0 || envelope.dsn === 2 || !pm) {
+        logEvent(this.log, 'warn', 'queue.dsn.dropped', { qid: id, rcpts: pending.map((p) => p.t.rcpt), why: envelope.dsn === 2 ? 'double bounce failed' : 'null sender' });
+        mark();
+        return;
+      }
+      to = `postmaster@${pm}`;
+      level = 2;
+    }
+    const report = (action: DsnAction) => pending.filter((p) => p.action === action);
+    const groups = [report('failed'), report('delayed'), [...report('delivered'), ...report('relayed')]].filter((g) => g.length);
+    for (const g of groups) {
+      const recipients: DsnRecipient[] = g.map(({ t, action }) => {
+        const r = byAddr.get(t.rcpt);
+        return {
+          rcpt: t.rcpt,
+          final: t.address ?? t.user ?? t.rcpt,
+          ...(r?.orcpt ? { orcpt: r.orcpt } : {}),
+          action,
+          status: action === 'failed' || action === 'delayed' ? (t.enhanced ?? (action === 'failed' ? '5.0.0' : '4.0.0')) : '2.0.0',
+          ...(t.remoteMta ? { remoteMta: t.remoteMta } : {}),
+          ...(t.last && action !== 'delivered' && action !== 'relayed' ? { diagnostic: t.last } : {}),
+          ...(t.at ? { lastAttempt: t.at } : {}),
+        };
+      });
+      const dsn = buildDsn({ reportingMta: cfg.hostname, queueId: id, envelope, message, recipients, retryUntil: envelope.receivedAt + cfg.outbound.lifetime });
+      const dsnId = this.newId();
+      const env: Envelope = {
+        mailFrom: '',
+        recipients: [{ address: to }],
+        dsn: level,
+        source: { listener: 'local', remoteAddress: '127.0.0.1', protocol: 'ESMTP' },
+        receivedAt: Date.now(),
+      };
+      await this.accept(dsnId, env, dsn);
+      logEvent(this.log, 'info', 'queue.dsn', { qid: id, dsn: dsnId, to, action: g[0]!.action, rcpts: g.map((x) => x.t.rcpt) });
+    }
+    mark();
+  }
+
+  // --- steering (postern queue, ETRN) ------------------------------------------------------
+
+  async retry(id?: string, domain?: string): Promise<number> {
+    this.opts.outbound?.resetBackoff();
+    let n = 0;
+    for (const e of this.known.values()) {
+      if (id && e.id !== id) continue;
+      let touched = false;
+      for (const t of e.state?.targets ?? []) {
+        if (domain && (t.kind !== 'remote' || t.domain?.toLowerCase() !== domain.toLowerCase())) continue;
+        if (t.status === 'deferred' || t.status === 'held') {
+          t.next = 0;
+          if (t.status === 'held' && this.opts.outbound) t.status = 'pending';
+          touched = true;
+        }
+      }
+      if (touched || (!e.state && !domain)) {
+        n++;
+        this.reschedule(e);
+      }
+    }
+    return n;
+  }
+
+  async remove(id: string): Promise<boolean> {
+    const e = this.known.get(id);
+    if (!e) return false;
+    if (e.timer) clearTimeout(e.timer);
+    e.timer = undefined;
+    const i = this.waiting.indexOf(e);
+    if (i >= 0) this.waiting.splice(i, 1);
+    await this.running.get(id);
+    if (!this.known.has(id)) return true; // finished meanwhile
+    this.known.delete(id);
+    await e.writing?.catch(() => undefined);
+    await this.spool.remove(id);
+    await this.syncer.sync(this.spool.queueDir);
+    logEvent(this.log, 'info', 'queue.deleted', { qid: id });
+    return true;
+  }
+
+  async bounce(id: string): Promise<boolean> {
+    const e = this.known.get(id);
+    if (!e) return false;
+    await this.running.get(id);
+    if (!this.known.has(id)) return true;
+    if (!e.state) {
+      // Never ran yet: expand it first so every target can be reported.
+      await this.runEntry(e);
+      if (!this.known.has(id) || !e.state) return true;
+    }
+    for (const t of e.state.targets) {
+      if (t.status === 'done' || t.status === 'failed') continue;
+      t.status = 'failed';
+      t.next = undefined;
+      t.enhanced = '5.0.0';
+      t.last = t.last ? `bounced by the administrator; last: ${t.last}` : 'bounced by the administrator';
+      t.at = Date.now();
+    }
+    await this.checkpoint(e);
+    this.reschedule(e);
+    return true;
+  }
+
+  async adopt(id: string): Promise<void> {
+    if (this.known.has(id)) return;
+    const { envelope } = await this.spool.read(id);
+    const state = await this.spool.readState<EntryState>(id);
+    const entry: Entry = { id, envelope, message: null, state, checkExisting: state !== null, entryFailures: 0 };
+    this.known.set(id, entry);
+    if (!this.stopped) this.enqueue(entry);
+  }
+
   private async deliverTarget(entry: Entry, t: TargetState, message: Buffer): Promise<void> {
     const { id, envelope } = entry;
     try {
@@ -410,6 +698,7 @@ class QueueManager implements ManagedQueue {
         sender: envelope.mailFrom,
         receivedAt: envelope.receivedAt,
         user: t.user!,
+        rcpt: t.rcpt,
         folder: t.folder,
         message,
         checkExisting: entry.checkExisting,
@@ -421,15 +710,18 @@ class QueueManager implements ManagedQueue {
     } catch (e) {
       const err = asDeliveryError(e);
       t.last = err.message;
+      t.enhanced = err.enhanced;
+      t.at = Date.now();
       if (!err.temporary) {
         t.status = 'failed';
         this.logFailure(id, t, err, false);
         return;
       }
       t.attempts++;
-      const next = Date.now() + retryDelay(this.opts.config.outbound.retry, t.attempts);
+      const next = Date.now() + withJitter(retryDelay(this.opts.config.outbound.retry, t.attempts));
       if (next - envelope.receivedAt > this.opts.config.outbound.lifetime) {
         t.status = 'failed';
+        t.enhanced = '4.4.7';
         this.logFailure(id, t, err, false, 'lifetime exceeded');
         return;
       }
@@ -455,11 +747,15 @@ class QueueManager implements ManagedQueue {
     if (r.status === 'invalid') return { error: new DeliveryError(false, 550, '5.1.3', 'Bad recipient address syntax') };
     const targets: TargetState[] = [];
     const seen = new Set<string>();
+    // One local target per folder (Sieve fileinto :copy at the gateway asks for several).
+    const folders = rcpt.folders?.length ? rcpt.folders.map((f) => (/^inbox$/i.test(f) ? undefined : f)) : [rcpt.folder];
     for (const t of r.targets) {
-      const ts = toTarget(rcpt, t);
-      if (seen.has(ts.key)) continue;
-      seen.add(ts.key);
-      targets.push(ts);
+      for (const folder of t.kind === 'local' ? folders : [undefined]) {
+        const ts = toTarget(rcpt, t, folder);
+        if (seen.has(ts.key)) continue;
+        seen.add(ts.key);
+        targets.push(ts);
+      }
     }
     return { targets };
   }
@@ -494,23 +790,81 @@ class QueueManager implements ManagedQueue {
   }
 }
 
-function toTarget(rcpt: EnvelopeRecipient, t: RouteTarget): TargetState {
+function toTarget(rcpt: EnvelopeRecipient, t: RouteTarget, folder: string | undefined): TargetState {
   if (t.kind === 'local') {
-    const folder = rcpt.folder;
     return { key: `L${targetKey(t.user, folder)}`, rcpt: rcpt.address, kind: 'local', user: t.user, ...(folder ? { folder } : {}), status: 'pending', attempts: 0 };
   }
   return { key: `R:${t.address.toLowerCase()}`, rcpt: rcpt.address, kind: 'remote', address: t.address, domain: t.domain, via: t.via, status: 'pending', attempts: 0 };
 }
 
-function nextDue(entry: Entry): number | null {
+function nextDue(entry: Entry, relaying: boolean, cfg: Config): number | null {
   if (!entry.state) return Date.now();
   let due: number | null = null;
   for (const t of entry.state.targets) {
-    if (t.kind !== 'local') continue;
-    if (t.status === 'pending') return Date.now();
+    if (t.kind === 'remote' && !relaying) continue; // held for a transport that is not there
+    if (t.status === 'pending' || (t.status === 'held' && relaying)) return Date.now();
     if (t.status === 'deferred') due = Math.min(due ?? Infinity, t.next ?? 0);
   }
+  // Owed notices (an administrator's bounce, a delay warning coming due) also need a round.
+  if (needsNotice(entry, entry.state, Date.now(), cfg)) return Date.now();
+  const warnAt = entry.envelope.receivedAt + cfg.outbound.delay_warning;
+  if (due !== null && warnAt > Date.now() && warnAt < due && entry.state.targets.some((t) => t.status === 'deferred' && wants(rcptOf(entry, t), 'DELAY'))) due = warnAt;
   return due;
+}
+
+function rcptOf(entry: Entry, t: TargetState): EnvelopeRecipient | undefined {
+  return entry.envelope.recipients.find((r) => r.address === t.rcpt);
+}
+
+function isOpen(state: EntryState): boolean {
+  return state.targets.some((t) => t.status !== 'done' && t.status !== 'failed');
+}
+
+/** The notices an entry owes now (dsn.ts decides the rules). */
+function noticesDue(entry: Entry, state: EntryState, now: number, cfg: Config): { t: TargetState; action: DsnAction }[] {
+  const out: { t: TargetState; action: DsnAction }[] = [];
+  for (const t of state.targets) {
+    const r = rcptOf(entry, t);
+    const sent = t.notified ?? [];
+    if (t.status === 'failed' && !sent.includes('failed') && wants(r, 'FAILURE')) out.push({ t, action: 'failed' });
+    else if (t.status === 'deferred' && !sent.includes('delayed') && !sent.includes('failed') && now - entry.envelope.receivedAt >= cfg.outbound.delay_warning && wants(r, 'DELAY'))
+      out.push({ t, action: 'delayed' });
+    else if (t.status === 'done' && r?.notify?.includes('SUCCESS') && !sent.includes('delivered') && !sent.includes('relayed')) {
+      // RFC 3461 §6.2: a DSN-capable next hop reports success itself.
+      if (t.kind === 'local') out.push({ t, action: 'delivered' });
+      else if (!t.nextHopDsn) out.push({ t, action: 'relayed' });
+    }
+  }
+  // The null sender: only failures matter (for the postmaster, or dropped when that was the
+  // double bounce itself); see `notify`.
+  if (!entry.envelope.mailFrom) return out.filter((p) => p.action === 'failed');
+  return out;
+}
+
+function needsNotice(entry: Entry, state: EntryState, now: number, cfg: Config): boolean {
+  return noticesDue(entry, state, now, cfg).length > 0;
+}
+
+function groupByDestination(targets: TargetState[]): { domain: string; via: RemoteVia; targets: TargetState[] }[] {
+  const groups = new Map<string, { domain: string; via: RemoteVia; targets: TargetState[] }>();
+  for (const t of targets) {
+    const via = t.via ?? { type: 'mx' as const };
+    const key = destinationKey(t.domain ?? '', via);
+    let g = groups.get(key);
+    if (!g) groups.set(key, (g = { domain: t.domain ?? '', via, targets: [] }));
+    g.targets.push(t);
+  }
+  return [...groups.values()];
+}
+
+/** Up to 10% more, so retries of a burst spread out. */
+function withJitter(ms: number): number {
+  return Math.round(ms * (1 + Math.random() * 0.1));
+}
+
+/** RFC 3461 §4: xtext encoding of an address for ORCPT. */
+function xtext(s: string): string {
+  return s.replace(/[^\x21-\x2a\x2c-\x3c\x3e-\x7e]/g, (c) => `+${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`);
 }
 
 function asDeliveryError(e: unknown): DeliveryError {

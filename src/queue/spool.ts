@@ -67,9 +67,7 @@ export class Spool {
   /** Writes message and envelope; resolves only when both are durable under q/. */
   async accept(id: string, envelope: Envelope, message: Buffer): Promise<void> {
     checkId(id);
-    const json = Buffer.from(JSON.stringify(envelope), 'utf8');
-    const head = Buffer.from(`${MAGIC}${json.length}\n`, 'latin1');
-    await this.commit(id, [head, json, NL, message]);
+    await this.commit(id, spoolFileParts(envelope, message));
   }
 
   async read(id: string): Promise<SpooledMessage> {
@@ -189,6 +187,13 @@ function checkId(id: string): void {
 
 function checkKey(key: string): void {
   if (!/^[A-Za-z0-9_-]{1,64}$/.test(key)) throw new Error(`invalid intent key: ${JSON.stringify(key)}`);
+}
+
+/** The bytes of a spool file, as parts for writev (also the maildrop's format). */
+export function spoolFileParts(envelope: Envelope, message: Buffer): Buffer[] {
+  const json = Buffer.from(JSON.stringify(envelope), 'utf8');
+  const head = Buffer.from(`${MAGIC}${json.length}\n`, 'latin1');
+  return [head, json, NL, message];
 }
 
 export function parseSpoolFile(buf: Buffer): { envelope: Envelope; message: Buffer } {

@@ -51,6 +51,8 @@ export interface SieveResult {
   errors: SieveError[];
   /** The header fields after editheader, for whoever stores or redirects the message. */
   headers: HeaderField[];
+  /** Script line of each action in `actions` (same order), for traces. Not in the CLI JSON. */
+  lines?: number[];
 }
 
 const VAR_REF = /\$\{([^{}]*)\}/g;
@@ -266,6 +268,7 @@ export async function run(script: CompiledScript, message: Buffer | string, enve
     implicitKeepFlags: implicitKeep ? [...rt.flags] : [],
     errors: [],
     headers: rt.headers,
+    lines: rt.actions.entries.map((e) => e.location.start.line),
   };
   if (rt.headersEdited) result.stored = rt.actions.stored(rt.headers, implicitKeep);
   return result;

@@ -192,8 +192,9 @@ export class SessionController implements ConnectionController {
 
   // --- pipeline helpers -----------------------------------------------------------------------
 
-  private async run(st: ConnState, stage: Stage, extra: { rcpt?: EnvelopeRecipient; auth?: SessionInfoAuth; message?: MessageAccess }): Promise<StageResult> {
-    const tx = st.tx;
+  private async run(st: ConnState, stage: Stage, extra: { rcpt?: EnvelopeRecipient; auth?: SessionInfoAuth; message?: MessageAccess }, current?: Tx): Promise<StageResult> {
+    // At DATA the transaction is already detached from the connection (st.tx), so it is passed in.
+    const tx = current ?? st.tx;
     const txInfo: TransactionInfo | undefined = tx
       ? { id: tx.id, mailFrom: tx.envelope.mailFrom, recipients: [...tx.rcpts.values()], envelope: tx.envelope }
       : undefined;
@@ -428,8 +429,9 @@ export class SessionController implements ConnectionController {
     const message = this.deps.createMessage(raw);
 
     let folder: string | undefined;
+    let reroute: Extract<Verdict, { kind: 'reroute' }> | undefined;
     for (const stage of ['data', 'queue'] as const) {
-      const r = await this.run(st, stage, { message });
+      const r = await this.run(st, stage, { message }, tx);
       const v = r.verdict;
       if (v.kind === 'reject' || v.kind === 'tempfail') {
         const base = replyFromVerdict(v);
@@ -441,8 +443,21 @@ export class SessionController implements ConnectionController {
         return finish('discarded', this.policy.lmtp ? recipients.map(() => ok) : ok, { reason: v.reason });
       }
       if (v.kind === 'quarantine') folder = v.folder;
+      if (v.kind === 'reroute') reroute = v;
     }
     if (folder) for (const r of recipients) r.folder = folder;
+    // A new delivery plan (Sieve fileinto/redirect at the gateway): folders per recipient,
+    // dropped recipients, redirect targets added as recipients (the sender stays the same).
+    let rerouted = false;
+    if (reroute) {
+      const planned = applyReroute(recipients, reroute);
+      rerouted = planned.changedList;
+      tx.envelope.recipients = planned.recipients;
+      if (planned.recipients.length === 0) {
+        const ok = Replies.queued(tx.id).message;
+        return finish('discarded', this.policy.lmtp ? recipients.map(() => ok) : ok, { reason: reroute.reason });
+      }
+    }
 
     let bytes: Buffer;
     try {
@@ -450,7 +465,7 @@ export class SessionController implements ConnectionController {
     } catch (e) {
       return finish('error', Replies.internalError(e));
     }
-    if (this.policy.lmtp) {
+    if (this.policy.lmtp && !rerouted) {
       let outcomes: RecipientOutcome[];
       try {
         outcomes = await this.deps.queue.deliverNow(tx.id, tx.envelope, bytes);
@@ -467,7 +482,12 @@ export class SessionController implements ConnectionController {
     } catch (e) {
       return finish('error', Replies.queueFailed(e));
     }
-    return finish(folder ? 'quarantined' : 'queued', Replies.queued(tx.id).message, folder ? { folder } : {});
+    const outcome = rerouted ? 'rerouted' : folder ? 'quarantined' : 'queued';
+    const extra = rerouted ? { rcptsAfter: tx.envelope.recipients.map((r) => r.address) } : folder ? { folder } : {};
+    // LMTP after a reroute that changed the recipient list: the message is spooled (the plan no
+    // longer matches the RCPTs one to one), and every RCPT hears 250 (RFC 2033 §4.2).
+    if (this.policy.lmtp) return finish(outcome, recipients.map(() => Replies.queued(tx.id).message), extra);
+    return finish(outcome, Replies.queued(tx.id).message, extra);
   }
 
   private logTransaction(st: ConnState, tx: Tx, size: number, outcome: string, reply: SmtpReply | string | (string | Error)[], extra: Record<string, unknown>): void {
@@ -483,7 +503,7 @@ export class SessionController implements ConnectionController {
       size,
       outcome,
       reply: replyText,
-      trace: tx.trace.map((t) => ({ plugin: t.plugin, stage: t.stage, verdict: t.verdict, ms: t.ms, ...(t.rcpt ? { rcpt: t.rcpt } : {}) })),
+      trace: tx.trace.map((t) => ({ plugin: t.plugin, stage: t.stage, verdict: t.verdict, ms: t.ms, ...(t.rcpt ? { rcpt: t.rcpt } : {}), ...(t.rule ? { rule: t.rule, line: t.line } : {}) })),
       ms: Date.now() - tx.started,
       ...extra,
     });
@@ -495,6 +515,42 @@ export class SessionController implements ConnectionController {
 }
 
 type SessionInfoAuth = { method: string; username: string; password: string };
+
+/**
+ * Applies a `reroute` verdict to the recipients: each planned recipient gets its folders (one:
+ * `folder`; several: `folders`; "INBOX" alone: none; []: dropped), then redirect addresses are
+ * appended once each. `changedList` tells whether the list itself changed (LMTP needs it).
+ */
+export function applyReroute(recipients: EnvelopeRecipient[], v: Extract<Verdict, { kind: 'reroute' }>): { recipients: EnvelopeRecipient[]; changedList: boolean } {
+  const out: EnvelopeRecipient[] = [];
+  let changedList = false;
+  for (const r of recipients) {
+    const folders = v.plan?.[r.address.toLowerCase()];
+    if (!folders) {
+      out.push(r);
+      continue;
+    }
+    if (folders.length === 0) {
+      changedList = true;
+      continue;
+    }
+    const uniq = [...new Map(folders.map((f) => [/^inbox$/i.test(f) ? 'INBOX' : f, f])).keys()];
+    delete r.folder;
+    delete r.folders;
+    if (uniq.length === 1) {
+      if (uniq[0] !== 'INBOX') r.folder = uniq[0];
+    } else r.folders = uniq;
+    out.push(r);
+  }
+  const have = new Set(out.filter((r) => !r.folder && !r.folders).map((r) => r.address.toLowerCase()));
+  for (const a of v.redirect ?? []) {
+    if (have.has(a.toLowerCase())) continue;
+    have.add(a.toLowerCase());
+    out.push({ address: a });
+    changedList = true;
+  }
+  return { recipients: out, changedList };
+}
 
 /** Turns a RecipientOutcome into a reply with a class-consistent enhanced code. */
 export function lmtpReply(o: RecipientOutcome, id: string): SmtpReply {

@@ -114,6 +114,11 @@ export class Outbound {
     this.session = opts.session ?? sendSession;
   }
 
+  /** Forgets every destination's back-off (`postern queue retry`, ETRN). */
+  resetBackoff(): void {
+    this.backoff.clear();
+  }
+
   /** Delivers `msg` to its recipients (all of `domain`, or of one route). One result each. */
   async deliver(domain: string, via: RemoteVia, msg: OutMessage): Promise<Map<string, OutboundResult>> {
     const key = destinationKey(domain, via);

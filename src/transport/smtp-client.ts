@@ -194,7 +194,7 @@ export async function sendSession(dest: Destination, msg: OutMessage, opts: Clie
     if (eightBit && !ext.has('8BITMIME')) {
       return all(localFailure('perm', 554, '5.6.3', '8-bit message and the next hop does not offer 8BITMIME (RFC 6152)'));
     }
-    const needUtf8 = !!msg.smtputf8 || /[^\x00-\x7f]/.test(msg.mailFrom) || msg.recipients.some((r) => /[^\x00-\x7f]/.test(r.address));
+    const needUtf8 = !!msg.smtputf8 || /[^\x20-\x7e]/.test(msg.mailFrom) || msg.recipients.some((r) => /[^\x20-\x7e]/.test(r.address));
     if (needUtf8 && !ext.has('SMTPUTF8')) {
       return all(localFailure('perm', 553, '5.6.7', 'SMTPUTF8 required and not offered by the next hop (RFC 6531)'));
     }

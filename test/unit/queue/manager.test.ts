@@ -20,6 +20,19 @@ async function maildirFiles(dataDir: string, local: string): Promise<string[]> {
 }
 
 const spoolEntries = async (dataDir: string) => (await readdir(join(dataDir, 'spool', 'q'))).sort();
+/** What is left in the spool is `n` DSNs to the (remote, so held) sender, nothing else. */
+async function assertOnlyDsnsLeft(dataDir: string, n: number): Promise<void> {
+  const ids = (await spoolEntries(dataDir)).filter((f) => !f.includes('.'));
+  assert.equal(ids.length, n, `spool: ${ids.join(' ')}`);
+  const sp = new Spool(dataDir, new DirSyncer());
+  for (const id of ids) {
+    const { envelope: env, message: m } = await sp.read(id);
+    assert.equal(env.mailFrom, '');
+    assert.equal(env.dsn, 1);
+    assert.match(m.toString(), /Content-Type: multipart\/report; report-type=delivery-status/);
+  }
+}
+
 const evts = (lines: Record<string, unknown>[], evt: string) => lines.filter((l) => l.evt === evt);
 
 async function setup(extra: Record<string, unknown> = {}) {
@@ -59,12 +72,17 @@ test('unknown recipients are marked failed and logged; the entry goes away', asy
   try {
     const q = s.make();
     await q.start();
-    await q.accept(q.newId(), envelope('', ['nobody@example.test']), message('x'));
+    const id = q.newId();
+    await q.accept(id, envelope('', ['nobody@example.test']), message('x'));
     await q.idle();
     assert.deepEqual(await spoolEntries(s.dir), []);
-    const f = evts(s.lines, 'delivery.failed');
+    const f = evts(s.lines, 'delivery.failed').filter((l) => l.qid === id);
     assert.equal(f.length, 1);
     assert.equal(f[0]!.enhanced, '5.1.1');
+    // A null-sender message is never bounced to its sender: the postmaster gets it once, and
+    // that double bounce (no such postmaster here) is dropped, not bounced again.
+    assert.deepEqual(evts(s.lines, 'queue.dsn').map((l) => l.to), ['postmaster@example.test']);
+    assert.equal(evts(s.lines, 'queue.dsn.dropped').length, 1);
     await q.stop();
   } finally {
     await s.cleanup();
@@ -145,7 +163,7 @@ test('a user removed while the message waited is a permanent failure', async () 
     await s.directory.deleteUser('bob@example.test');
     await new Promise((r) => setTimeout(r, 150));
     await q.idle();
-    assert.deepEqual(await spoolEntries(s.dir), []);
+    await assertOnlyDsnsLeft(s.dir, 1);
     assert.equal(evts(s.lines, 'delivery.failed').at(-1)!.enhanced, '5.1.1');
     await q.stop();
   } finally {
@@ -162,7 +180,7 @@ test('a message past outbound.lifetime is given up', async () => {
     await q.start();
     await q.accept(q.newId(), envelope('a@example.net', ['bob@example.test'], Date.now() - 5000), message('x'));
     await q.idle();
-    assert.deepEqual(await spoolEntries(s.dir), []);
+    await assertOnlyDsnsLeft(s.dir, 1);
     assert.equal(evts(s.lines, 'delivery.failed').at(-1)!.why, 'lifetime exceeded');
     await q.stop();
   } finally {

@@ -1,0 +1,344 @@
+// sieve: the gateway ("admin rules") context of Sieve (RFC 5228). At the data stage the message
+// runs through the admin scripts: first the files of `scripts` (relative to the config file's
+// folder), then the rules kept in the store (hash `sieve:rules`, name → script text, written by
+// the REST API), in name order. Each script is compiled once and cached until it changes: files
+// are stat'ed at most once a second (mtime and size), store rules are re-read after a change
+// event on the `rules` channel. A file that does not compile at start fails the plugin's init
+// (the daemon does not start); one that stops compiling later, or a bad store rule, is logged
+// (plugin.sieve.compile_error) and the last good version (or nothing) runs instead.
+//
+// Each accepted recipient gets its own run (envelope "to" is that recipient, RFC 5228 §5.4), as
+// Pigeonhole does per recipient. The scripts of one run follow each other while the implicit keep
+// stands (RFC 5228 §2.10.2); the first script that cancels it (reject, discard, keep, fileinto or
+// redirect without :copy) ends the run. A later script sees the header edits of the earlier ones.
+//
+// Outcome → SMTP (the deciding verdict, one per message):
+//   reject / ereject (RFC 5429 §2.1-2.2) → 550 5.7.1 <reason> for the whole message (any
+//       recipient's refusal refuses it: one DATA has one reply; LMTP included).
+//   discard for every recipient → `discard` (250, nothing kept).
+//   fileinto / keep / redirect → `reroute`: each recipient into its folders (fileinto :copy keeps
+//       INBOX too), redirect addresses become recipients (remote ones are relayed by the queue).
+//   addheader / deleteheader (RFC 5293) → the queued message is edited (ctx.message.headers); the
+//       edits of the first recipient's run are the ones kept (one message is queued).
+//   keep / nothing → `next`.
+//   vacation → not performed at the gateway (it belongs to a user's script); traced.
+// Every action is a trace entry: rule = script name, line, detail = the action.
+//
+// Host facts: every folder "exists" (delivery creates it); the duplicate test remembers ids in the
+// store (sieve:duplicate:gw:<hash>, TTL = :seconds); include reads another store rule (:global)
+// or NAME.sieve next to the first script file. Environment: location "MTA", phase "during".
+// Config keys read: scripts, store_rules; global `sieve` (limits, vacation, spamtest) and
+// `hostname`, `baseDir`.
+import { createHash } from 'node:crypto';
+import { readFile, stat } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import type { Logger } from 'pino';
+import { definePlugin, type HeaderEditor, type HookContext } from '../../src/pipeline/plugin.js';
+import { discard, next, reject, reroute, type Verdict, type VerdictKind } from '../../src/pipeline/verdict.js';
+import type { Config } from '../../src/config/load.js';
+import type { Store } from '../../src/store/store.js';
+import { logEvent } from '../../src/log/logger.js';
+import { compile, type CompiledScript } from '../../src/sieve/compile.js';
+import { run, type SieveHost, type SieveResult } from '../../src/sieve/interpret.js';
+import { splitMessage, unfold, type HeaderField } from '../../src/sieve/message.js';
+import type { SieveAction } from '../../src/sieve/actions.js';
+import { describeAction } from '../../src/cli/sieve.js';
+import { renderHeaders } from '../../src/delivery/sieve.js';
+import { configSchema, type SieveGatewayConfig } from './config.js';
+
+export const RULES_KEY = 'sieve:rules';
+export const RULES_CHANNEL = 'rules';
+const STAT_INTERVAL_MS = 1000;
+
+interface Script {
+  name: string;
+  compiled: CompiledScript;
+}
+
+interface FileScript extends Script {
+  path: string;
+  version: string;
+}
+
+/** The scripts to run, kept compiled; see the header for when they are reloaded. */
+export class RuleSet {
+  private files: FileScript[] = [];
+  private lastStat = 0;
+  private storeRules: Script[] | null = null;
+  private readonly byText = new Map<string, CompiledScript | null>();
+  private unsubscribe: (() => void) | null = null;
+
+  constructor(
+    private readonly paths: string[],
+    private readonly storeRulesOn: boolean,
+    private readonly store: Store,
+    private readonly global: Config,
+    private readonly log: Logger,
+  ) {}
+
+  private compile(text: string, name: string): CompiledScript | null {
+    const key = createHash('sha256').update(text).digest('hex');
+    if (this.byText.has(key)) return this.byText.get(key)!;
+    const r = compile(text, { limits: { maxRedirects: this.global.sieve.limits.max_redirects } });
+    if (!r.ok) logEvent(this.log, 'error', 'plugin.sieve.compile_error', { rule: name, errors: r.errors.slice(0, 10) }, `${name}: does not compile; ${r.errors.map((e) => `${e.line}:${e.column}: ${e.message}`).join('; ')}`);
+    const c = r.ok ? r.script : null;
+    if (this.byText.size > 1000) this.byText.clear();
+    this.byText.set(key, c);
+    return c;
+  }
+
+  /** Loads every file; throws with FILE:LINE:COL messages when one does not compile. */
+  async init(): Promise<void> {
+    const problems: string[] = [];
+    for (const path of this.paths) {
+      const [text, st] = await Promise.all([readFile(path, 'utf8'), stat(path)]);
+      const r = compile(text, { limits: { maxRedirects: this.global.sieve.limits.max_redirects } });
+      if (!r.ok) {
+        problems.push(...r.errors.map((e) => `${path}:${e.line}:${e.column}: ${e.message}`));
+        continue;
+      }
+      this.files.push({ name: basename(path), path, version: `${st.mtimeMs}:${st.size}`, compiled: r.script });
+    }
+    if (problems.length) throw new Error(problems.join('\n'));
+    this.lastStat = Date.now();
+    if (this.storeRulesOn) this.unsubscribe = this.store.subscribe(RULES_CHANNEL, () => (this.storeRules = null));
+  }
+
+  close(): void {
+    this.unsubscribe?.();
+  }
+
+  private async refreshFiles(): Promise<void> {
+    if (Date.now() - this.lastStat < STAT_INTERVAL_MS) return;
+    this.lastStat = Date.now();
+    await Promise.all(
+      this.files.map(async (f) => {
+        const st = await stat(f.path).catch(() => null);
+        if (!st) return; // gone: keep the last good version
+        const version = `${st.mtimeMs}:${st.size}`;
+        if (version === f.version) return;
+        f.version = version;
+        const c = this.compile(await readFile(f.path, 'utf8'), f.name);
+        if (c) {
+          f.compiled = c;
+          logEvent(this.log, 'info', 'plugin.sieve.reloaded', { rule: f.name }, `${f.name} reloaded`);
+        }
+      }),
+    );
+  }
+
+  private async loadStoreRules(): Promise<Script[]> {
+    if (!this.storeRulesOn) return [];
+    if (this.storeRules) return this.storeRules;
+    const all = await this.store.hgetall(RULES_KEY);
+    const out: Script[] = [];
+    for (const name of Object.keys(all).sort()) {
+      const c = this.compile(all[name]!, name);
+      if (c) out.push({ name, compiled: c });
+    }
+    this.storeRules = out;
+    return out;
+  }
+
+  async current(): Promise<Script[]> {
+    await this.refreshFiles();
+    return [...this.files, ...(await this.loadStoreRules())];
+  }
+
+  /** RFC 6609 include at the gateway: a store rule, else NAME.sieve next to the first file. */
+  async include(name: string): Promise<string | undefined> {
+    const rule = await this.store.hget(RULES_KEY, name);
+    if (rule !== null) return rule;
+    if (this.paths.length === 0 || !/^[\w.-]+$/.test(name)) return undefined;
+    return readFile(join(dirname(this.paths[0]!), `${name}.sieve`), 'utf8').catch(() => undefined);
+  }
+}
+
+interface State {
+  rules: RuleSet;
+  global: Config;
+}
+
+type Ctx = HookContext<SieveGatewayConfig, State>;
+
+/** What the scripts decided for one recipient. */
+interface RcptOutcome {
+  reject?: { reason: string; rule: string; line?: number };
+  folders: string[];
+  redirect: string[];
+  /** The message after header edits, when some script edited them. */
+  edited?: Buffer;
+}
+
+export default definePlugin({
+  name: 'sieve',
+  config: configSchema,
+  async init({ config, store, log, global }): Promise<State> {
+    const rules = new RuleSet(
+      config.scripts.map((p) => resolve(global.baseDir, p)),
+      config.store_rules,
+      store,
+      global,
+      log,
+    );
+    await rules.init();
+    return { rules, global };
+  },
+  close(state) {
+    state.rules.close();
+  },
+  hooks: {
+    data: (ctx) => gateway(ctx),
+  },
+});
+
+async function gateway(ctx: Ctx): Promise<Verdict> {
+  const scripts = await ctx.state.rules.current();
+  if (scripts.length === 0 || !ctx.message || !ctx.tx) return next();
+  const raw = await ctx.message.raw();
+  const recipients = ctx.tx.recipients.length > 0 ? ctx.tx.recipients.map((r) => r.address) : ctx.tx.envelope.recipients.map((r) => r.address);
+  const outcomes = new Map<string, RcptOutcome>();
+  for (const rcpt of recipients) {
+    const key = rcpt.toLowerCase();
+    if (!outcomes.has(key)) outcomes.set(key, await runFor(ctx, scripts, raw, rcpt));
+  }
+  const all = [...outcomes.values()];
+  const refused = all.find((o) => o.reject);
+  if (refused?.reject) {
+    // RFC 5429 §2.2 ereject / §2.1 reject at SMTP time: refuse the message with the reason.
+    return reject(550, '5.7.1', oneLine(refused.reject.reason));
+  }
+  const first = all[0];
+  if (first?.edited) applyHeaderEdits(ctx.message.headers, raw, first.edited);
+  const plan: Record<string, string[]> = {};
+  const redirect = new Set<string>();
+  for (const [rcpt, o] of outcomes) {
+    o.redirect.forEach((a) => redirect.add(a));
+    if (o.folders.length === 1 && o.folders[0] === 'INBOX') continue;
+    plan[rcpt] = o.folders;
+  }
+  if (Object.keys(plan).length === 0 && redirect.size === 0) return next();
+  if (redirect.size === 0 && all.every((o) => o.folders.length === 0)) return discard('sieve: discarded');
+  const reason = `sieve: ${[...Object.entries(plan).map(([r, f]) => `${r} → ${f.length ? f.join(',') : 'dropped'}`), ...[...redirect].map((a) => `redirect ${a}`)].join('; ')}`;
+  return reroute({ plan, ...(redirect.size ? { redirect: [...redirect] } : {}), reason });
+}
+
+/** Runs the scripts for one recipient (see the header for how scripts follow each other). */
+async function runFor(ctx: Ctx, scripts: { name: string; compiled: CompiledScript }[], raw0: Buffer, rcpt: string): Promise<RcptOutcome> {
+  const tx = ctx.tx!;
+  const out: RcptOutcome = { folders: [], redirect: [] };
+  let raw = raw0;
+  let implicitKeep = true;
+  const envelope = { from: tx.mailFrom, to: rcpt, ...(ctx.session.authUser ? { auth: ctx.session.authUser } : {}) };
+  for (const s of scripts) {
+    const r = await run(s.compiled, raw, envelope, host(ctx, s.name), {
+      config: ctx.state.global.sieve,
+      userAddresses: [rcpt],
+      environment: {
+        location: 'MTA',
+        phase: 'during',
+        host: ctx.state.global.hostname,
+        domain: ctx.state.global.hostname,
+        'remote-ip': ctx.session.remoteAddress,
+        ...(ctx.session.clientHostname ? { 'remote-host': ctx.session.clientHostname } : {}),
+      },
+    });
+    traceRun(ctx, s.name, rcpt, r);
+    if (r.stored) {
+      raw = renderHeaders(raw, r.headers, true);
+      out.edited = raw;
+    }
+    for (const a of r.actions) {
+      if (a.type === 'reject' || a.type === 'ereject') out.reject = { reason: a.reason, rule: s.name };
+      else if (a.type === 'keep') out.folders.push('INBOX');
+      else if (a.type === 'fileinto') out.folders.push(/^inbox$/i.test(a.mailbox) ? 'INBOX' : a.mailbox);
+      else if (a.type === 'redirect') out.redirect.push(a.address);
+    }
+    if (out.reject || !r.implicitKeep) {
+      implicitKeep = r.implicitKeep && !out.reject;
+      break;
+    }
+  }
+  if (implicitKeep && !out.reject) out.folders.push('INBOX');
+  out.folders = [...new Set(out.folders)];
+  return out;
+}
+
+function host(ctx: Ctx, rule: string): SieveHost {
+  const store = ctx.store;
+  return {
+    mailboxExists: () => true,
+    duplicate: async ({ handle, id, seconds, last }) => {
+      const key = `sieve:duplicate:gw:${createHash('sha256').update(`${rule}\0${handle}\0${id}`).digest('hex').slice(0, 32)}`;
+      const fresh = await store.set(key, '1', { ttlMs: seconds * 1000, ifAbsent: true });
+      if (!fresh && last) await store.set(key, '1', { ttlMs: seconds * 1000 });
+      return !fresh;
+    },
+    include: (name) => ctx.state.rules.include(name),
+  };
+}
+
+const KIND: Record<SieveAction['type'], VerdictKind> = {
+  keep: 'next',
+  fileinto: 'reroute',
+  redirect: 'reroute',
+  reject: 'reject',
+  ereject: 'reject',
+  discard: 'discard',
+  vacation: 'next',
+};
+
+function traceRun(ctx: Ctx, rule: string, rcpt: string, r: SieveResult): void {
+  if (r.status === 'runtime-error') {
+    for (const e of r.errors) ctx.trace?.({ verdict: 'error', rule, line: e.line, rcpt, detail: `runtime error: ${e.message}; implicit keep` });
+    logEvent(ctx.log, 'warn', 'plugin.sieve.rule', { rule, rcpt, status: r.status, errors: r.errors }, 'rule failed at run time; implicit keep');
+    return;
+  }
+  r.actions.forEach((a, i) => {
+    const line = r.lines?.[i];
+    const detail = a.type === 'vacation' ? `${describeAction(a)} (not performed at the gateway)` : describeAction(a);
+    ctx.trace?.({ verdict: KIND[a.type], rule, rcpt, detail, ...(line !== undefined ? { line } : {}) });
+    logEvent(ctx.log, 'debug', 'plugin.sieve.rule', { rule, rcpt, line, action: a.type }, detail);
+  });
+  if (r.stored) ctx.trace?.({ verdict: 'next', rule, rcpt, detail: 'header fields edited' });
+}
+
+const oneLine = (s: string) => s.replace(/\s+/g, ' ').trim().slice(0, 400) || 'Message refused';
+
+/**
+ * Replays Sieve's header edits (RFC 5293: fields added at the top or the bottom, fields
+ * deleted) on the queued message's HeaderEditor: the edited header list is matched against the
+ * original one in order; unmatched originals were deleted, new fields before the first kept one
+ * were added at the top, the others at the bottom.
+ */
+export function applyHeaderEdits(editor: HeaderEditor, before: Buffer, after: Buffer): void {
+  const orig = splitMessage(before).headers;
+  const now = splitMessage(after).headers;
+  const same = (a: HeaderField, b: HeaderField) => a.name.toLowerCase() === b.name.toLowerCase() && unfold(a.raw) === unfold(b.raw);
+  const kept = new Array<boolean>(orig.length).fill(false);
+  const top: HeaderField[] = [];
+  const bottom: HeaderField[] = [];
+  let i = 0;
+  let seenKept = false;
+  for (const f of now) {
+    let k = i;
+    while (k < orig.length && !same(orig[k]!, f)) k++;
+    if (k < orig.length) {
+      kept[k] = true;
+      i = k + 1;
+      seenKept = true;
+    } else (seenKept ? bottom : top).push(f);
+  }
+  // Deletions, last first, by their index among fields of the same name.
+  const removals: { name: string; index: number }[] = [];
+  const count = new Map<string, number>();
+  orig.forEach((f, idx) => {
+    const n = f.name.toLowerCase();
+    const nth = count.get(n) ?? 0;
+    count.set(n, nth + 1);
+    if (!kept[idx]) removals.push({ name: f.name, index: nth });
+  });
+  for (const r of removals.reverse()) editor.remove(r.name, r.index);
+  for (const f of [...top].reverse()) editor.add(f.name, unfold(f.raw), 'top');
+  for (const f of bottom) editor.add(f.name, unfold(f.raw), 'bottom');
+}

@@ -1,0 +1,163 @@
+// The sieve plugin (gateway context) through the real runner: outcome mapping, traces, header
+// edits, store rules and their reload, file reload, and the per-recipient envelope.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile, utimes } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import plugin, { applyHeaderEdits, RULES_CHANNEL, RULES_KEY } from './index.js';
+import { testPlugin } from '../../src/pipeline/harness.js';
+import { createMessage } from '../../src/pipeline/message.js';
+import { applyReroute } from '../../src/smtp/session.js';
+
+const MSG = 'From: a@sender.test\nTo: rcpt@example.test\nSubject: hello\nX-Old: 1\n\nbody text here\n';
+
+let dir: string;
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'postern-sieve-plugin-'));
+});
+after(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+/** The harness has no config file (baseDir is the process folder): scripts get absolute paths. */
+async function withScript(script: string, opts: Record<string, unknown> = {}) {
+  const file = join(dir, `r${Math.random().toString(36).slice(2)}.sieve`);
+  await writeFile(file, script);
+  return { h: testPlugin(plugin, { scripts: [file], ...opts }), file };
+}
+
+describe('sieve plugin: outcome mapping', () => {
+  it('reject by header → 550 5.7.1 with the reason, traced with rule and line', async () => {
+    const { h, file } = await withScript('require "reject";\nif header :contains "subject" "hello" {\n  reject "no greetings";\n}\n');
+    const r = await h.run('data', { message: MSG });
+    assert.equal(r.verdict.kind, 'reject');
+    assert.deepEqual(r.verdict, { kind: 'reject', code: 550, enhanced: '5.7.1', text: 'no greetings' });
+    const own = r.trace.find((t) => t.rule);
+    assert.ok(own, JSON.stringify(r.trace));
+    assert.equal(own.rule, file.split('/').pop());
+    assert.equal(own.line, 3);
+    assert.equal(own.verdict, 'reject');
+    await h.close();
+  });
+
+  it('ereject by body and by envelope', async () => {
+    const { h } = await withScript('require ["ereject", "body", "envelope"];\nif body :contains "forbidden" { ereject "body"; }\nif envelope :domain "from" "bad.test" { ereject "envelope"; }\n');
+    assert.equal((await h.run('data', { message: MSG + 'forbidden\n' })).verdict.kind, 'reject');
+    const env = await h.run('data', { message: MSG, tx: { mailFrom: 'x@bad.test' } });
+    assert.equal(env.verdict.kind === 'reject' && env.verdict.text, 'envelope');
+    assert.equal((await h.run('data', { message: MSG })).verdict.kind, 'next');
+    await h.close();
+  });
+
+  it('discard, fileinto, fileinto :copy, redirect', async () => {
+    const cases: [string, unknown][] = [
+      ['discard;', { kind: 'discard', reason: 'sieve: discarded' }],
+      ['require "fileinto"; fileinto "Quarantine";', { plan: { 'rcpt@example.test': ['Quarantine'] } }],
+      ['require ["fileinto", "copy"]; fileinto :copy "Archive";', { plan: { 'rcpt@example.test': ['Archive', 'INBOX'] } }],
+      ['redirect "other@example.test";', { plan: { 'rcpt@example.test': [] }, redirect: ['other@example.test'] }],
+      ['require "copy"; redirect :copy "other@example.test";', { redirect: ['other@example.test'] }],
+      ['keep;', { kind: 'next' }],
+    ];
+    for (const [script, want] of cases) {
+      const { h } = await withScript(script);
+      const r = await h.run('data', { message: MSG, tx: { recipients: [{ address: 'rcpt@example.test' }] } });
+      if ((want as { kind?: string }).kind) assert.deepEqual(r.verdict, want, script);
+      else {
+        assert.equal(r.verdict.kind, 'reroute', script);
+        const v = r.verdict as { plan?: unknown; redirect?: unknown };
+        assert.deepEqual(v.plan, (want as { plan?: unknown }).plan ?? {}, script);
+        assert.deepEqual(v.redirect, (want as { redirect?: unknown }).redirect, script);
+      }
+      await h.close();
+    }
+  });
+
+  it('addheader and deleteheader edit the queued message', async () => {
+    const { h } = await withScript('require "editheader";\naddheader "X-Sieve" "checked";\naddheader :last "X-Last" "end";\ndeleteheader "X-Old";\n');
+    const r = await h.run('data', { message: MSG });
+    assert.equal(r.verdict.kind, 'next');
+    const out = r.message!.render().toString();
+    assert.match(out, /^X-Sieve: checked\r\n/);
+    assert.match(out, /Subject: hello\r\nX-Last: end\r\n\r\nbody/);
+    assert.doesNotMatch(out, /X-Old/);
+    await h.close();
+  });
+
+  it('each recipient runs with its own envelope "to"; any refusal refuses the message', async () => {
+    const { h } = await withScript('require ["envelope", "fileinto", "reject"];\nif envelope :localpart "to" "abuse" { fileinto "Abuse"; }\nif envelope :localpart "to" "nobody" { reject "gone"; }\n');
+    const two = { recipients: [{ address: 'abuse@example.test' }, { address: 'bob@example.test' }] };
+    const r = await h.run('data', { message: MSG, tx: two });
+    assert.deepEqual(r.verdict, { kind: 'reroute', plan: { 'abuse@example.test': ['Abuse'] }, reason: 'sieve: abuse@example.test → Abuse' });
+    const three = { recipients: [...two.recipients, { address: 'nobody@example.test' }] };
+    assert.equal((await h.run('data', { message: MSG, tx: three })).verdict.kind, 'reject');
+    await h.close();
+  });
+
+  it('a runtime error keeps the message and is traced', async () => {
+    const { h } = await withScript('require "reject";\nreject "a"; keep;\n');
+    const r = await h.run('data', { message: MSG });
+    assert.equal(r.verdict.kind, 'next');
+    assert.ok(r.trace.some((t) => t.verdict === 'error' && t.rule && /runtime error/.test(t.detail ?? '')));
+    await h.close();
+  });
+});
+
+describe('sieve plugin: loading and caching', () => {
+  it('a file that does not compile fails init with FILE:LINE:COL', async () => {
+    const { h, file } = await withScript('if true {\n  filein "x";\n}\n');
+    await assert.rejects(h.run('data', { message: MSG }), (e: Error) => e.message.includes(`${file}:2:`));
+    await h.close();
+  });
+
+  it('store rules run after the files, in name order, and reload on a "rules" event', async () => {
+    const { h } = await withScript('require "editheader"; addheader "X-File" "1";');
+    const store = h.store;
+    await store.hset(RULES_KEY, 'b-second', 'require "reject"; if exists "X-First" { reject "second saw first"; }');
+    await store.hset(RULES_KEY, 'a-first', 'require "editheader"; if exists "X-File" { addheader "X-First" "1"; }');
+    const r = await h.run('data', { message: MSG });
+    assert.equal(r.verdict.kind === 'reject' && r.verdict.text, 'second saw first');
+    // Changed without an event: the cached version still runs.
+    await store.hdel(RULES_KEY, 'b-second');
+    assert.equal((await h.run('data', { message: MSG })).verdict.kind, 'reject');
+    await store.publish(RULES_CHANNEL, JSON.stringify({ op: 'delete', name: 'b-second' }));
+    await new Promise((res) => setImmediate(res));
+    assert.equal((await h.run('data', { message: MSG })).verdict.kind, 'next');
+    // A stored rule that does not compile is skipped, not fatal.
+    await store.hset(RULES_KEY, 'c-bad', 'nonsense;');
+    await store.publish(RULES_CHANNEL, '{}');
+    await new Promise((res) => setImmediate(res));
+    assert.equal((await h.run('data', { message: MSG })).verdict.kind, 'next');
+    await h.close();
+  });
+
+  it('a changed file is compiled again (by mtime)', async () => {
+    const { h, file } = await withScript('keep;');
+    assert.equal((await h.run('data', { message: MSG })).verdict.kind, 'next');
+    await writeFile(file, 'discard;');
+    const later = new Date(Date.now() + 5000);
+    await utimes(file, later, later);
+    await new Promise((res) => setTimeout(res, 1100));
+    assert.equal((await h.run('data', { message: MSG })).verdict.kind, 'discard');
+    await h.close();
+  });
+});
+
+describe('helpers', () => {
+  it('applyHeaderEdits replays additions and deletions', () => {
+    const before = Buffer.from('A: 1\r\nB: 2\r\nB: 3\r\n\r\nx');
+    const after = Buffer.from('Top: t\r\nA: 1\r\nB: 3\r\nEnd: e\r\n\r\nx');
+    const m = createMessage(before);
+    applyHeaderEdits(m.headers, before, after);
+    assert.equal(m.render().toString(), 'Top: t\r\nA: 1\r\nB: 3\r\nEnd: e\r\n\r\nx');
+  });
+
+  it('applyReroute: folders, dropped recipients, redirects added once', () => {
+    const rcpts = [{ address: 'a@x.test' }, { address: 'b@x.test' }, { address: 'c@x.test' }];
+    const r = applyReroute(rcpts, { kind: 'reroute', plan: { 'a@x.test': ['Junk'], 'b@x.test': [], 'c@x.test': ['INBOX', 'Archive'] }, redirect: ['d@y.test', 'D@y.test'] });
+    assert.deepEqual(r.recipients, [{ address: 'a@x.test', folder: 'Junk' }, { address: 'c@x.test', folders: ['INBOX', 'Archive'] }, { address: 'd@y.test' }]);
+    assert.equal(r.changedList, true);
+    const same = applyReroute([{ address: 'a@x.test' }], { kind: 'reroute', plan: { 'a@x.test': ['Q'] } });
+    assert.equal(same.changedList, false);
+  });
+});

@@ -1,0 +1,109 @@
+// End to end, the Sieve delivery context: `postern start`, users' active scripts written into
+// the daemon's embedded store from this process (the store is safe across processes; the keys
+// are the ManageSieve repository's), messages sent with nodemailer, mailboxes read back with
+// Python's mailbox module (folders and flags).
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import nodemailer from 'nodemailer';
+import { startDaemon, removeDir, type RunningDaemon } from '../helpers/daemon.js';
+import { pythonJson, READ_MAILDIR } from '../helpers/python.js';
+import { createEmbeddedStore, type EmbeddedStore } from '../../src/store/embedded.js';
+
+interface Stored {
+  bytes: string;
+  flags: string;
+  subdir: string;
+}
+
+async function maildir(d: RunningDaemon, user: string, folder = ''): Promise<Stored[]> {
+  return pythonJson<Stored[]>(READ_MAILDIR, [join(d.dataDir, 'mail', 'example.test', user), folder]).catch(() => []);
+}
+
+async function waitFor<T>(fn: () => T | Promise<T>, ok: (v: T) => boolean, ms = 10_000): Promise<T> {
+  const end = Date.now() + ms;
+  let v = await fn();
+  while (!ok(v) && Date.now() < end) {
+    await new Promise((r) => setTimeout(r, 50));
+    v = await fn();
+  }
+  return v;
+}
+
+const msg = (from: string, to: string, subject: string, extra: string[] = []) =>
+  [`From: ${from}`, `To: ${to}`, `Subject: ${subject}`, `Message-ID: <${subject.replace(/\W/g, '')}-${Date.now()}@example.test>`, ...extra, '', 'Hello.', ''].join('\r\n');
+
+describe('sieve delivery (user scripts) end to end', () => {
+  let d: RunningDaemon;
+  let store: EmbeddedStore;
+  let t: nodemailer.Transporter;
+  const send = (from: string, to: string, subject: string, extra: string[] = []) => t.sendMail({ envelope: { from, to: [to] }, raw: msg(from, to, subject, extra) });
+  const activate = async (user: string, script: string) => {
+    await store.hset(`sieve:scripts:${user}`, 'main', script);
+    await store.set(`sieve:active:${user}`, 'main');
+  };
+
+  before(async () => {
+    d = await startDaemon({ plugins: ['relay-acl'] });
+    for (const u of ['alice', 'bob', 'carol', 'dave', 'erin', 'gus']) {
+      const r = await d.cli(['user', 'add', `${u}@example.test`, '--password-stdin'], `pw-${u}\n`);
+      assert.equal(r.code, 0, r.stderr);
+    }
+    store = createEmbeddedStore(d.dataDir);
+    t = nodemailer.createTransport({ host: '127.0.0.1', port: d.ports.smtp, secure: false, tls: { rejectUnauthorized: false } });
+  });
+  after(async () => {
+    t?.close();
+    await store?.close();
+    await d?.stop();
+    if (d) await removeDir(d.dir);
+  });
+
+  it('fileinto with flags lands in the Maildir++ folder with the flag letters', async () => {
+    await activate(
+      'alice@example.test',
+      'require ["fileinto", "imap4flags", "mailbox"];\nif header :contains "subject" "report" {\n  fileinto :create :flags ["\\\\Seen", "\\\\Flagged"] "Work/Reports";\n}\n',
+    );
+    await send('boss@remote.example', 'alice@example.test', 'weekly report');
+    await send('friend@remote.example', 'alice@example.test', 'lunch');
+    const work = await waitFor(() => maildir(d, 'alice', 'Work.Reports'), (m) => m.length >= 1);
+    assert.equal(work.length, 1);
+    assert.match(work[0]!.bytes, /Subject: weekly report/);
+    assert.equal(work[0]!.flags, 'FS');
+    assert.equal(work[0]!.subdir, 'cur');
+    const inbox = await waitFor(() => maildir(d, 'alice'), (m) => m.length >= 1);
+    assert.equal(inbox.length, 1);
+    assert.match(inbox[0]!.bytes, /Subject: lunch/);
+    assert.equal(inbox[0]!.flags, '');
+  });
+
+  it('vacation: one reply per sender and period, none to list or auto-submitted mail', async () => {
+    await activate('bob@example.test', 'require "vacation";\nvacation :days 7 :subject "Out of office" "Back next week.";\n');
+    await send('carol@example.test', 'bob@example.test', 'first');
+    await send('carol@example.test', 'bob@example.test', 'second');
+    await send('dave@example.test', 'bob@example.test', 'list mail', ['List-Id: <news.example.test>']);
+    await send('erin@example.test', 'bob@example.test', 'robot mail', ['Auto-Submitted: auto-generated']);
+    // Every message is kept by bob.
+    assert.equal((await waitFor(() => maildir(d, 'bob'), (m) => m.length >= 4)).length, 4);
+    const replies = await waitFor(() => maildir(d, 'carol'), (m) => m.length >= 1);
+    assert.equal(replies.length, 1);
+    const r = replies[0]!.bytes;
+    assert.match(r, /^Return-Path: <>\n/);
+    assert.match(r, /\nSubject: Out of office\n/);
+    assert.match(r, /\nAuto-Submitted: auto-replied/);
+    assert.match(r, /\nIn-Reply-To: <first-\d+@example\.test>\n/);
+    assert.match(r, /\n\nBack next week\.\n$/);
+    // The suppressed ones are logged with their reason; nothing reached dave or erin.
+    const why = await waitFor(
+      () => d.logs.filter((l) => l.evt === 'sieve.vacation.suppressed').map((l) => l.why),
+      (w) => w.length >= 3,
+    );
+    assert.deepEqual([...why].sort(), ['already-replied', 'auto-submitted', 'list']);
+    // A control reply to gus, queued after the suppressed ones, proves the queue has moved on.
+    await send('gus@example.test', 'bob@example.test', 'control');
+    assert.equal((await waitFor(() => maildir(d, 'gus'), (m) => m.length >= 1)).length, 1);
+    assert.deepEqual(await maildir(d, 'dave'), []);
+    assert.deepEqual(await maildir(d, 'erin'), []);
+    assert.equal((await maildir(d, 'carol')).length, 1);
+  });
+});

@@ -1,0 +1,58 @@
+// `postern sendmail` without a daemon: the message lands in the maildrop, complete and durable,
+// and `postern queue list` shows it waiting there.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdir, writeFile, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough, Readable } from 'node:stream';
+import { runSendmail, addressesIn } from '../../../src/cli/sendmail.js';
+import { runQueueCommand } from '../../../src/cli/queue.js';
+import { maildropDirs } from '../../../src/queue/maildrop.js';
+import { parseSpoolFile } from '../../../src/queue/spool.js';
+import { readFile } from 'node:fs/promises';
+
+function io(input: string) {
+  const out = new PassThrough();
+  const err = new PassThrough();
+  let o = '';
+  let e = '';
+  out.on('data', (c: Buffer) => (o += c.toString()));
+  err.on('data', (c: Buffer) => (e += c.toString()));
+  return { io: { stdin: Readable.from([Buffer.from(input)]), stdout: out, stderr: err, env: {} }, out: () => o, err: () => e };
+}
+
+test('address lists from header fields', () => {
+  assert.deepEqual(addressesIn('a@x.test, "Doe, J" <b@x.test>, (c) c@x.test, group: d@x.test, e@x.test;'), ['a@x.test', 'b@x.test', 'c@x.test', 'd@x.test', 'e@x.test']);
+});
+
+test('sendmail -t -i writes one maildrop file; queue list shows it', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'postern-sendmail-'));
+  try {
+    const cfg = join(dir, 'postern.yaml');
+    await writeFile(cfg, 'hostname: mx.example.test\ndata_dir: ./data\ndomains: { local: [example.test] }\n');
+    const a = io('To: r1@far.test\nCc: Bob <r2@far.test>\nBcc: r3@far.test\nSubject: s\n\nline\n.\nafter\n');
+    assert.equal(await runSendmail(['-t', '-i', '-f', 'me@example.test', '-F', 'Me', '--config', cfg], a.io), 0, a.err());
+    const d = maildropDirs(join(dir, 'data'));
+    const files = await readdir(d.new);
+    assert.equal(files.length, 1);
+    const { envelope, message } = parseSpoolFile(await readFile(join(d.new, files[0]!)));
+    assert.deepEqual(envelope.recipients.map((r) => r.address), ['r1@far.test', 'r2@far.test', 'r3@far.test']);
+    assert.equal(envelope.mailFrom, 'me@example.test');
+    const text = message.toString();
+    assert.match(text, /^Received: by mx\.example\.test \(Postern/);
+    assert.match(text, /^From: "Me" <me@example\.test>\r$/m);
+    assert.doesNotMatch(text, /^Bcc:/im);
+    assert.ok(text.endsWith('\r\n\r\nline\r\n.\r\nafter\r\n'), 'with -i the "." line is data');
+
+    const b = io('Subject: no -i\n\nx\n.\ny\n');
+    assert.equal(await runSendmail(['--config', cfg, 'r4@far.test'], b.io), 0, b.err());
+    const c = io('');
+    assert.equal(await runQueueCommand(['list', '--config', cfg], c.io), 0, c.err());
+    assert.equal((c.out().match(/maildrop, not yet picked up/g) ?? []).length, 2);
+    const none = io('Subject: x\n\nbody\n');
+    assert.equal(await runSendmail(['--config', cfg], none.io), 2);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

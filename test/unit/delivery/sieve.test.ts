@@ -1,0 +1,145 @@
+// Per-user Sieve at local delivery (src/delivery/sieve.ts through LocalDelivery): folders and flag
+// letters, :create, discard, reject, redirect (with loop protection and no resend on retry),
+// vacation (RFC 3834 suppression and once per period), keywords in dovecot-keywords.
+import { describe, it, beforeEach, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdir, readFile, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { DirSyncer } from '../../../src/queue/dir-sync.js';
+import { LocalDelivery } from '../../../src/delivery/local.js';
+import { MemoryStore } from '../../../src/store/memory.js';
+import { DeliveryError } from '../../../src/delivery/errors.js';
+import { splitFlags, infoLetters } from '../../../src/delivery/maildir.js';
+import type { Envelope } from '../../../src/queue/envelope.js';
+import { tempDir, testConfig } from '../queue/helpers.js';
+
+const USER = 'alice@example.test';
+const MSG = 'From: Bob <bob@remote.test>\r\nTo: alice@example.test\r\nSubject: plans\r\nMessage-ID: <m1@remote.test>\r\n\r\nhello\r\n';
+
+let t: { dir: string; cleanup: () => Promise<void> };
+let store: MemoryStore;
+let sent: { env: Envelope; msg: string }[];
+let local: LocalDelivery;
+let n = 0;
+
+beforeEach(async () => {
+  t = await tempDir('postern-usieve-');
+  store = new MemoryStore();
+  sent = [];
+  local = new LocalDelivery(testConfig(t.dir), new DirSyncer(), {}, {
+    store,
+    submit: async (env, msg) => {
+      sent.push({ env, msg: msg.toString() });
+      return `Q${sent.length}`;
+    },
+  });
+});
+afterEach(async () => {
+  await store.close();
+  await t.cleanup();
+});
+
+async function activate(script: string, user = USER): Promise<void> {
+  await store.hset(`sieve:scripts:${user}`, 'main', script);
+  await store.set(`sieve:active:${user}`, 'main');
+}
+
+function deliver(opts: { message?: string; sender?: string; qid?: string; checkExisting?: boolean } = {}) {
+  return local.deliver({
+    qid: opts.qid ?? `QID${++n}`,
+    sender: opts.sender ?? 'bob@remote.test',
+    receivedAt: Date.now(),
+    user: USER,
+    message: Buffer.from(opts.message ?? MSG),
+    checkExisting: opts.checkExisting ?? false,
+  });
+}
+
+const box = (folder = '') => join(t.dir, 'mail', 'example.test', 'alice', folder ? `.${folder}` : '');
+const files = async (folder: string, sub: 'new' | 'cur') => readdir(join(box(folder), sub)).catch(() => [] as string[]);
+
+describe('user sieve at delivery', () => {
+  it('without an active script the message goes to INBOX/new', async () => {
+    await deliver();
+    assert.equal((await files('', 'new')).length, 1);
+  });
+
+  it('fileinto :create with flags → Maildir++ folder, cur/ with info letters', async () => {
+    await activate('require ["fileinto", "mailbox", "imap4flags"];\nfileinto :create :flags ["\\\\Seen", "\\\\Flagged"] "Work";\n');
+    await deliver();
+    assert.deepEqual(await files('', 'new'), []);
+    const cur = await files('Work', 'cur');
+    assert.equal(cur.length, 1);
+    assert.match(cur[0]!, /:2,FS$/);
+  });
+
+  it('fileinto a missing folder without :create stores into INBOX (RFC 5228 §4.1)', async () => {
+    await activate('require "fileinto";\nfileinto "Nowhere";\n');
+    await deliver();
+    assert.equal((await files('', 'new')).length, 1);
+    assert.equal((await files('Nowhere', 'new')).length, 0);
+    await mkdir(join(box('Nowhere'), 'new'), { recursive: true });
+    await deliver();
+    assert.equal((await files('Nowhere', 'new')).length, 1, 'an existing folder is used');
+  });
+
+  it('keywords get letters from dovecot-keywords', async () => {
+    await activate('require "imap4flags";\naddflag ["$Important", "\\\\Answered"];\n');
+    await deliver();
+    const cur = await files('', 'cur');
+    assert.match(cur[0]!, /:2,Ra$/);
+    assert.equal(await readFile(join(box(), 'dovecot-keywords'), 'utf8'), '0 $Important\n');
+    assert.deepEqual(splitFlags(['\\Seen', '\\Recent', 'foo', 'FOO', 'bad(']), { letters: 'S', keywords: ['foo'] });
+    assert.equal(infoLetters('SF', 'b'), 'FSb');
+  });
+
+  it('discard stores nothing; reject is a permanent 550 5.7.1 with the reason', async () => {
+    await activate('discard;');
+    const r = await deliver();
+    assert.match(r.destination, /^sieve:discard/);
+    assert.deepEqual(await files('', 'new'), []);
+    await activate('require "reject";\nreject "I do not want\nthis";');
+    await assert.rejects(deliver(), (e: unknown) => e instanceof DeliveryError && !e.temporary && e.code === 550 && e.enhanced === '5.7.1' && e.text === 'I do not want this');
+  });
+
+  it('redirect goes through submit once per (queue id, user), sender kept, Delivered-To added', async () => {
+    await activate('redirect "carol@example.test";');
+    await deliver({ qid: 'SAMEQID' });
+    await deliver({ qid: 'SAMEQID', checkExisting: true }); // a retry of the same delivery
+    assert.equal(sent.length, 1);
+    assert.equal(sent[0]!.env.mailFrom, 'bob@remote.test');
+    assert.deepEqual(sent[0]!.env.recipients, [{ address: 'carol@example.test' }]);
+    assert.match(sent[0]!.msg, /^Delivered-To: alice@example.test\r\nFrom: Bob/);
+    assert.deepEqual(await files('', 'new'), []);
+  });
+
+  it('a redirect loop (Delivered-To of this user) keeps the message instead', async () => {
+    await activate('redirect "carol@example.test";');
+    await deliver({ message: `Delivered-To: ${USER}\r\n${MSG}` });
+    assert.equal(sent.length, 0);
+    assert.equal((await files('', 'new')).length, 1);
+  });
+
+  it('vacation: one reply per sender and period, none to lists, auto-submitted or null senders', async () => {
+    await activate('require "vacation";\nvacation :days 1 :subject "Away" "I am away.";\n');
+    await deliver();
+    await deliver();
+    assert.equal(sent.length, 1, 'second message from the same sender within the period');
+    const reply = sent[0]!;
+    assert.equal(reply.env.mailFrom, '');
+    assert.deepEqual(reply.env.recipients, [{ address: 'bob@remote.test' }]);
+    assert.match(reply.msg, /\r\nSubject: Away\r\n/);
+    assert.match(reply.msg, /\r\nAuto-Submitted: auto-replied/);
+    assert.match(reply.msg, /\r\nIn-Reply-To: <m1@remote.test>\r\nReferences: <m1@remote.test>\r\n/);
+    assert.match(reply.msg, /\r\n\r\nI am away\.\r\n$/);
+    await deliver({ sender: 'dan@remote.test', message: `List-Id: <l.remote.test>\r\n${MSG}` });
+    await deliver({ sender: 'erin@remote.test', message: `Auto-Submitted: auto-generated\r\n${MSG}` });
+    await deliver({ sender: '' });
+    await deliver({ sender: 'fay@remote.test', message: MSG.replace('To: alice@example.test', 'To: other@example.test') });
+    assert.equal(sent.length, 1);
+    // Every message was still kept (vacation does not cancel the implicit keep).
+    assert.equal((await files('', 'new')).length, 6);
+    await deliver({ sender: 'gus@remote.test' });
+    assert.equal(sent.length, 2, 'another sender gets a reply');
+  });
+});
