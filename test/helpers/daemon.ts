@@ -98,7 +98,14 @@ export async function startDaemon(config: Record<string, unknown> = {}, opts: { 
       rej(new Error(`daemon exited with ${code} before ready; stderr: ${err}`));
     });
   });
-  const ports = await ready;
+  let ports: Record<string, number>;
+  try {
+    ports = await ready;
+  } catch (e) {
+    // Never leave a daemon behind when it did not come up in time.
+    proc.kill('SIGKILL');
+    throw e;
+  }
   return {
     dir,
     dataDir: join(dir, 'data'),
