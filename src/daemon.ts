@@ -60,16 +60,20 @@ export async function startDaemon(config: Config, opts: { log?: Logger } = {}): 
 
   const listeners: { name: string; listen(): Promise<{ port: number }>; close(): Promise<void> }[] = createSmtpListeners({ config, log, pipeline, directory, queue, tls, createMessage });
   if (config.listen.managesieve) listeners.push(createManageSieveListener({ config, log, directory, store, tls }));
-  const ports: Record<string, number> = {};
-  try {
-    for (const l of listeners) ports[l.name] = (await l.listen()).port;
-  } catch (e) {
+  // Reverse order of start: no new mail first, then the work in progress, then state.
+  const shutdown = async () => {
     await Promise.allSettled(listeners.map((l) => l.close()));
     await control.stop();
     await pickup.stop();
     await queue.stop();
     await pipeline.close();
     await store.close();
+  };
+  const ports: Record<string, number> = {};
+  try {
+    for (const l of listeners) ports[l.name] = (await l.listen()).port;
+  } catch (e) {
+    await shutdown();
     throw e;
   }
   lifecycle.info({ evt: 'daemon.ready', ports }, `ready: ${Object.entries(ports).map(([n, p]) => `${n}=${p}`).join(' ')}`);
@@ -80,12 +84,7 @@ export async function startDaemon(config: Config, opts: { log?: Logger } = {}): 
     log,
     stop() {
       stopping ??= (async () => {
-        await Promise.allSettled(listeners.map((l) => l.close()));
-        await control.stop();
-        await pickup.stop();
-        await queue.stop();
-        await pipeline.close();
-        await store.close();
+        await shutdown();
         lifecycle.info({ evt: 'daemon.stop' }, 'stopped');
       })();
       return stopping;

@@ -7,11 +7,9 @@ import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import nodemailer from 'nodemailer';
 import { startDaemon, removeDir, type RunningDaemon } from '../helpers/daemon.js';
-import { pythonJson, READ_MAILDIR, READ_MBOX } from '../helpers/python.js';
+import { readMaildir as maildir, waitFor } from '../helpers/wait.js';
+import { pythonJson, READ_MBOX } from '../helpers/python.js';
 
-interface Stored {
-  bytes: string;
-}
 
 const lf = (s: string) => s.replace(/\r\n/g, '\n');
 
@@ -27,19 +25,7 @@ function assertDelivered(stored: string, sent: string, rcpt: string, from: strin
   assert.deepEqual(added.map((l) => l.split(':')[0]), ['Return-Path', 'Delivered-To', 'Received']);
 }
 
-async function maildir(d: RunningDaemon, user: string, folder = ''): Promise<Stored[]> {
-  return pythonJson<Stored[]>(READ_MAILDIR, [join(d.dataDir, 'mail', 'example.test', user), folder]);
-}
 
-async function waitFor<T>(fn: () => Promise<T>, ok: (v: T) => boolean, ms = 10_000): Promise<T> {
-  const end = Date.now() + ms;
-  let v = await fn();
-  while (!ok(v) && Date.now() < end) {
-    await new Promise((r) => setTimeout(r, 50));
-    v = await fn();
-  }
-  return v;
-}
 
 const SENT = [
   'From: Sender <sender@remote.example>',

@@ -4,31 +4,14 @@
 // Python's mailbox module (folders and flags).
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import nodemailer from 'nodemailer';
 import { startDaemon, removeDir, type RunningDaemon } from '../helpers/daemon.js';
-import { pythonJson, READ_MAILDIR } from '../helpers/python.js';
+import { readMaildir as maildir, waitFor } from '../helpers/wait.js';
+
 import { createEmbeddedStore, type EmbeddedStore } from '../../src/store/embedded.js';
 
-interface Stored {
-  bytes: string;
-  flags: string;
-  subdir: string;
-}
 
-async function maildir(d: RunningDaemon, user: string, folder = ''): Promise<Stored[]> {
-  return pythonJson<Stored[]>(READ_MAILDIR, [join(d.dataDir, 'mail', 'example.test', user), folder]).catch(() => []);
-}
 
-async function waitFor<T>(fn: () => T | Promise<T>, ok: (v: T) => boolean, ms = 10_000): Promise<T> {
-  const end = Date.now() + ms;
-  let v = await fn();
-  while (!ok(v) && Date.now() < end) {
-    await new Promise((r) => setTimeout(r, 50));
-    v = await fn();
-  }
-  return v;
-}
 
 const msg = (from: string, to: string, subject: string, extra: string[] = []) =>
   [`From: ${from}`, `To: ${to}`, `Subject: ${subject}`, `Message-ID: <${subject.replace(/\W/g, '')}-${Date.now()}@example.test>`, ...extra, '', 'Hello.', ''].join('\r\n');

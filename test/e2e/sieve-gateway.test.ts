@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import nodemailer from 'nodemailer';
 import { startDaemon, removeDir, type RunningDaemon } from '../helpers/daemon.js';
-import { pythonJson, READ_MAILDIR } from '../helpers/python.js';
+import { readMaildir as maildir, waitFor } from '../helpers/wait.js';
+
 
 const RULES = `# gateway rules for the e2e test
 require ["reject", "envelope", "body", "fileinto", "editheader"];
@@ -22,25 +23,8 @@ if header :contains "subject" "please-quarantine" { fileinto "Quarantine"; stop;
 addheader "X-Postern-Rules" "checked";
 `;
 
-interface Stored {
-  bytes: string;
-  flags: string;
-  subdir: string;
-}
 
-async function maildir(d: RunningDaemon, user: string, folder = ''): Promise<Stored[]> {
-  return pythonJson<Stored[]>(READ_MAILDIR, [join(d.dataDir, 'mail', 'example.test', user), folder]).catch(() => []);
-}
 
-async function waitFor<T>(fn: () => Promise<T>, ok: (v: T) => boolean, ms = 10_000): Promise<T> {
-  const end = Date.now() + ms;
-  let v = await fn();
-  while (!ok(v) && Date.now() < end) {
-    await new Promise((r) => setTimeout(r, 50));
-    v = await fn();
-  }
-  return v;
-}
 
 const msg = (subject: string, body = 'Hello.') =>
   [`From: Sender <sender@remote.example>`, 'To: someone@example.test', `Subject: ${subject}`, `Message-ID: <${subject}@remote.example>`, '', body, ''].join('\r\n');
