@@ -9,7 +9,7 @@
 // A file that does not parse is moved to maildrop/bad/ and logged.
 //
 // Config keys: `data_dir`.
-import { mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { watch, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -17,6 +17,7 @@ import type { Envelope } from './envelope.js';
 import { parseSpoolFile, spoolFileParts } from './spool.js';
 import { isQueueId } from './queue-id.js';
 import { DirSyncer } from './dir-sync.js';
+import { writeThenRename } from './durable-file.js';
 import { logEvent } from '../log/logger.js';
 
 export function maildropDirs(dataDir: string) {
@@ -31,20 +32,7 @@ export async function dropMessage(dataDir: string, id: string, envelope: Envelop
   await mkdir(d.tmp, { recursive: true });
   await mkdir(d.new, { recursive: true });
   const tmp = join(d.tmp, `${id}.${process.pid}`);
-  const fh = await open(tmp, 'w', 0o600);
-  try {
-    const parts = spoolFileParts(envelope, message);
-    const total = parts.reduce((n, b) => n + b.length, 0);
-    const { bytesWritten } = await fh.writev(parts, 0);
-    if (bytesWritten !== total) throw new Error('short write to the maildrop');
-    await fh.datasync();
-  } catch (e) {
-    await fh.close().catch(() => undefined);
-    await unlink(tmp).catch(() => undefined);
-    throw e;
-  }
-  await fh.close();
-  await rename(tmp, join(d.new, id));
+  await writeThenRename(tmp, join(d.new, id), spoolFileParts(envelope, message));
   const syncer = new DirSyncer();
   await syncer.sync(d.new);
   await syncer.sync(d.root);

@@ -18,9 +18,10 @@
 // removal lost to a crash only makes recovery retry deliveries that are idempotent anyway.
 //
 // Config keys: `data_dir`.
-import { mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
+import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Envelope } from './envelope.js';
+import { writeThenRename } from './durable-file.js';
 import { DirSyncer } from './dir-sync.js';
 import { isQueueId } from './queue-id.js';
 
@@ -154,19 +155,7 @@ export class Spool {
     if (name.endsWith('.intent')) this.intentIds.add(name.slice(0, name.indexOf('.')));
     // A per-process sequence keeps two writers of the same state file apart in tmp/.
     const tmp = join(this.tmpDir, `${name}.${process.pid}.${this.tmpSeq++}`);
-    const fh = await open(tmp, 'w');
-    try {
-      const total = parts.reduce((n, b) => n + b.length, 0);
-      const { bytesWritten } = await fh.writev(parts, 0);
-      if (bytesWritten !== total) throw new Error(`short write to the spool (${bytesWritten} of ${total} bytes)`);
-      await fh.datasync();
-    } catch (e) {
-      await fh.close().catch(() => undefined);
-      await unlink(tmp).catch(() => undefined);
-      throw e;
-    }
-    await fh.close();
-    await rename(tmp, join(this.queueDir, name));
+    await writeThenRename(tmp, join(this.queueDir, name), parts, 0o666);
     await this.syncer.sync(this.queueDir);
   }
 
