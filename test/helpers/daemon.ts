@@ -62,7 +62,10 @@ export async function startDaemon(config: Record<string, unknown> = {}, opts: { 
   };
   const configFile = join(dir, 'postern.yaml');
   await writeFile(configFile, stringify(full));
-  const proc = spawn(process.execPath, ['--import', TSX, CLI, 'start', '--config', configFile], {
+  // POSTERN_DAEMON_NODE_ARGS passes node flags to the daemon only, e.g. `--cpu-prof` when
+  // profiling a benchmark (node refuses --cpu-prof in NODE_OPTIONS).
+  const nodeArgs = process.env.POSTERN_DAEMON_NODE_ARGS?.split(/\s+/).filter(Boolean) ?? [];
+  const proc = spawn(process.execPath, [...nodeArgs, '--import', TSX, CLI, 'start', '--config', configFile], {
     cwd: dir,
     stdio: ['ignore', 'pipe', 'pipe'],
     // As bin/postern.cjs sets it: tsx loads the CLI as ES modules, which start the pool first.
