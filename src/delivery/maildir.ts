@@ -1,8 +1,8 @@
 // Maildir delivery (https://cr.yp.to/proto/maildir.html) with Maildir++ sub-folders (Courier:
 // ".Name", ".A.B" for nesting, each holding an empty `maildirfolder` file).
 //
-// A delivery writes tmp/<name>, fdatasyncs it, renames it into new/<name> and waits for a
-// (group-committed, dir-sync.ts) fsync of new/. Only then does it count as delivered.
+// A delivery writes tmp/<name>, fdatasyncs it, renames it into new/<name> (one sequence on the
+// I/O pool, durable-file.ts) and waits for a (group-committed, dir-sync.ts) fsync of new/. Only then does it count as delivered.
 //
 // File names are unique as the spec asks, and also DETERMINISTIC per (queue id, recipient,
 // folder), so that a retry after a crash can see that it already delivered:
@@ -20,7 +20,8 @@
 // format: letter 'a'+n). At most 26 keywords per folder; more are dropped (logged by the caller).
 //
 // Config keys: `mailbox.path` (resolved by local.ts), `hostname`.
-import { open, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { writeThenRename } from '../queue/durable-file.js';
 import { join } from 'node:path';
 import type { DirSyncer } from '../queue/dir-sync.js';
 import { FolderNameError, maildirPlusName } from './folder.js';
@@ -110,28 +111,19 @@ export class MaildirWriter {
       }
       const name = maildirName(parts, bytes.length);
       const tmp = join(dir, 'tmp', name);
-      let fh;
+      // With flags the message is no longer "new" (Maildir spec: cur/ holds messages with info).
+      const sub = flags ? 'cur' : 'new';
+      const final = join(dir, sub, flags ? `${name}:2,${flags}` : name);
+      // 'w': a leftover tmp file of the same name can only be our own interrupted attempt.
       try {
-        // 'w': a leftover tmp file of the same name can only be our own interrupted attempt.
-        fh = await open(tmp, 'w');
+        await writeThenRename(tmp, final, [bytes], 0o666);
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
         // The Maildir was removed under us: forget it, create it again.
         this.known.delete(dir);
         await this.ensure(root, dir);
-        fh = await open(tmp, 'w');
+        await writeThenRename(tmp, final, [bytes], 0o666);
       }
-      try {
-        const { bytesWritten } = await fh.write(bytes, 0, bytes.length, 0);
-        if (bytesWritten !== bytes.length) throw new Error(`short write (${bytesWritten} of ${bytes.length} bytes)`);
-        await fh.datasync();
-      } finally {
-        await fh.close();
-      }
-      // With flags the message is no longer "new" (Maildir spec: cur/ holds messages with info).
-      const sub = flags ? 'cur' : 'new';
-      const final = join(dir, sub, flags ? `${name}:2,${flags}` : name);
-      await rename(tmp, final);
       await this.syncer.sync(join(dir, sub));
       return { path: final, duplicate: false };
     } catch (e) {

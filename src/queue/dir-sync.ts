@@ -5,7 +5,7 @@
 // flight (that one may have started before the caller's rename and would not cover it).
 //
 // Config keys: none.
-import { open, type FileHandle } from 'node:fs/promises';
+import { ioPool } from './io-pool.js';
 
 interface DirState {
   running: boolean;
@@ -14,22 +14,8 @@ interface DirState {
 
 export class DirSyncer {
   private readonly dirs = new Map<string, DirState>();
-  /** Handles kept open for directories we own and never remove (the spool). */
-  private readonly held = new Map<string, Promise<FileHandle>>();
   /** Number of fsync(2) calls issued; tests and the bench read it to see coalescing work. */
   syncs = 0;
-
-  /**
-   * Keeps `dir` open so its fsyncs skip open/close. Only for directories that live as long as
-   * this object: a handle on a removed and re-created directory would fsync the wrong inode.
-   */
-  hold(dir: string): void {
-    if (!this.held.has(dir)) {
-      const p = open(dir, 'r');
-      p.catch(() => this.held.delete(dir));
-      this.held.set(dir, p);
-    }
-  }
 
   /** Resolves once an fsync of `dir` that started after this call has completed. */
   sync(dir: string): Promise<void> {
@@ -60,22 +46,10 @@ export class DirSyncer {
 
   private async fsyncDir(dir: string): Promise<void> {
     this.syncs++;
-    const held = this.held.get(dir);
-    if (held) {
-      await (await held).sync();
-      return;
-    }
-    const fh = await open(dir, 'r');
-    try {
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
+    await ioPool().fsyncDir(dir);
   }
 
   async close(): Promise<void> {
-    const hs = [...this.held.values()];
-    this.held.clear();
-    await Promise.all(hs.map(async (p) => (await p.catch(() => null))?.close()));
+    // Nothing held; the shared I/O pool lives as long as the process.
   }
 }

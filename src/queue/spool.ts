@@ -22,6 +22,7 @@ import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Envelope } from './envelope.js';
 import { writeThenRename } from './durable-file.js';
+import { ioPool } from './io-pool.js';
 import { DirSyncer } from './dir-sync.js';
 import { isQueueId } from './queue-id.js';
 
@@ -56,7 +57,6 @@ export class Spool {
     await mkdir(this.queueDir, { recursive: true });
     // New folders must survive a crash too before anything is committed into them.
     await Promise.all([this.syncer.sync(this.root), this.syncer.sync(dirname(this.root))]);
-    this.syncer.hold(this.queueDir);
     let removedTemp = 0;
     for (const name of await readdir(this.tmpDir)) {
       await unlink(join(this.tmpDir, name)).catch(() => undefined);
@@ -117,9 +117,9 @@ export class Spool {
    */
   async remove(id: string, opts: { hasState?: boolean } = {}): Promise<void> {
     checkId(id);
-    await unlink(join(this.queueDir, id)).catch(ignoreEnoent);
+    await ioPool().unlink(join(this.queueDir, id)).catch(ignoreEnoent);
     // `hasState: false` (the caller knows none was written) saves a syscall per message.
-    if (opts.hasState !== false) await unlink(join(this.queueDir, `${id}.state`)).catch(ignoreEnoent);
+    if (opts.hasState !== false) await ioPool().unlink(join(this.queueDir, `${id}.state`)).catch(ignoreEnoent);
     // Intents exist only for mbox deliveries; those are rare enough to afford the readdir.
     if (this.intentIds.delete(id)) {
       for (const name of await readdir(this.queueDir)) {

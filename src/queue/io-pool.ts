@@ -1,0 +1,187 @@
+// A small pool of worker threads that run the durable-write sequences of the spool and of
+// Maildir delivery with synchronous system calls, one message per sequence.
+//
+// Why: each message is written durably twice (spool, then mailbox). Done with fs/promises, every
+// step (open, writev, fdatasync, close, rename, directory fsync, unlink) is a separate trip
+// through libuv's thread pool, and each trip costs the event loop a wake-up, a promise and a
+// FileHandle. Profiles of the SMTP → Maildir path showed those trips as the largest share of the
+// main thread's time. Here a whole sequence is one postMessage out and one message back; the
+// main thread is left to the protocol work.
+//
+// Threads start on demand (up to `maxThreads`) and a request goes to the least busy one, so
+// fsyncs from many connections still run side by side and the file system can commit them
+// together. The threads hold the process open only while requests are pending, so a CLI command
+// that writes one file exits as soon as it is done.
+//
+// Errors keep their errno `code`, `syscall` and `path`, so callers test them as usual
+// (`e.code === 'ENOENT'`).
+//
+// Config keys: none.
+import { Worker } from 'node:worker_threads';
+
+/** The worker's code, run with `eval` so it needs no loader (tests run the sources with tsx). */
+const WORKER_SOURCE = `
+const { parentPort } = require('node:worker_threads');
+const fs = require('node:fs');
+
+function writeThenRename(tmp, target, parts, mode) {
+  const fd = fs.openSync(tmp, 'w', mode);
+  try {
+    let total = 0;
+    for (const p of parts) total += p.byteLength;
+    let done = 0;
+    // writev may write less than asked; go on from where it stopped.
+    while (done < total) {
+      let skip = done;
+      const rest = [];
+      for (const p of parts) {
+        if (skip >= p.byteLength) { skip -= p.byteLength; continue; }
+        rest.push(skip ? p.subarray(skip) : p);
+        skip = 0;
+      }
+      const n = fs.writevSync(fd, rest);
+      if (n <= 0) throw Object.assign(new Error('short write to ' + tmp), { code: 'EIO' });
+      done += n;
+    }
+    fs.fdatasyncSync(fd);
+  } catch (e) {
+    try { fs.closeSync(fd); } catch {}
+    try { fs.unlinkSync(tmp); } catch {}
+    throw e;
+  }
+  fs.closeSync(fd);
+  fs.renameSync(tmp, target);
+}
+
+function fsyncDir(dir) {
+  const fd = fs.openSync(dir, 'r');
+  try { fs.fsyncSync(fd); } finally { fs.closeSync(fd); }
+}
+
+parentPort.on('message', (req) => {
+  try {
+    if (req.op === 'writeThenRename') writeThenRename(req.tmp, req.target, req.parts, req.mode);
+    else if (req.op === 'fsyncDir') fsyncDir(req.path);
+    else if (req.op === 'unlink') fs.unlinkSync(req.path);
+    else throw new Error('unknown op ' + req.op);
+    parentPort.postMessage({ id: req.id });
+  } catch (e) {
+    parentPort.postMessage({ id: req.id, error: { message: e.message, code: e.code, errno: e.errno, syscall: e.syscall, path: e.path } });
+  }
+});
+`;
+
+type Request =
+  | { op: 'writeThenRename'; tmp: string; target: string; parts: Uint8Array[]; mode: number }
+  | { op: 'fsyncDir'; path: string }
+  | { op: 'unlink'; path: string };
+
+interface Reply {
+  id: number;
+  error?: { message: string; code?: string; errno?: number; syscall?: string; path?: string };
+}
+
+interface Thread {
+  worker: Worker;
+  pending: number;
+}
+
+export class IoPool {
+  private readonly threads: Thread[] = [];
+  private readonly waiting = new Map<number, { resolve: () => void; reject: (e: Error) => void; thread: Thread }>();
+  private nextId = 0;
+  private closed = false;
+
+  constructor(private readonly maxThreads = 8) {}
+
+  /** Writes `parts` to `tmp`, fdatasyncs, closes and renames it to `target`; removes `tmp` on failure. */
+  writeThenRename(tmp: string, target: string, parts: Uint8Array[], mode = 0o666): Promise<void> {
+    return this.call({ op: 'writeThenRename', tmp, target, parts, mode });
+  }
+
+  /** fsync(2) of a directory, so renames and unlinks in it are durable. */
+  fsyncDir(path: string): Promise<void> {
+    return this.call({ op: 'fsyncDir', path });
+  }
+
+  unlink(path: string): Promise<void> {
+    return this.call({ op: 'unlink', path });
+  }
+
+  /** Number of threads started so far (for tests and diagnostics). */
+  get size(): number {
+    return this.threads.length;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const ts = this.threads.splice(0);
+    await Promise.all(ts.map((t) => t.worker.terminate()));
+    for (const [, w] of this.waiting) w.reject(new Error('I/O pool closed'));
+    this.waiting.clear();
+  }
+
+  private call(req: Request): Promise<void> {
+    if (this.closed) return Promise.reject(new Error('I/O pool closed'));
+    const thread = this.pick();
+    const id = this.nextId++;
+    return new Promise<void>((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject, thread });
+      if (thread.pending++ === 0) thread.worker.ref();
+      thread.worker.postMessage({ ...req, id });
+    });
+  }
+
+  /** An idle thread if there is one, else a new one while under the cap, else the least busy. */
+  private pick(): Thread {
+    let best: Thread | undefined;
+    for (const t of this.threads) {
+      if (t.pending === 0) return t;
+      if (!best || t.pending < best.pending) best = t;
+    }
+    if (!best || this.threads.length < this.maxThreads) return this.spawn();
+    return best;
+  }
+
+  private spawn(): Thread {
+    const worker = new Worker(WORKER_SOURCE, { eval: true });
+    const thread: Thread = { worker, pending: 0 };
+    worker.unref();
+    worker.on('message', (r: Reply) => this.settle(r));
+    worker.on('error', (e) => this.fail(thread, e));
+    worker.on('exit', () => {
+      const i = this.threads.indexOf(thread);
+      if (i >= 0) this.threads.splice(i, 1);
+      this.fail(thread, new Error('I/O worker exited'));
+    });
+    this.threads.push(thread);
+    return thread;
+  }
+
+  private settle(r: Reply): void {
+    const w = this.waiting.get(r.id);
+    if (!w) return;
+    this.waiting.delete(r.id);
+    if (--w.thread.pending === 0) w.thread.worker.unref();
+    if (r.error) w.reject(Object.assign(new Error(r.error.message), r.error));
+    else w.resolve();
+  }
+
+  /** A thread that died takes its requests with it: fail them rather than hang the callers. */
+  private fail(thread: Thread, e: Error): void {
+    for (const [id, w] of this.waiting) {
+      if (w.thread !== thread) continue;
+      this.waiting.delete(id);
+      w.reject(e);
+    }
+    thread.pending = 0;
+  }
+}
+
+let shared: IoPool | undefined;
+
+/** The process-wide pool (spool, Maildir, maildrop share it). */
+export function ioPool(): IoPool {
+  shared ??= new IoPool();
+  return shared;
+}
