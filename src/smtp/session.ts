@@ -82,7 +82,10 @@ interface Tx {
 interface ConnState {
   conn: PosternConnection;
   info: SessionInfo;
+  /** The connection's logger: the transaction's (with its qid) while one is open. */
   log: Logger;
+  /** The connection's own logger, parent of each transaction's. */
+  connLog: Logger;
   notes: Map<string, Record<string, unknown>>;
   abort: AbortController;
   counted: boolean;
@@ -155,7 +158,7 @@ export class SessionController implements ConnectionController {
       relaying: inRanges(conn.remoteAddress, this.trustedNetworks),
     };
     const log = this.deps.log.child({ cid: conn.id, proto: this.kind, remote: conn.remoteAddress });
-    this.states.set(conn.session, { conn, info, log, notes: new Map(), abort: new AbortController(), counted: true, ehlo: false });
+    this.states.set(conn.session, { conn, info, log, connLog: log, notes: new Map(), abort: new AbortController(), counted: true, ehlo: false });
     this.counter.add(conn.remoteAddress);
   }
 
@@ -328,7 +331,9 @@ export class SessionController implements ConnectionController {
       receivedAt: 0,
     };
     st.tx = { id: this.deps.queue.newId(), started: Date.now(), envelope, notes: copyNotes(st.notes), trace: [], rcpts: new Map() };
-    st.log = st.log.child({ qid: st.tx.id });
+    // From the connection's logger, not the last transaction's: bindings must not pile up over
+    // a long connection.
+    st.log = st.connLog.child({ qid: st.tx.id });
     const r = await this.run(st, 'mail', {});
     const refused = this.refusal(r.verdict);
     if (refused) {
