@@ -3,9 +3,10 @@
 //                 fsync, like a Maildir delivery): the machine's limit for this work
 //   smtp-maildir  10 KB messages over 20 connections into Maildir, relay-acl + dnsbl (cached) on:
 //                 accepted msgs/s, p50/p99 accept latency, and delivered msgs/s (until every
-//                 message is in its Maildir)
+//                 message is in its Maildir), and the daemon's CPU ms per message (whole
+//                 process and main thread, from /proc) with the main thread's busy share
 //   sieve-admin-rules, sieve-compile   the Sieve engine in-process (bench/sieve.ts)
-// Environment: BENCH_MESSAGES (default 6000), BENCH_CONNECTIONS (20), BENCH_SIZE (10240).
+// Environment: BENCH_ONLY (see the end), BENCH_MESSAGES (default 6000), BENCH_CONNECTIONS (20), BENCH_SIZE (10240).
 import { cpus, totalmem, hostname, release, tmpdir } from 'node:os';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -14,6 +15,7 @@ import { runLoad, percentile, makeMessage } from './smtp-load.js';
 import { startDaemon, removeDir } from '../test/helpers/daemon.js';
 import { startDnsServer } from '../test/helpers/dns-server.js';
 import { benchSieve } from './sieve.js';
+import { cpuSample } from './proc-cpu.js';
 
 const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 6000);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 20);
@@ -69,6 +71,7 @@ async function benchSmtpMaildir(): Promise<void> {
     // Wait until the warm-up is delivered, so the measured run starts from a quiet queue.
     while ((await countDelivered(d.dataDir)) < warm.sent) await new Promise((res) => setTimeout(res, 20));
     const before = await countDelivered(d.dataDir);
+    const cpu0 = await cpuSample(d.proc.pid!);
     const t0 = performance.now();
     const r = await runLoad({ ...opts, messages: MESSAGES, to: (i) => `user${i % USERS}@example.test` });
     const acceptS = r.wallMs / 1000;
@@ -80,6 +83,8 @@ async function benchSmtpMaildir(): Promise<void> {
       await new Promise((res) => setTimeout(res, 20));
     }
     const e2eS = (performance.now() - t0) / 1000;
+    const cpu1 = await cpuSample(d.proc.pid!);
+    const perMsg = (ms: number) => +(ms / Math.max(1, delivered)).toFixed(3);
     emit({
       bench: 'smtp-maildir',
       messages: MESSAGES,
@@ -93,6 +98,13 @@ async function benchSmtpMaildir(): Promise<void> {
       delivered_msgs_per_s: Math.round(delivered / e2eS),
       p50_accept_ms: +percentile(r.latenciesMs, 50).toFixed(2),
       p99_accept_ms: +percentile(r.latenciesMs, 99).toFixed(2),
+      ...(cpu0 && cpu1
+        ? {
+            daemon_cpu_ms_per_msg: perMsg(cpu1.processMs - cpu0.processMs),
+            main_thread_cpu_ms_per_msg: perMsg(cpu1.mainThreadMs - cpu0.mainThreadMs),
+            main_thread_busy: +((cpu1.mainThreadMs - cpu0.mainThreadMs) / (e2eS * 1000)).toFixed(2),
+          }
+        : {}),
       errors: r.errors,
     });
   } finally {
@@ -103,6 +115,9 @@ async function benchSmtpMaildir(): Promise<void> {
 }
 
 emit({ bench: 'machine', ...machine() });
-await benchFsync();
-await benchSmtpMaildir();
-await benchSieve(emit);
+// BENCH_ONLY=smtp-maildir,sieve (comma-separated names) runs a subset; the machine line always prints.
+const only = process.env.BENCH_ONLY?.split(',').map((x) => x.trim());
+const want = (name: string) => !only || only.includes(name);
+if (want('fsync-limit')) await benchFsync();
+if (want('smtp-maildir')) await benchSmtpMaildir();
+if (want('sieve')) await benchSieve(emit);
