@@ -1,8 +1,8 @@
 // Maildir delivery (https://cr.yp.to/proto/maildir.html) with Maildir++ sub-folders (Courier:
 // ".Name", ".A.B" for nesting, each holding an empty `maildirfolder` file).
 //
-// A delivery writes tmp/<name>, fdatasyncs it, renames it into new/<name> (one sequence on the
-// I/O pool, durable-file.ts) and waits for a (group-committed, dir-sync.ts) fsync of new/. Only then does it count as delivered.
+// A delivery writes tmp/<name>, fdatasyncs it, renames it into new/<name> and fsyncs new/ (one
+// sequence on the I/O pool, durable-file.ts). Only then does it count as delivered.
 //
 // File names are unique as the spec asks, and also DETERMINISTIC per (queue id, recipient,
 // folder), so that a retry after a crash can see that it already delivered:
@@ -116,15 +116,14 @@ export class MaildirWriter {
       const final = join(dir, sub, flags ? `${name}:2,${flags}` : name);
       // 'w': a leftover tmp file of the same name can only be our own interrupted attempt.
       try {
-        await writeThenRename(tmp, final, [bytes], 0o666);
+        await writeThenRename(tmp, final, [bytes], 0o666, join(dir, sub));
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
         // The Maildir was removed under us: forget it, create it again.
         this.known.delete(dir);
         await this.ensure(root, dir);
-        await writeThenRename(tmp, final, [bytes], 0o666);
+        await writeThenRename(tmp, final, [bytes], 0o666, join(dir, sub));
       }
-      await this.syncer.sync(join(dir, sub));
       return { path: final, duplicate: false };
     } catch (e) {
       throw fromFsError(e);

@@ -13,7 +13,7 @@
 // always complete: the rename IS the commit marker. `accept` resolves after the fsync of q/.
 //
 // fsync strategy: fdatasync(2) for the new file (a new file's size is metadata fdatasync covers),
-// then a group-committed fsync of q/ shared by every caller that renamed meanwhile (dir-sync.ts).
+// then an fsync of q/ after the rename, both in one sequence on the I/O pool (io-pool.ts).
 // Removal (unlink) is not fsynced on its own: the next commit's fsync of q/ persists it, and a
 // removal lost to a crash only makes recovery retry deliveries that are idempotent anyway.
 //
@@ -155,8 +155,7 @@ export class Spool {
     if (name.endsWith('.intent')) this.intentIds.add(name.slice(0, name.indexOf('.')));
     // A per-process sequence keeps two writers of the same state file apart in tmp/.
     const tmp = join(this.tmpDir, `${name}.${process.pid}.${this.tmpSeq++}`);
-    await writeThenRename(tmp, join(this.queueDir, name), parts, 0o666);
-    await this.syncer.sync(this.queueDir);
+    await writeThenRename(tmp, join(this.queueDir, name), parts, 0o666, this.queueDir);
   }
 
   async close(): Promise<void> {
