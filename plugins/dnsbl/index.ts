@@ -9,6 +9,7 @@
 //     listing either: it is logged (plugin.dnsbl.error) and not cached.
 //   - Answers, listed and not listed, are cached in the store for `cache_ttl`
 //     (key dnsbl:<zone>:<reversed name>; value: the listing answer, or "" when not listed).
+//     The cache is best effort: with the store unreachable, DNS is asked every time.
 //   - Clients that may relay (trusted network, authenticated) are never checked.
 //   - The first listing zone in config order decides:
 //     554 5.7.1 Service unavailable; client [ip] blocked using <zone>  (reject_code/_enhanced/_text)
@@ -19,6 +20,7 @@ import { definePlugin, type HookContext } from '../../src/pipeline/plugin.js';
 import { next, reject, type Enhanced, type Verdict } from '../../src/pipeline/verdict.js';
 import { inRanges, parseRange, type Range } from '../../src/address/cidr.js';
 import { logEvent } from '../../src/log/logger.js';
+import { isStoreUnavailable } from '../../src/store/errors.js';
 import { configSchema, type DnsblConfig } from './config.js';
 
 interface Zone {
@@ -74,7 +76,8 @@ async function check(ctx: Ctx): Promise<Verdict> {
 /** One zone: the listing answer, or null (not listed, or the zone did not answer). */
 async function lookup(ctx: Ctx, z: Zone, rev: string): Promise<Listing | null> {
   const key = `dnsbl:${z.zone}:${rev}`;
-  const cached = await ctx.store.get(key);
+  // The cache is an optimisation: with the store unreachable, ask DNS (isStoreUnavailable).
+  const cached = await ctx.store.get(key).catch(unlessStoreDown(null));
   if (cached !== null) return cached ? { zone: z.zone, answer: cached } : null;
   const name = `${rev}.${z.zone}`;
   let answers: string[];
@@ -86,8 +89,16 @@ async function lookup(ctx: Ctx, z: Zone, rev: string): Promise<Listing | null> {
     return null;
   }
   const hit = answers.find((a) => listed(a, z)) ?? '';
-  await ctx.store.set(key, hit, { ttlMs: ctx.config.cache_ttl });
+  await ctx.store.set(key, hit, { ttlMs: ctx.config.cache_ttl }).catch(unlessStoreDown(false));
   return hit ? { zone: z.zone, answer: hit } : null;
+}
+
+/** A catch handler: `fallback` when the store is unreachable, any other error thrown on. */
+function unlessStoreDown<T>(fallback: T): (e: unknown) => T {
+  return (e) => {
+    if (isStoreUnavailable(e)) return fallback;
+    throw e;
+  };
 }
 
 function listed(answer: string, z: Zone): boolean {

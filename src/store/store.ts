@@ -20,6 +20,21 @@ export interface ChangeEvent {
   message: string;
 }
 
+/**
+ * Whether the store can be reached now (the future `/readyz` reports "degraded" when not).
+ * Drivers without a remote end (embedded, memory) are always healthy; see `storeHealth`.
+ */
+export interface StoreHealth {
+  driver: 'embedded' | 'memory' | 'redis';
+  healthy: boolean;
+  /** When `healthy` last changed (ms since the epoch). */
+  since: number;
+  /** Why it is unhealthy (the last connection error), when it is. */
+  error?: string;
+  /** How many keys' last known values are held for an outage (redis only). */
+  lastKnownKeys?: number;
+}
+
 export interface Store {
   get(key: string): Promise<string | null>;
   /** Returns false only when `ifAbsent` was given and the key existed. */
@@ -49,4 +64,10 @@ export interface Store {
   subscribe(channel: string, handler: (ev: ChangeEvent) => void): () => void;
 
   close(): Promise<void>;
+
+  /**
+   * Optional: reachability of the store (src/store/health.ts `storeHealth` answers for drivers
+   * without it). Cheap, synchronous, never throws.
+   */
+  health?(): StoreHealth;
 }
