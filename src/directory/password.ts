@@ -77,15 +77,20 @@ export async function verifyPassword(password: string, encoded: string, dummyPar
 
 const dummies = new Map<string, Promise<string>>();
 
+/** The hash the dummy check verifies against: made once per parameter set, of a random password. */
+export function dummyHash(params: ScryptParams = DEFAULT_SCRYPT): Promise<string> {
+  const id = `${params.N}$${params.r}$${params.p}`;
+  let dummy = dummies.get(id);
+  if (!dummy) dummies.set(id, (dummy = hashPassword(randomBytes(16).toString('hex'), params)));
+  return dummy;
+}
+
 /**
  * Does the work of one verification and always fails: the path taken for an unknown user, so it
  * costs what a known user's wrong password costs (with the parameters new hashes get).
  */
 export async function burnDummy(password: string, params: ScryptParams = DEFAULT_SCRYPT): Promise<false> {
-  const id = `${params.N}$${params.r}$${params.p}`;
-  let dummy = dummies.get(id);
-  if (!dummy) dummies.set(id, (dummy = hashPassword(randomBytes(16).toString('hex'), params)));
-  const parsed = parseHash(await dummy)!;
+  const parsed = parseHash(await dummyHash(params))!;
   const key = await scrypt(Buffer.from(password, 'utf8'), parsed.salt, parsed.key.length, parsed);
   timingSafeEqual(key, parsed.key);
   return false;
