@@ -10,6 +10,8 @@ export class SmtpTranscript {
   private replies: string[] = [];
   private waiters: ((r: string | null) => void)[] = [];
   closed = false;
+  /** Complete replies received so far (read or not). */
+  received = 0;
   constructor(readonly sock: Socket) {
     sock.on('data', (c: Buffer) => {
       this.buf += c.toString('latin1');
@@ -34,6 +36,7 @@ export class SmtpTranscript {
     sock.on('error', end);
   }
   private push(r: string) {
+    this.received++;
     const w = this.waiters.shift();
     if (w) w(r);
     else this.replies.push(r);

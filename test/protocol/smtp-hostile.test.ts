@@ -162,9 +162,9 @@ test('1000 pipelined commands in one write get 1000 proper replies; another clie
     const lines: string[] = [];
     for (let i = 0; i < 1000; i++) lines.push(i % 3 === 0 ? 'NOOP' : i % 3 === 1 ? 'RSET' : 'MAIL FROM:<a@b.example>');
     s.send(Buffer.from(lines.join('\r\n') + '\r\n'));
-    const t0 = Date.now();
+    // The other client is served while the burst is still being worked through, not after it.
     await other.cmd('NOOP', '250 2.0.0');
-    assert.ok(Date.now() - t0 < 2000);
+    assert.ok(s.received < 1000, `the burst had ${s.received} of 1000 replies when the other client got its NOOP reply`);
     for (let i = 0; i < 1000; i++) {
       const r = await s.reply();
       assert.ok(r !== null);
