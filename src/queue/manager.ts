@@ -125,8 +125,11 @@ export interface ManagedQueue extends MessageQueue {
   /** Ids of spooled entries known in memory, with their targets (for `postern queue list`). */
   entries(): { id: string; envelope: Envelope; targets: TargetState[] | null }[];
   readonly spool: Spool;
-  /** Runs deferred targets now (one entry, or all; `domain` narrows to remote targets there, as ETRN). */
-  retry(id?: string, domain?: string): Promise<number>;
+  /**
+   * Runs deferred targets now (one entry, or all; `domain` narrows to remote targets there, as
+   * ETRN; `subdomains` also takes its subdomains, as `ETRN @domain`). The number of entries.
+   */
+  retry(id?: string, domain?: string, opts?: { subdomains?: boolean }): Promise<number>;
   /** Removes an entry without notice. False when there is no such entry. */
   remove(id: string): Promise<boolean>;
   /** Fails every open target of an entry (5.0.0, by the administrator) and sends the DSN. */
@@ -150,6 +153,8 @@ class QueueManager implements ManagedQueue {
   private readonly known = new Map<string, Entry>();
   private readonly waiting: Entry[] = [];
   private readonly running = new Map<string, Promise<void>>();
+  /** Entries asked to run while a round of theirs was running: they run again right after. */
+  private readonly rerun = new Set<string>();
   private readonly concurrency: number;
   private initP: Promise<void> | null = null;
   private stopped = false;
@@ -186,11 +191,62 @@ class QueueManager implements ManagedQueue {
 
   async accept(id: string, envelope: Envelope, message: Buffer): Promise<void> {
     await this.init();
+    if (await this.deliverDirect(id, envelope, message)) return;
     await this.spool.accept(id, envelope, message);
     logEvent(this.log, 'debug', 'spool.commit', { qid: id, size: message.length, rcpts: envelope.recipients.length });
     const entry: Entry = { id, envelope, message, state: null, checkExisting: false, entryFailures: 0 };
     this.known.set(id, entry);
     if (!this.stopped) this.enqueue(entry);
+  }
+
+  /**
+   * Local-only mail goes straight into the Maildirs, before the caller's 250, and skips the
+   * spool: each copy is as durable as a spool file would have been (written, fdatasynced,
+   * renamed, folder fsynced), and the message is written once instead of twice. Taken only when
+   * every recipient routes to local targets, the mailbox format is Maildir (an mbox append needs
+   * the spool's intent record to be repaired after a crash), the message is not looping, and the
+   * queue is running. Any target that fails sends the whole entry through the spool with the
+   * delivered targets marked done, so the usual rounds retry or bounce the rest. False: nothing
+   * was delivered, spool as usual.
+   */
+  private async deliverDirect(id: string, envelope: Envelope, message: Buffer): Promise<boolean> {
+    if (this.stopped || this.opts.config.mailbox.format !== 'maildir' || envelope.recipients.length === 0) return false;
+    const targets: TargetState[] = [];
+    const seen = new Set<string>();
+    for (const rcpt of envelope.recipients) {
+      const r = await this.expand(rcpt);
+      if ('error' in r) return false;
+      for (const t of r.targets) {
+        if (t.kind !== 'local') return false;
+        if (seen.has(t.key)) continue;
+        seen.add(t.key);
+        targets.push(t);
+      }
+    }
+    if (countReceived(message) > MAX_RECEIVED) return false;
+    const results = await Promise.all(
+      targets.map(async (t) => {
+        try {
+          const d = await this.local.deliver({ qid: id, sender: envelope.mailFrom, receivedAt: envelope.receivedAt, user: t.user!, rcpt: t.rcpt, folder: t.folder, message, checkExisting: false });
+          t.status = 'done';
+          this.delivered(id, t, d.destination, d.duplicate);
+          return true;
+        } catch (e) {
+          logEvent(this.log, 'info', 'delivery.direct_fallback', { qid: id, rcpt: t.rcpt, err: String(e) }, 'direct delivery failed; the spool takes over');
+          return false;
+        }
+      }),
+    );
+    if (results.every(Boolean)) return true;
+    // The rest goes through the spool; the first round retries it at once and, for a permanent
+    // failure, bounces it.
+    const state: EntryState = { v: 1, targets };
+    await this.spool.accept(id, envelope, message);
+    await this.spool.writeState(id, state);
+    const entry: Entry = { id, envelope, message, state, checkExisting: true, entryFailures: 0 };
+    this.known.set(id, entry);
+    this.enqueue(entry);
+    return true;
   }
 
   async deliverNow(id: string, envelope: Envelope, message: Buffer): Promise<RecipientOutcome[]> {
@@ -334,7 +390,13 @@ class QueueManager implements ManagedQueue {
   // --- scheduling ---------------------------------------------------------------------------
 
   private enqueue(entry: Entry): void {
-    if (this.stopped || this.running.has(entry.id) || this.waiting.includes(entry)) return;
+    if (this.stopped || this.waiting.includes(entry)) return;
+    // A round that reschedules itself (a retry already due, a notice) or a retry/ETRN during a
+    // round must not be lost: run once more when this round ends.
+    if (this.running.has(entry.id)) {
+      this.rerun.add(entry.id);
+      return;
+    }
     this.waiting.push(entry);
     this.pump();
   }
@@ -344,6 +406,7 @@ class QueueManager implements ManagedQueue {
       const entry = this.waiting.shift()!;
       const p = this.runEntry(entry).finally(() => {
         this.running.delete(entry.id);
+        if (this.rerun.delete(entry.id) && this.known.get(entry.id) === entry) this.reschedule(entry);
         this.pump();
         this.notifyIdle();
       });
@@ -614,14 +677,16 @@ class QueueManager implements ManagedQueue {
 
   // --- steering (postern queue, ETRN) ------------------------------------------------------
 
-  async retry(id?: string, domain?: string): Promise<number> {
+  async retry(id?: string, domain?: string, opts: { subdomains?: boolean } = {}): Promise<number> {
     this.opts.outbound?.resetBackoff();
+    const want = domain?.toLowerCase();
+    const matches = (d: string | undefined) => !!d && (d.toLowerCase() === want || (!!opts.subdomains && d.toLowerCase().endsWith(`.${want}`)));
     let n = 0;
     for (const e of this.known.values()) {
       if (id && e.id !== id) continue;
       let touched = false;
       for (const t of e.state?.targets ?? []) {
-        if (domain && (t.kind !== 'remote' || t.domain?.toLowerCase() !== domain.toLowerCase())) continue;
+        if (domain && (t.kind !== 'remote' || !matches(t.domain))) continue;
         if (t.status === 'deferred' || t.status === 'held') {
           t.next = 0;
           if (t.status === 'held' && this.opts.outbound) t.status = 'pending';
