@@ -12,21 +12,29 @@
 // stands (RFC 5228 §2.10.2); the first script that cancels it (reject, discard, keep, fileinto or
 // redirect without :copy) ends the run. A later script sees the header edits of the earlier ones.
 //
+// Envelope-only scripts (sieve/analyze.ts: only envelope tests and constants) at the head of the
+// list also run at RCPT, before the message exists: a reject there is 550 5.7.1 for that RCPT.
+//
 // Outcome → SMTP (the deciding verdict, one per message):
-//   reject / ereject (RFC 5429 §2.1-2.2) → 550 5.7.1 <reason> for the whole message (any
-//       recipient's refusal refuses it: one DATA has one reply; LMTP included).
+//   reject / ereject (RFC 5429 §2.1-2.2) → 550 5.7.1 <reason>. SMTP: for the whole message (any
+//       recipient's refusal refuses it: one DATA has one reply). LMTP: per recipient (RFC 2033
+//       §4.2, `reroute` with `refuse`), the others are delivered.
 //   discard for every recipient → `discard` (250, nothing kept).
 //   fileinto / keep / redirect → `reroute`: each recipient into its folders (fileinto :copy keeps
 //       INBOX too), redirect addresses become recipients (remote ones are relayed by the queue).
-//   addheader / deleteheader (RFC 5293) → the queued message is edited (ctx.message.headers); the
-//       edits of the first recipient's run are the ones kept (one message is queued).
+//   addheader / deleteheader (RFC 5293) → the queued message is edited (ctx.message.headers)
+//       when every recipient's run made the same edits; otherwise each recipient's copy gets its
+//       own (`reroute` with `copies`, queued separately) and a redirect the redirecting one's.
 //   keep / nothing → `next`.
 //   vacation → not performed at the gateway (it belongs to a user's script); traced.
+//   replace / enclose (RFC 5703) → not performed at the gateway (it edits headers only); traced.
 // Every action is a trace entry: rule = script name, line, detail = the action.
 //
 // Host facts: every folder "exists" (delivery creates it); the duplicate test remembers ids in the
 // store (sieve:duplicate:gw:<hash>, TTL = :seconds); include reads another store rule (:global)
 // or NAME.sieve next to the first script file. Environment: location "MTA", phase "during".
+// spamtest/virustest read the results of scanner plugins earlier in the chain (scanner/results.ts);
+// auth-results' findings are the environment items vnd.postern.spf, .dkim, .dmarc and .arc.
 // Config keys read: scripts, store_rules; global `sieve` (limits, vacation, spamtest) and
 // `hostname`, `baseDir`.
 import { createHash } from 'node:crypto';
@@ -34,7 +42,9 @@ import { readFile, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { definePlugin, type HeaderEditor, type HookContext } from '../../src/pipeline/plugin.js';
-import { discard, next, reject, reroute, type Verdict, type VerdictKind } from '../../src/pipeline/verdict.js';
+import { discard, next, reject, reroute, type HeaderEdit, type Verdict, type VerdictKind } from '../../src/pipeline/verdict.js';
+import { applyEdits } from '../../src/smtp/copies.js';
+import { asksOnlyEnvelope } from '../../src/sieve/analyze.js';
 import type { Config } from '../../src/config/load.js';
 import type { Store } from '../../src/store/store.js';
 import { logEvent } from '../../src/log/logger.js';
@@ -44,15 +54,20 @@ import { splitMessage, unfold, type HeaderField } from '../../src/sieve/message.
 import type { SieveAction } from '../../src/sieve/actions.js';
 import { describeAction } from '../../src/cli/sieve.js';
 import { renderHeaders } from '../../src/delivery/sieve.js';
+import { scanResults } from '../../src/pipeline/scanner/results.js';
 import { configSchema, type SieveGatewayConfig } from './config.js';
 
 export const RULES_KEY = 'sieve:rules';
 export const RULES_CHANNEL = 'rules';
+/** The live version of the store rules (src/api/rules-repository.ts); traced with each rule. */
+export const RULES_VERSION_KEY = 'sieve:rules:version';
 const STAT_INTERVAL_MS = 1000;
 
 interface Script {
   name: string;
   compiled: CompiledScript;
+  /** For store rules: the rule set version (`sieve:rules:version`, written by the REST API). */
+  version?: string;
 }
 
 interface FileScript extends Script {
@@ -130,11 +145,11 @@ export class RuleSet {
   private async loadStoreRules(): Promise<Script[]> {
     if (!this.storeRulesOn) return [];
     if (this.storeRules) return this.storeRules;
-    const all = await this.store.hgetall(RULES_KEY);
+    const [all, version] = await Promise.all([this.store.hgetall(RULES_KEY), this.store.get(RULES_VERSION_KEY)]);
     const out: Script[] = [];
     for (const name of Object.keys(all).sort()) {
       const c = this.compile(all[name]!, name);
-      if (c) out.push({ name, compiled: c });
+      if (c) out.push({ name, compiled: c, ...(version !== null ? { version } : {}) });
     }
     this.storeRules = out;
     return out;
@@ -188,6 +203,7 @@ export default definePlugin({
     state.rules.close();
   },
   hooks: {
+    rcpt: (ctx) => early(ctx),
     data: (ctx) => gateway(ctx),
   },
 });
@@ -203,28 +219,76 @@ async function gateway(ctx: Ctx): Promise<Verdict> {
     if (!outcomes.has(key)) outcomes.set(key, await runFor(ctx, scripts, raw, rcpt));
   }
   const all = [...outcomes.values()];
-  const refused = all.find((o) => o.reject);
-  if (refused?.reject) {
-    // RFC 5429 §2.2 ereject / §2.1 reject at SMTP time: refuse the message with the reason.
-    return reject(550, '5.7.1', oneLine(refused.reject.reason));
+  const refused = all.filter((o) => o.reject);
+  const lmtp = ctx.session.listener === 'lmtp';
+  if (refused.length > 0 && (!lmtp || refused.length === all.length)) {
+    // RFC 5429 §2.2 ereject / §2.1 reject at SMTP time: refuse the message with the reason (SMTP
+    // has one reply for DATA; on LMTP every recipient refused hears it once each).
+    return reject(550, '5.7.1', oneLine(refused[0]!.reject!.reason));
   }
-  const first = all[0];
-  if (first?.edited) applyHeaderEdits(ctx.message.headers, raw, first.edited);
+  // LMTP (RFC 2033 §4.2): the recipients whose rules refused hear 550, the others go on.
+  const refuse: Record<string, { code: number; enhanced: '5.7.1'; text: string }> = {};
+  for (const [rcpt, o] of outcomes) if (o.reject) refuse[rcpt] = { code: 550, enhanced: '5.7.1', text: oneLine(o.reject.reason) };
+  const live = [...outcomes].filter(([, o]) => !o.reject);
+  // Header edits: when every recipient's rules made the same ones, the queued message carries
+  // them; otherwise each recipient's copy gets its own (and a redirect the redirecting one's).
+  const edits = new Map(live.map(([rcpt, o]) => [rcpt, o.edited ? headerEdits(raw, o.edited) : []]));
+  const distinct = new Set([...edits.values()].map((e) => JSON.stringify(e)));
+  let copies: Record<string, HeaderEdit[]> | undefined;
+  if (distinct.size === 1) applyEdits(ctx.message.headers, [...edits.values()][0]!);
+  else {
+    copies = {};
+    for (const [rcpt, o] of live) {
+      const e = edits.get(rcpt)!;
+      if (e.length === 0) continue;
+      copies[rcpt] = e;
+      for (const a of o.redirect) copies[a.toLowerCase()] ??= e;
+    }
+  }
   const plan: Record<string, string[]> = {};
   const redirect = new Set<string>();
-  for (const [rcpt, o] of outcomes) {
+  for (const [rcpt, o] of live) {
     o.redirect.forEach((a) => redirect.add(a));
     if (o.folders.length === 1 && o.folders[0] === 'INBOX') continue;
     plan[rcpt] = o.folders;
   }
-  if (Object.keys(plan).length === 0 && redirect.size === 0) return next();
-  if (redirect.size === 0 && all.every((o) => o.folders.length === 0)) return discard('sieve: discarded');
-  const reason = `sieve: ${[...Object.entries(plan).map(([r, f]) => `${r} → ${f.length ? f.join(',') : 'dropped'}`), ...[...redirect].map((a) => `redirect ${a}`)].join('; ')}`;
-  return reroute({ plan, ...(redirect.size ? { redirect: [...redirect] } : {}), reason });
+  const refusing = Object.keys(refuse).length > 0;
+  if (Object.keys(plan).length === 0 && redirect.size === 0 && !copies && !refusing) return next();
+  if (redirect.size === 0 && !refusing && live.every(([, o]) => o.folders.length === 0)) return discard('sieve: discarded');
+  const reason = `sieve: ${[
+    ...Object.entries(refuse).map(([r]) => `${r} refused`),
+    ...Object.entries(plan).map(([r, f]) => `${r} → ${f.length ? f.join(',') : 'dropped'}`),
+    ...[...redirect].map((a) => `redirect ${a}`),
+    ...(copies ? [`own header edits for ${Object.keys(copies).join(', ')}`] : []),
+  ].join('; ')}`;
+  return reroute({ plan, ...(redirect.size ? { redirect: [...redirect] } : {}), ...(refusing ? { refuse } : {}), ...(copies ? { copies } : {}), reason });
 }
 
+/**
+ * RCPT stage: the admin scripts that ask only envelope questions (sieve/analyze.ts), as many as
+ * lead the list, run for this recipient before the message exists; a reject there refuses the
+ * recipient (550 5.7.1 at RCPT). Nothing else they decide is acted on here: the data stage runs
+ * every script again with the message and does the rest.
+ */
+async function early(ctx: Ctx): Promise<Verdict> {
+  if (!ctx.tx || !ctx.rcpt) return next();
+  const scripts = await ctx.state.rules.current();
+  const lead: Script[] = [];
+  for (const s of scripts) {
+    if (!asksOnlyEnvelope(s.compiled)) break;
+    lead.push(s);
+  }
+  if (lead.length === 0) return next();
+  const o = await runFor(ctx, lead, NO_MESSAGE, ctx.rcpt.address, { quiet: true });
+  if (!o.reject) return next();
+  ctx.trace?.({ verdict: 'reject', rule: o.reject.rule, rcpt: ctx.rcpt.address, detail: `reject at RCPT (envelope-only rule): ${oneLine(o.reject.reason)}` });
+  return reject(550, '5.7.1', oneLine(o.reject.reason));
+}
+
+const NO_MESSAGE = Buffer.alloc(0);
+
 /** Runs the scripts for one recipient (see the header for how scripts follow each other). */
-async function runFor(ctx: Ctx, scripts: { name: string; compiled: CompiledScript }[], raw0: Buffer, rcpt: string): Promise<RcptOutcome> {
+async function runFor(ctx: Ctx, scripts: Script[], raw0: Buffer, rcpt: string, opts: { quiet?: boolean } = {}): Promise<RcptOutcome> {
   const tx = ctx.tx!;
   const out: RcptOutcome = { folders: [], redirect: [] };
   let raw = raw0;
@@ -241,9 +305,12 @@ async function runFor(ctx: Ctx, scripts: { name: string; compiled: CompiledScrip
         domain: ctx.state.global.hostname,
         'remote-ip': ctx.session.remoteAddress,
         ...(ctx.session.clientHostname ? { 'remote-host': ctx.session.clientHostname } : {}),
+        ...authEnvironment(ctx),
       },
     });
-    traceRun(ctx, s.name, rcpt, r);
+    if (!opts.quiet) traceRun(ctx, s.name, rcpt, r, s.version);
+    // RFC 5703 replace/enclose rewrite the body, which the gateway does not do (only header edits).
+    if (r.message && !opts.quiet) ctx.trace?.({ verdict: 'next', rule: s.name, rcpt, detail: 'replace/enclose not performed at the gateway' });
     if (r.stored) {
       raw = renderHeaders(raw, r.headers, true);
       out.edited = raw;
@@ -264,6 +331,12 @@ async function runFor(ctx: Ctx, scripts: { name: string; compiled: CompiledScrip
   return out;
 }
 
+/** RFC 5183 §4.3 vendor items with the auth-results plugin's findings, when it ran before us. */
+function authEnvironment(ctx: Ctx): Record<string, string> {
+  const a = scanResults(ctx.message)?.auth;
+  return a ? { 'vnd.postern.spf': a.spf, 'vnd.postern.dkim': a.dkim, 'vnd.postern.dmarc': a.dmarc, 'vnd.postern.arc': a.arc } : {};
+}
+
 function host(ctx: Ctx, rule: string): SieveHost {
   const store = ctx.store;
   return {
@@ -275,6 +348,12 @@ function host(ctx: Ctx, rule: string): SieveHost {
       return !fresh;
     },
     include: (name) => ctx.state.rules.include(name),
+    // RFC 5235: what the scanner plugins earlier in the chain found (none ran: the headers are read).
+    spamScore: () => {
+      const spam = scanResults(ctx.message)?.spam;
+      return spam ? { score: spam.score, max: spam.max } : undefined;
+    },
+    virusLevel: () => scanResults(ctx.message)?.virus?.level,
   };
 }
 
@@ -288,19 +367,22 @@ const KIND: Record<SieveAction['type'], VerdictKind> = {
   vacation: 'next',
 };
 
-function traceRun(ctx: Ctx, rule: string, rcpt: string, r: SieveResult): void {
+function traceRun(ctx: Ctx, rule: string, rcpt: string, r: SieveResult, version?: string): void {
+  const v = version !== undefined ? { version } : {};
   if (r.status === 'runtime-error') {
-    for (const e of r.errors) ctx.trace?.({ verdict: 'error', rule, line: e.line, rcpt, detail: `runtime error: ${e.message}; implicit keep` });
+    for (const e of r.errors) ctx.trace?.({ verdict: 'error', rule, line: e.line, rcpt, detail: `runtime error: ${e.message}; implicit keep`, ...v });
     logEvent(ctx.log, 'warn', 'plugin.sieve.rule', { rule, rcpt, status: r.status, errors: r.errors }, 'rule failed at run time; implicit keep');
     return;
   }
   r.actions.forEach((a, i) => {
     const line = r.lines?.[i];
     const detail = a.type === 'vacation' ? `${describeAction(a)} (not performed at the gateway)` : describeAction(a);
-    ctx.trace?.({ verdict: KIND[a.type], rule, rcpt, detail, ...(line !== undefined ? { line } : {}) });
-    logEvent(ctx.log, 'debug', 'plugin.sieve.rule', { rule, rcpt, line, action: a.type }, detail);
+    // The tests that matched between the previous action and this one.
+    const matched = (r.matches ?? []).filter((m) => m.action === i).map(({ line: l, test, header, value }) => ({ line: l, test, ...(header !== undefined ? { header } : {}), ...(value !== undefined ? { value } : {}) }));
+    ctx.trace?.({ verdict: KIND[a.type], rule, rcpt, detail, ...(line !== undefined ? { line } : {}), ...v, ...(matched.length ? { matched } : {}) });
+    logEvent(ctx.log, 'debug', 'plugin.sieve.rule', { rule, rcpt, line, action: a.type, ...v }, detail);
   });
-  if (r.stored) ctx.trace?.({ verdict: 'next', rule, rcpt, detail: 'header fields edited' });
+  if (r.stored) ctx.trace?.({ verdict: 'next', rule, rcpt, detail: 'header fields edited', ...v });
 }
 
 const oneLine = (s: string) => s.replace(/\s+/g, ' ').trim().slice(0, 400) || 'Message refused';
@@ -312,6 +394,11 @@ const oneLine = (s: string) => s.replace(/\s+/g, ' ').trim().slice(0, 400) || 'M
  * were added at the top, the others at the bottom.
  */
 export function applyHeaderEdits(editor: HeaderEditor, before: Buffer, after: Buffer): void {
+  applyEdits(editor, headerEdits(before, after));
+}
+
+/** The edits (in the order to perform them) that turn `before`'s header into `after`'s; see applyHeaderEdits. */
+export function headerEdits(before: Buffer, after: Buffer): HeaderEdit[] {
   const orig = splitMessage(before).headers;
   const now = splitMessage(after).headers;
   const same = (a: HeaderField, b: HeaderField) => a.name.toLowerCase() === b.name.toLowerCase() && unfold(a.raw) === unfold(b.raw);
@@ -338,7 +425,9 @@ export function applyHeaderEdits(editor: HeaderEditor, before: Buffer, after: Bu
     count.set(n, nth + 1);
     if (!kept[idx]) removals.push({ name: f.name, index: nth });
   });
-  for (const r of removals.reverse()) editor.remove(r.name, r.index);
-  for (const f of [...top].reverse()) editor.add(f.name, unfold(f.raw), 'top');
-  for (const f of bottom) editor.add(f.name, unfold(f.raw), 'bottom');
+  return [
+    ...removals.reverse().map((r): HeaderEdit => ({ op: 'remove', name: r.name, index: r.index })),
+    ...[...top].reverse().map((f): HeaderEdit => ({ op: 'add', name: f.name, value: unfold(f.raw), where: 'top' })),
+    ...bottom.map((f): HeaderEdit => ({ op: 'add', name: f.name, value: unfold(f.raw), where: 'bottom' })),
+  ];
 }

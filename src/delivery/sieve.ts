@@ -135,7 +135,8 @@ export class UserSieve {
 
   private async perform(req: SieveRequest, r: SieveResult, scriptName: string): Promise<SievePlan> {
     const log = this.deps.log;
-    const message = r.stored || r.actions.some((a) => a.type === 'redirect') ? renderHeaders(req.message, r.headers, r.stored !== undefined) : req.message;
+    // RFC 5703 replace/enclose give the whole new message; otherwise only the header may change.
+    const message = r.message ?? (r.stored || r.actions.some((a) => a.type === 'redirect') ? renderHeaders(req.message, r.headers, r.stored !== undefined) : req.message);
     // RFC 5429: a refusal stores nothing; the reason goes back to the sender (LMTP reply or DSN).
     const refusal = r.actions.find((a): a is Extract<SieveAction, { type: 'reject' | 'ereject' }> => a.type === 'reject' || a.type === 'ereject');
     if (refusal) {

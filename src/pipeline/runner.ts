@@ -305,6 +305,13 @@ export function checkVerdict(v: unknown, stage: Stage): string | null {
       const plan = verdict.plan ?? {};
       if (typeof plan !== 'object' || Object.values(plan).some((f) => !Array.isArray(f) || f.some((x) => typeof x !== 'string' || x === ''))) return 'reroute with a bad plan';
       if (verdict.redirect !== undefined && (!Array.isArray(verdict.redirect) || verdict.redirect.some((a) => typeof a !== 'string' || !a.includes('@')))) return 'reroute with a bad redirect list';
+      for (const r of Object.values(verdict.refuse ?? {})) {
+        const problem = checkVerdict({ kind: 'reject', ...r }, stage);
+        if (problem) return `reroute refusing a recipient: ${problem}`;
+      }
+      for (const edits of Object.values(verdict.copies ?? {})) {
+        if (!Array.isArray(edits) || edits.some((e) => (e.op !== 'add' && e.op !== 'remove') || typeof e.name !== 'string' || (e.op === 'add' && (typeof e.value !== 'string' || /[\r\n]/.test(e.value))))) return 'reroute with bad header edits for a copy';
+      }
       return null;
     }
     default:

@@ -24,7 +24,26 @@ export type Verdict =
    * the plan keep their delivery. `redirect` addresses become new recipients (the envelope sender
    * is kept; remote ones are relayed by the queue). Nothing left to deliver = discard.
    */
-  | { kind: 'reroute'; plan?: Record<string, string[]>; redirect?: string[]; reason?: string };
+  | {
+      kind: 'reroute';
+      plan?: Record<string, string[]>;
+      redirect?: string[];
+      reason?: string;
+      /**
+       * Recipients (lower-cased) refused on their own, with their reply (LMTP: RFC 2033 §4.2, one
+       * reply per recipient). They are removed from the delivery; the others go on.
+       */
+      refuse?: Record<string, { code: number; enhanced: Enhanced; text: string }>;
+      /**
+       * Header edits for one recipient's copy only (lower-cased address, or a redirect address),
+       * applied on top of the shared message: recipients with different edits get separate
+       * copies in the queue.
+       */
+      copies?: Record<string, HeaderEdit[]>;
+    };
+
+/** One header edit of a per-recipient copy, as HeaderEditor (plugin.ts) performs it. */
+export type HeaderEdit = { op: 'add'; name: string; value: string; where: 'top' | 'bottom' } | { op: 'remove'; name: string; index?: number };
 
 export type VerdictKind = Verdict['kind'];
 
@@ -47,7 +66,7 @@ export const tempfail = (enhanced: Enhanced, text: string, code = 451, opts: { d
 export const discard = (reason?: string): Verdict => ({ kind: 'discard', reason });
 export const quarantine = (folder: string, reason?: string): Verdict => ({ kind: 'quarantine', folder, reason });
 
-export const reroute = (opts: { plan?: Record<string, string[]>; redirect?: string[]; reason?: string }): Verdict => ({ kind: 'reroute', ...opts });
+export const reroute = (opts: Omit<Extract<Verdict, { kind: 'reroute' }>, 'kind'>): Verdict => ({ kind: 'reroute', ...opts });
 
 export function isDecisive(v: Verdict): boolean {
   return v.kind !== 'next';

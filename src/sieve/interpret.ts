@@ -11,8 +11,9 @@ import type { Location, SieveError } from './ast.js';
 import { ActionState, type SieveAction } from './actions.js';
 import type { CompiledScript } from './compile.js';
 import { sieveSchema, type SieveConfig } from './config.js';
-import { matchValues, type MatchSpec } from './match.js';
-import { buildMimeTree, splitMessage, type HeaderField, type MimePart } from './message.js';
+import { matchValues, prepareKeys, preparedFor, type MatchSpec, type PreparedKeys } from './match.js';
+import { buildMimeTree, parseAddressList, splitMessage, type HeaderField, type MailAddress, type MimePart } from './message.js';
+import { rewrittenMessage } from './mime-write.js';
 import { RegexError } from './regex.js';
 import {
   BreakSignal,
@@ -53,8 +54,25 @@ export interface SieveResult {
   headers: HeaderField[];
   /** Script line of each action in `actions` (same order), for traces. Not in the CLI JSON. */
   lines?: number[];
+  /** The whole message after RFC 5703 replace/enclose (header edits included); absent when neither ran. Not in the CLI JSON. */
+  message?: Buffer;
+  /** Tests that matched, in order (at most MAX_RECORDED_MATCHES), for traces. Not in the CLI JSON. */
+  matches?: SieveMatch[];
 }
 
+/** One test that matched: its line, name, the header(s) it looked at and the value that matched. */
+export interface SieveMatch {
+  line: number;
+  test: string;
+  header?: string;
+  value?: string;
+  /** Index of the action recorded after this match (actions before it: this many). */
+  action: number;
+}
+
+const MAX_RECORDED_MATCHES = 100;
+
+const NO_FIELDS: HeaderField[] = [];
 const VAR_REF = /\$\{([^{}]*)\}/g;
 const VAR_NAME = /^(?:[0-9]+|[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)$/;
 
@@ -68,7 +86,6 @@ class Interp implements Runtime {
   required: Set<string>;
   actions: ActionState;
   headers: HeaderField[];
-  headersEdited = false;
   rawSize: number;
   body: Buffer;
   currentPart: MimePart | null = null;
@@ -84,6 +101,11 @@ class Interp implements Runtime {
   private steps = 0;
   private mimeRoot: MimePart | null = null;
   private readonly originalHeaders: HeaderField[];
+  private edited = false;
+  /** Per run: header fields by lower-cased name, per header block; cleared on every edit. */
+  private fieldIndex = new WeakMap<HeaderField[], Map<string, HeaderField[]>>();
+  /** Per run: parsed address lists (envelope parts, header values). */
+  private readonly addressCache = new Map<string, MailAddress[]>();
 
   constructor(script: CompiledScript, raw: Buffer, envelope: Envelope, host: SieveHost, opts: RunOptions) {
     this.config = opts.config ?? sieveSchema.parse({});
@@ -96,7 +118,9 @@ class Interp implements Runtime {
     this.actions = new ActionState(this.limits);
     const split = splitMessage(raw);
     this.originalHeaders = split.headers;
-    this.headers = split.headers.map((h) => ({ ...h }));
+    // Fields are never changed in place (editheader adds and removes whole fields), so the run's
+    // list can share them with the original one.
+    this.headers = split.headers.slice();
     this.body = split.body;
     this.rawSize = raw.length;
   }
@@ -104,6 +128,44 @@ class Interp implements Runtime {
   mime(): MimePart {
     this.mimeRoot ??= buildMimeTree(this.originalHeaders, this.body, this.limits);
     return this.mimeRoot;
+  }
+
+  setMime(root: MimePart): void {
+    this.mimeRoot = root;
+  }
+
+  get headersEdited(): boolean {
+    return this.edited;
+  }
+
+  /** Every header edit sets this, which also drops the run's field index. */
+  set headersEdited(v: boolean) {
+    this.edited = v;
+    this.fieldIndex = new WeakMap();
+  }
+
+  fieldsNamed(block: HeaderField[], name: string): HeaderField[] {
+    let index = this.fieldIndex.get(block);
+    if (!index) {
+      index = new Map();
+      for (const f of block) {
+        const k = f.name.toLowerCase();
+        const list = index.get(k);
+        if (list) list.push(f);
+        else index.set(k, [f]);
+      }
+      this.fieldIndex.set(block, index);
+    }
+    return index.get(name.toLowerCase()) ?? NO_FIELDS;
+  }
+
+  addresses(text: string): MailAddress[] {
+    let a = this.addressCache.get(text);
+    if (!a) {
+      a = parseAddressList(text);
+      this.addressCache.set(text, a);
+    }
+    return a;
   }
 
   fail(message: string, location: Location): never {
@@ -173,8 +235,21 @@ class Interp implements Runtime {
   match(node: CNode, values: string[], keys: string[]): boolean {
     const spec = this.matchSpec(node);
     const capture = this.required.has('variables') && (spec.type === 'matches' || spec.type === 'regex');
+    // Keys prepared at compile time (literal keys), or remembered from the last run of this test
+    // (keys from variables): folded and compiled once, not per value.
+    let prepared = node.data.prepared as PreparedKeys | undefined;
+    if (!preparedFor(prepared, keys) && spec.type !== 'count') {
+      try {
+        node.data.prepared = prepared = prepareKeys(spec, keys, this.limits);
+      } catch (e) {
+        if (e instanceof RegexError) return false;
+        throw e;
+      }
+    }
     try {
-      return matchValues(spec, values, keys, this.limits, capture ? (g) => (this.matchVars = g) : undefined);
+      const ok = matchValues(spec, values, keys, this.limits, capture ? (g) => (this.matchVars = g) : undefined, prepared);
+      if (ok && this.matched.length < MAX_RECORDED_MATCHES) this.recordMatch(node, spec, values, keys, prepared);
+      return ok;
     } catch (e) {
       // A key built from variables may not compile; it then matches nothing.
       if (e instanceof RegexError) return false;
@@ -182,10 +257,28 @@ class Interp implements Runtime {
     }
   }
 
-  async evalTest(t: CNode): Promise<boolean> {
+  /** Tests that matched, for traces (SieveResult.matches): which test, which header, which value. */
+  matched: SieveMatch[] = [];
+
+  private recordMatch(node: CNode, spec: MatchSpec, values: string[], keys: string[], prepared: PreparedKeys | undefined): void {
+    let value: string | undefined;
+    if (spec.type !== 'count') value = values.length === 1 ? values[0] : values.find((v) => matchValues(spec, [v], keys, this.limits, undefined, prepared));
+    const header = node.name === 'header' || node.name === 'address' ? this.list(node.args[0]).join(', ') : undefined;
+    this.matched.push({
+      line: node.location.start.line,
+      test: node.name,
+      ...(header ? { header } : {}),
+      ...(value !== undefined ? { value: value.length > 200 ? `${value.slice(0, 200)}…` : value } : {}),
+      action: this.actions.entries.length,
+    });
+  }
+
+  // Tests and commands are mostly synchronous; only a result that is a promise is awaited, so a
+  // plain `if header …` costs no extra turn of the microtask queue.
+  evalTest(t: CNode): boolean | Promise<boolean> {
     this.step(t);
     if (!t.spec.test) this.fail(`test '${t.name}' is not implemented`, t.location);
-    return await t.spec.test(t, this);
+    return t.spec.test(t, this);
   }
 
   async runBlock(cmds: CNode[]): Promise<void> {
@@ -193,23 +286,28 @@ class Interp implements Runtime {
     for (const n of cmds) {
       this.step(n);
       switch (n.name) {
-        case 'if':
-          chainDone = await this.evalTest(n.tests[0]!);
-          if (chainDone) await this.runBlock(n.block ?? []);
+        case 'if': {
+          const r = this.evalTest(n.tests[0]!);
+          chainDone = typeof r === 'boolean' ? r : await r;
+          if (chainDone && n.block && n.block.length > 0) await this.runBlock(n.block);
           break;
+        }
         case 'elsif':
           if (!chainDone) {
-            chainDone = await this.evalTest(n.tests[0]!);
-            if (chainDone) await this.runBlock(n.block ?? []);
+            const r = this.evalTest(n.tests[0]!);
+            chainDone = typeof r === 'boolean' ? r : await r;
+            if (chainDone && n.block && n.block.length > 0) await this.runBlock(n.block);
           }
           break;
         case 'else':
-          if (!chainDone) await this.runBlock(n.block ?? []);
+          if (!chainDone && n.block && n.block.length > 0) await this.runBlock(n.block);
           chainDone = true;
           break;
-        default:
+        default: {
           if (!n.spec.run) this.fail(`command '${n.name}' is not implemented`, n.location);
-          await n.spec.run(n, this);
+          const p = n.spec.run(n, this);
+          if (p) await p;
+        }
       }
     }
   }
@@ -269,8 +367,12 @@ export async function run(script: CompiledScript, message: Buffer | string, enve
     errors: [],
     headers: rt.headers,
     lines: rt.actions.entries.map((e) => e.location.start.line),
+    ...(rt.matched.length ? { matches: rt.matched } : {}),
   };
   if (rt.headersEdited) result.stored = rt.actions.stored(rt.headers, implicitKeep);
+  // RFC 5703 replace/enclose changed the message itself: the bytes to store or redirect.
+  const rewritten = rewrittenMessage(rt);
+  if (rewritten) result.message = rewritten;
   return result;
 }
 

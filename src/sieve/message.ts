@@ -21,6 +21,12 @@ export interface MimePart {
   children: MimePart[];
   parent: MimePart | null;
   depth: number;
+  /** RFC 5703 replace: this part (or one below it) was replaced, so its bytes are rebuilt. */
+  edited?: boolean;
+  /** RFC 5703 replace: the part was inside a replaced one and is no longer in the message. */
+  detached?: boolean;
+  /** On the root: how many replacements the tree has had (lets per-tree caches notice). */
+  edits?: number;
 }
 
 /** Splits a raw message into its header fields and body (at the first empty line). */
@@ -112,8 +118,16 @@ export function decodeMimeWords(s: string): string {
 
 /** Header value as the header test compares it (RFC 5228 §5.7): unfolded, trimmed, decoded. */
 export function headerValue(f: HeaderField): string {
-  return decodeMimeWords(unfold(f.raw));
+  // Fields are never changed in place, so a field's decoded value can be remembered.
+  let v = decodedValues.get(f);
+  if (v === undefined) {
+    v = decodeMimeWords(unfold(f.raw));
+    decodedValues.set(f, v);
+  }
+  return v;
 }
+
+const decodedValues = new WeakMap<HeaderField, string>();
 
 export function headersNamed(fields: HeaderField[], name: string): HeaderField[] {
   const n = name.toLowerCase();
@@ -332,9 +346,17 @@ export function decodeTransfer(b: Buffer, cte: string | undefined): Buffer {
 
 /** A part's body decoded (transfer encoding and charset) to text, RFC 5173 §5.2 :content. */
 export function partText(p: MimePart): string {
-  const bytes = decodeTransfer(p.rawBody, firstValue(p.headers, 'content-transfer-encoding'));
-  return decodeCharset(bytes, p.params.charset ?? 'utf-8');
+  // A part never changes once parsed: several body tests of one run decode it once.
+  let text = partTexts.get(p);
+  if (text === undefined) {
+    const bytes = decodeTransfer(p.rawBody, firstValue(p.headers, 'content-transfer-encoding'));
+    text = decodeCharset(bytes, p.params.charset ?? 'utf-8');
+    partTexts.set(p, text);
+  }
+  return text;
 }
+
+const partTexts = new WeakMap<MimePart, string>();
 
 /** All parts, depth first, the root first (RFC 5703 §3 order for foreverypart). */
 export function walkParts(root: MimePart): MimePart[] {

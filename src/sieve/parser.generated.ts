@@ -228,9 +228,9 @@ function peg$parse(input, options) {
   const peg$e19 = peg$classExpectation(["k", "m", "g", "K", "M", "G"], false, false, false);
   const peg$e20 = peg$otherExpectation("tag");
   const peg$e21 = peg$literalExpectation(":", false);
-  const peg$e22 = peg$otherExpectation("identifier");
-  const peg$e23 = peg$classExpectation([["a", "z"], ["A", "Z"], "_"], false, false, false);
-  const peg$e24 = peg$classExpectation([["a", "z"], ["A", "Z"], ["0", "9"], "_"], false, false, false);
+  const peg$e22 = peg$classExpectation([["a", "z"], ["A", "Z"], "_"], false, false, false);
+  const peg$e23 = peg$classExpectation([["a", "z"], ["A", "Z"], ["0", "9"], "_"], false, false, false);
+  const peg$e24 = peg$otherExpectation("identifier");
   const peg$e25 = peg$classExpectation([" ", "\t", "\r", "\n"], false, false, false);
   const peg$e26 = peg$literalExpectation("#", false);
   const peg$e27 = peg$otherExpectation("bracket comment");
@@ -239,13 +239,13 @@ function peg$parse(input, options) {
   const peg$e30 = peg$literalExpectation("\r\n", false);
   const peg$e31 = peg$literalExpectation("\n", false);
 
-  function peg$f0(commands) {    return { type: 'script', commands, location: location() };  }
+  function peg$f0(commands) {    return { type: 'script', commands, location: loc() };  }
   function peg$f1(c) {    return c;  }
   function peg$f2(items) {    return items;  }
   function peg$f3(name, args) {    return null;  }
   function peg$f4(name, args, end) {
     return { type: 'command', name: name.value, nameLocation: name.location, args: args.args,
-             tests: args.tests, testList: args.testList, block: end, location: location() };
+             tests: args.tests, testList: args.testList, block: end, location: loc() };
   }
   function peg$f5(commands) {    return commands;  }
   function peg$f6(a) {    return a;  }
@@ -259,26 +259,26 @@ function peg$parse(input, options) {
   }
   function peg$f11(name, args) {
     return { type: 'test', name: name.value, nameLocation: name.location, args: args.args,
-             tests: args.tests, testList: args.testList, location: location() };
+             tests: args.tests, testList: args.testList, location: loc() };
   }
   function peg$f12(first, s) {    return s;  }
   function peg$f13(first, rest) {
-    return { type: 'stringlist', items: [first, ...rest], location: location() };
+    return { type: 'stringlist', items: [first, ...rest], location: loc() };
   }
   function peg$f14(chars) {
-    return { type: 'string', value: unescapeQuoted(chars), multiline: false, location: location() };
+    return { type: 'string', value: unescapeQuoted(chars), multiline: false, location: loc() };
   }
   function peg$f15(c) {    return c;  }
   function peg$f16(lines) {
-    return { type: 'string', value: unstuff(lines), multiline: true, location: location() };
+    return { type: 'string', value: unstuff(lines), multiline: true, location: loc() };
   }
   function peg$f17(chars) {    return chars;  }
   function peg$f18(digits, q) {
     const mult = { k: 1024, m: 1024 * 1024, g: 1024 * 1024 * 1024 }[(q || '').toLowerCase()] || 1;
-    return { type: 'number', value: Number(digits) * mult, text: text(), location: location() };
+    return { type: 'number', value: Number(digits) * mult, text: text(), location: loc() };
   }
-  function peg$f19(id) {    return { type: 'tag', name: id.value, location: location() };  }
-  function peg$f20(id) {    return { value: id.toLowerCase(), location: location() };  }
+  function peg$f19(id) {    return { type: 'tag', name: id.toLowerCase(), location: loc() };  }
+  function peg$f20(id) {    return { value: id.toLowerCase(), location: loc() };  }
   let peg$currPos = options.peg$currPos | 0;
   let peg$savedPos = peg$currPos;
   const peg$posDetailsCache = [{ line: 1, column: 1 }];
@@ -1162,7 +1162,7 @@ function peg$parse(input, options) {
   }
 
   function peg$parsetag() {
-    let s0, s1, s2;
+    let s0, s1, s2, s3, s4, s5, s6;
 
     peg$silentFails++;
     s0 = peg$currPos;
@@ -1174,7 +1174,45 @@ function peg$parse(input, options) {
       if (peg$silentFails === 0) { peg$fail(peg$e21); }
     }
     if (s1 !== peg$FAILED) {
-      s2 = peg$parseidentifier();
+      s2 = peg$currPos;
+      s3 = peg$currPos;
+      s4 = input.charAt(peg$currPos);
+      if (peg$r5.test(s4)) {
+        peg$currPos++;
+      } else {
+        s4 = peg$FAILED;
+        if (peg$silentFails === 0) { peg$fail(peg$e22); }
+      }
+      if (s4 !== peg$FAILED) {
+        s5 = [];
+        s6 = input.charAt(peg$currPos);
+        if (peg$r6.test(s6)) {
+          peg$currPos++;
+        } else {
+          s6 = peg$FAILED;
+          if (peg$silentFails === 0) { peg$fail(peg$e23); }
+        }
+        while (s6 !== peg$FAILED) {
+          s5.push(s6);
+          s6 = input.charAt(peg$currPos);
+          if (peg$r6.test(s6)) {
+            peg$currPos++;
+          } else {
+            s6 = peg$FAILED;
+            if (peg$silentFails === 0) { peg$fail(peg$e23); }
+          }
+        }
+        s4 = [s4, s5];
+        s3 = s4;
+      } else {
+        peg$currPos = s3;
+        s3 = peg$FAILED;
+      }
+      if (s3 !== peg$FAILED) {
+        s2 = input.substring(s2, peg$currPos);
+      } else {
+        s2 = s3;
+      }
       if (s2 !== peg$FAILED) {
         peg$savedPos = s0;
         s0 = peg$f19(s2);
@@ -1207,7 +1245,7 @@ function peg$parse(input, options) {
       peg$currPos++;
     } else {
       s3 = peg$FAILED;
-      if (peg$silentFails === 0) { peg$fail(peg$e23); }
+      if (peg$silentFails === 0) { peg$fail(peg$e22); }
     }
     if (s3 !== peg$FAILED) {
       s4 = [];
@@ -1216,7 +1254,7 @@ function peg$parse(input, options) {
         peg$currPos++;
       } else {
         s5 = peg$FAILED;
-        if (peg$silentFails === 0) { peg$fail(peg$e24); }
+        if (peg$silentFails === 0) { peg$fail(peg$e23); }
       }
       while (s5 !== peg$FAILED) {
         s4.push(s5);
@@ -1225,7 +1263,7 @@ function peg$parse(input, options) {
           peg$currPos++;
         } else {
           s5 = peg$FAILED;
-          if (peg$silentFails === 0) { peg$fail(peg$e24); }
+          if (peg$silentFails === 0) { peg$fail(peg$e23); }
         }
       }
       s3 = [s3, s4];
@@ -1247,7 +1285,7 @@ function peg$parse(input, options) {
     peg$silentFails--;
     if (s0 === peg$FAILED) {
       s1 = peg$FAILED;
-      if (peg$silentFails === 0) { peg$fail(peg$e22); }
+      if (peg$silentFails === 0) { peg$fail(peg$e24); }
     }
 
     return s0;
@@ -1513,6 +1551,27 @@ function peg$parse(input, options) {
     }
 
     return s0;
+  }
+
+
+  // Line starts of this input, so a node's location is a binary search rather than peggy's
+  // location(), which walks the text from the nearest position it has seen (a hot spot when
+  // compiling long scripts). Same numbers: 1-based line and column (UTF-16 units), 0-based offset.
+  const lineStarts = [0];
+  for (let i = 0; i < input.length; i++) if (input.charCodeAt(i) === 10) lineStarts.push(i + 1);
+  function pos(offset) {
+    let lo = 0;
+    let hi = lineStarts.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (lineStarts[mid] <= offset) lo = mid;
+      else hi = mid - 1;
+    }
+    return { line: lo + 1, column: offset - lineStarts[lo] + 1, offset };
+  }
+  function loc() {
+    const r = range();
+    return { start: pos(r.start), end: pos(r.end) };
   }
 
   peg$result = peg$startRuleFunction();

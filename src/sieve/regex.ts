@@ -37,6 +37,11 @@ type Inst =
 export interface Program {
   insts: Inst[];
   groups: number;
+  /** The pattern starts with "^" (every :matches pattern does): only position 0 can match. */
+  anchored: boolean;
+  /** Code points an anchored match must start with (folded when `ci`), checked before the VM runs. */
+  prefix: number[];
+  ci: boolean;
 }
 
 const isDigit = (c: number) => c >= 48 && c <= 57;
@@ -379,17 +384,42 @@ function fromCodePoints(cps: number[], s: number, e: number): string {
 }
 
 function codePoints(s: string): number[] {
-  const out: number[] = [];
-  for (const ch of s) out.push(ch.codePointAt(0)!);
+  const out: number[] = new Array<number>(s.length);
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
+      const d = s.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        out[n++] = (c - 0xd800) * 0x400 + (d - 0xdc00) + 0x10000;
+        i++;
+        continue;
+      }
+    }
+    out[n++] = c;
+  }
+  out.length = n;
   return out;
 }
 
-function finish(ast: Ast, groups: number, maxProgram: number): Program {
+/** Literal code points at the start of an anchored pattern ("^abc…"), for a quick reject. */
+function anchoredPrefix(ast: Ast, ci: boolean): { anchored: boolean; prefix: number[] } {
+  const items = ast.t === 'cat' ? ast.items : [ast];
+  if (items[0]?.t !== 'bol') return { anchored: false, prefix: [] };
+  const prefix: number[] = [];
+  for (const it of items.slice(1)) {
+    if (it.t !== 'char' || it.lit === undefined) break;
+    prefix.push(ci ? foldAscii(it.lit) : it.lit);
+  }
+  return { anchored: true, prefix };
+}
+
+function finish(ast: Ast, groups: number, maxProgram: number, ci: boolean): Program {
   const em = new Emitter(maxProgram);
   em.insts.push({ op: 'save', n: 0 });
   em.emit(ast);
   em.insts.push({ op: 'save', n: 1 }, { op: 'match' });
-  return { insts: em.insts, groups };
+  return { insts: em.insts, groups, ci, ...anchoredPrefix(ast, ci) };
 }
 
 /** Compiles a POSIX extended regular expression. Throws RegexError with a readable reason. */
@@ -397,7 +427,7 @@ export function compileRegex(pattern: string, opts: { caseInsensitive: boolean; 
   if (pattern.length > opts.maxLength) throw new RegexError(`pattern longer than ${opts.maxLength} characters`);
   const p = new Parser(codePoints(pattern), opts.caseInsensitive);
   const ast = p.parse();
-  return finish(ast, p.groups, opts.maxProgram);
+  return finish(ast, p.groups, opts.maxProgram, opts.caseInsensitive);
 }
 
 /**
@@ -421,12 +451,12 @@ export function compileGlob(pattern: string, opts: { caseInsensitive: boolean; m
       if (c === 92 /* \ */ && i + 1 < cps.length) lit = cps[++i]!;
       if (opts.caseInsensitive && isAlpha(lit)) {
         const f = foldAscii(lit);
-        items.push({ t: 'char', test: (x) => foldAscii(x) === f });
-      } else items.push({ t: 'char', test: (x) => x === lit });
+        items.push({ t: 'char', test: (x) => foldAscii(x) === f, lit });
+      } else items.push({ t: 'char', test: (x) => x === lit, lit });
     }
   }
   items.push({ t: 'eol' });
-  return finish({ t: 'cat', items }, groups, opts.maxProgram);
+  return finish({ t: 'cat', items }, groups, opts.maxProgram, opts.caseInsensitive);
 }
 
 /**
@@ -437,6 +467,14 @@ export function compileGlob(pattern: string, opts: { caseInsensitive: boolean; m
 export function execProgram(prog: Program, text: string): string[] | null {
   const input = codePoints(text);
   const n = input.length;
+  if (prog.prefix.length > 0) {
+    // An anchored pattern whose literal start is not there cannot match.
+    if (n < prog.prefix.length) return null;
+    for (let i = 0; i < prog.prefix.length; i++) {
+      const c = prog.ci ? foldAscii(input[i]!) : input[i]!;
+      if (c !== prog.prefix[i]) return null;
+    }
+  }
   const slots = (prog.groups + 1) * 2;
   type Thread = { pc: number; caps: Int32Array };
   let clist: Thread[] = [];
@@ -495,7 +533,7 @@ export function execProgram(prog: Program, text: string): string[] | null {
     }
     // Unanchored search: until something matched, a new thread starts at the next position with
     // the lowest priority, so earlier starts win.
-    if (matched === null && pos < n) add(nlist, 0, empty, pos + 1);
+    if (matched === null && pos < n && !prog.anchored) add(nlist, 0, empty, pos + 1);
     clist = nlist;
   }
   if (matched === null) return null;

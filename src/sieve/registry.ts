@@ -8,7 +8,7 @@ import type { ActionState } from './actions.js';
 import type { SieveConfig } from './config.js';
 import type { SieveLimits } from './limits.js';
 import type { MatchSpec } from './match.js';
-import type { HeaderField, MimePart } from './message.js';
+import type { HeaderField, MailAddress, MimePart } from './message.js';
 
 export type ArgKind = 'string' | 'stringlist' | 'number';
 
@@ -114,9 +114,15 @@ export interface Runtime {
   /** Header fields as edited so far (editheader). */
   headers: HeaderField[];
   headersEdited: boolean;
+  /** Fields of `block` (rt.headers or a MIME part's) with this name, any case; cached per run. Do not modify the array. */
+  fieldsNamed(block: HeaderField[], name: string): HeaderField[];
+  /** An address list parsed (message.ts parseAddressList), cached per run. Do not modify it. */
+  addresses(text: string): MailAddress[];
   rawSize: number;
   body: Buffer;
   mime(): MimePart;
+  /** RFC 5703 replace of the whole message: the new MIME tree (rt.body and rt.headers are set by the caller). */
+  setMime(root: MimePart): void;
   /** The part foreverypart is visiting (RFC 5703 §3), or null. */
   currentPart: MimePart | null;
   /** imap4flags internal variable (RFC 5232 §3). */
@@ -144,7 +150,8 @@ export interface Runtime {
   step(node: CNode): void;
   fail(message: string, location: Location): never;
   runBlock(cmds: CNode[]): Promise<void>;
-  evalTest(t: CNode): Promise<boolean>;
+  /** Await the result: a synchronous test gives its boolean directly. */
+  evalTest(t: CNode): boolean | Promise<boolean>;
   /** Expands variables (RFC 5229) when the script required them. */
   expand(s: string): string;
 }
@@ -165,16 +172,20 @@ export class Registry {
     return this;
   }
 
+  /** By kind, so a lookup while compiling builds no key string. */
+  private readonly byKind = { command: new Map<string, CommandSpec>(), test: new Map<string, CommandSpec>() };
+
   add(spec: CommandSpec): void {
     this.commands.set(`${spec.kind}:${spec.name}`, spec);
+    this.byKind[spec.kind].set(spec.name, spec);
   }
 
   command(name: string): CommandSpec | undefined {
-    return this.commands.get(`command:${name}`);
+    return this.byKind.command.get(name);
   }
 
   test(name: string): CommandSpec | undefined {
-    return this.commands.get(`test:${name}`);
+    return this.byKind.test.get(name);
   }
 
   /** Adds tags to a command or test another module declared (e.g. :copy on redirect). */

@@ -24,15 +24,19 @@ import type { Config } from '../config/load.js';
 import type { Directory } from '../directory/directory.js';
 import type { MessageAccess, SessionInfo, Stage, TransactionInfo } from '../pipeline/plugin.js';
 import type { Pipeline, StageResult, TraceEntry } from '../pipeline/types.js';
-import type { Verdict } from '../pipeline/verdict.js';
+import type { HeaderEdit, Verdict } from '../pipeline/verdict.js';
 import type { Envelope, EnvelopeRecipient, ListenerKind } from '../queue/envelope.js';
 import type { MessageQueue, RecipientOutcome } from '../queue/queue.js';
 import { AddressError, parseAddress } from '../address/address.js';
 import { inRanges, parseRange, type Range } from '../address/cidr.js';
 import { RouteTable } from '../delivery/routes.js';
 import { logEvent } from '../log/logger.js';
+import { countTransaction } from '../api/metrics.js';
+import type { RecipientVerifier } from '../proxy/verify.js';
+import { InlineTransaction, ProxyReplies } from '../proxy/inline.js';
 import { DataGuard, type DataViolation } from './data-guard.js';
 import type { MailParams, RcptParams } from './params.js';
+import { applyEdits, splitCopies, type MessageCopy } from './copies.js';
 import { receivedHeader, withKeyword } from './received.js';
 import { classMatches, Replies, replyFromVerdict, SmtpReply, type EnhancedCode } from './replies.js';
 import type { ConnectionController, ConnectionPolicy, PosternConnection } from './connection.js';
@@ -48,6 +52,8 @@ export interface SmtpDeps {
   tls: { key: Buffer | string; cert: Buffer | string };
   /** Wraps the received bytes for the data/queue stages; render() gives the bytes to spool. */
   createMessage: (raw: Buffer) => CreatedMessage;
+  /** Recipient verification for routes with `verify: callout | list` (src/proxy/verify.ts). */
+  verifier?: RecipientVerifier;
 }
 
 /** Connection counts shared by every listener (smtp.max_connections and _per_ip). */
@@ -77,6 +83,16 @@ interface Tx {
   trace: TraceEntry[];
   /** Accepted recipients keyed as smtp-server keys rcptTo (lower-cased as given), in RCPT order. */
   rcpts: Map<string, EnvelopeRecipient>;
+  /** Where the accepted recipients go: 'queue', or 'proxy:<nexthop>' (a `mode: proxy` route). */
+  dest?: string;
+  /** The backend side of a proxied transaction (src/proxy/inline.ts). */
+  inline?: InlineTransaction;
+}
+
+/** Ends a transaction that will not reach DATA (RSET, new MAIL, EHLO, disconnect). */
+function dropTx(st: { tx?: Tx }): void {
+  st.tx?.inline?.abort();
+  st.tx = undefined;
 }
 
 interface ConnState {
@@ -167,8 +183,43 @@ export class SessionController implements ConnectionController {
     if (!st || !st.counted) return;
     st.counted = false;
     st.abort.abort();
+    dropTx(st);
     this.counter.remove(conn.remoteAddress);
     logEvent(st.log, 'debug', 'smtp.disconnect', {});
+  }
+
+  /**
+   * XCLIENT / XFORWARD from a trusted peer (connection.ts checks listen.<name>.xclient): the
+   * forwarded client's address, name and HELO replace the peer's for the ACL, plugins, limits
+   * and Received. XCLIENT LOGIN arrives through onAuth (method XCLIENT).
+   */
+  clientChanged(conn: PosternConnection, via: 'XCLIENT' | 'XFORWARD'): void {
+    const st = this.states.get(conn.session);
+    if (!st) return;
+    const attrs = via === 'XCLIENT' ? conn._xClient : conn._xForward;
+    const before = st.info.remoteAddress;
+    if (conn.remoteAddress !== before) {
+      if (st.counted) {
+        this.counter.remove(before);
+        this.counter.add(conn.remoteAddress);
+      }
+      st.info.remoteAddress = conn.remoteAddress;
+      if (typeof conn.remotePort === 'number') st.info.remotePort = conn.remotePort;
+      // XCLIENT hands the session to the forwarded client: its own network (or the LOGIN given
+      // with it) decides relaying, never the peer's earlier AUTH.
+      const login = via === 'XCLIENT' ? attrs.get('LOGIN') : undefined;
+      if (via === 'XCLIENT' && !(typeof login === 'string' && login)) delete st.info.authUser;
+      st.info.relaying = inRanges(conn.remoteAddress, this.trustedNetworks) || !!st.info.authUser;
+      st.connLog = st.connLog.child({ remote: conn.remoteAddress });
+      st.log = st.connLog;
+    }
+    const name = attrs.get('NAME');
+    if (typeof name === 'string' && name && !name.startsWith('[')) st.info.clientHostname = name.toLowerCase();
+    else if (attrs.has('NAME')) delete st.info.clientHostname;
+    const helo = attrs.get('HELO');
+    if (typeof helo === 'string' && helo) st.info.helo = helo.toLowerCase();
+    if (via === 'XCLIENT') dropTx(st);
+    logEvent(st.log, 'info', 'smtp.xclient', { via, peer: conn._originalRemoteAddress, client: conn.remoteAddress, name: st.info.clientHostname ?? null, helo: st.info.helo ?? null, login: st.info.authUser ?? null });
   }
 
   stashParams(conn: PosternConnection, kind: 'mail' | 'rcpt', params: unknown): void {
@@ -186,9 +237,11 @@ export class SessionController implements ConnectionController {
 
   async helo(conn: PosternConnection, hostname: string, verb: string): Promise<SmtpReply | null> {
     const st = this.state(conn.session);
-    st.info.helo = hostname.toLowerCase();
+    // A HELO name given by XCLIENT is the original client's; the peer's own EHLO does not replace it.
+    const xHelo = conn._xClient.get('HELO');
+    st.info.helo = typeof xHelo === 'string' && xHelo ? xHelo.toLowerCase() : hostname.toLowerCase();
     st.ehlo = verb !== 'HELO';
-    st.tx = undefined; // RFC 5321 §4.1.4: EHLO resets the transaction
+    dropTx(st); // RFC 5321 §4.1.4: EHLO resets the transaction
     const r = await this.run(st, 'helo', {});
     return this.refusal(r.verdict);
   }
@@ -264,6 +317,14 @@ export class SessionController implements ConnectionController {
   private async auth(auth: SMTPServerAuthentication, session: SMTPServerSession): Promise<SmtpReply | string> {
     const st = this.state(session);
     const username = auth.username ?? '';
+    if (auth.method === 'XCLIENT') {
+      // XCLIENT LOGIN (only reachable from listen.<name>.xclient.trusted peers): the peer has
+      // authenticated the user; we take its word, as Postfix does.
+      st.info.authUser = username;
+      st.info.relaying = true;
+      logEvent(st.log, 'info', 'smtp.auth.ok', { method: 'XCLIENT', user: username });
+      return username;
+    }
     const attempt = { method: auth.method, username, password: auth.password ?? '' };
     const before = st.info.authUser;
     const r = await this.run(st, 'auth', { auth: attempt });
@@ -297,7 +358,7 @@ export class SessionController implements ConnectionController {
     const st = this.state(session);
     const params = st.pendingMail ?? {};
     st.pendingMail = undefined;
-    st.tx = undefined;
+    dropTx(st);
     if (this.policy.requireAuth && !st.info.authUser) return Replies.authRequired();
     let mailFrom = '';
     if (address.address) {
@@ -377,8 +438,50 @@ export class SessionController implements ConnectionController {
       if (res.kind === 'unknown') return this.logged(st, Replies.userUnknown(), { rcpt: rcpt.address });
     } else if (!(st.info.relaying || pluginAccepted || (!tricky && this.routes.has(parsed.domain)))) {
       return this.logged(st, Replies.relayDenied(), { rcpt: rcpt.address, tricks: parsed.tricks });
+    } else if (!tricky && this.deps.verifier) {
+      // A routed domain may ask its next hop (or a list) first: no accepting what it would refuse.
+      const match = this.routes.find(parsed.domain);
+      const d = match ? await this.deps.verifier.verify(match.route, parsed.address, parsed.domain) : null;
+      if (d) {
+        tx.trace.push(d.trace);
+        if (d.reply) return this.logged(st, d.reply, { rcpt: rcpt.address, verify: d.trace.detail });
+      }
     }
+    const refusedByProxy = await this.proxyRcpt(st, tx, parsed.address, parsed.domain, !tricky && !this.deps.directory.isLocalDomain(parsed.domain));
+    if (refusedByProxy) return this.logged(st, refusedByProxy, { rcpt: rcpt.address, proxy: tx.dest });
     tx.rcpts.set(address.address.toLowerCase(), rcpt);
+    return null;
+  }
+
+  /**
+   * `mode: proxy` routes (src/proxy/inline.ts): the RCPT is mirrored to the backend and its reply
+   * is ours. One transaction goes to one destination: a recipient for another one (another
+   * next hop, or the queue) hears 452 4.5.3 and comes back in the next transaction (RFC 5321
+   * §3.3). Returns the refusal, or null when the recipient may be added.
+   */
+  private async proxyRcpt(st: ConnState, tx: Tx, address: string, domain: string, routable: boolean): Promise<SmtpReply | null> {
+    const match = routable ? this.routes.find(domain) : null;
+    const proxied = match && match.route.mode === 'proxy' ? match.route : null;
+    const dest = proxied ? `proxy:${proxied.nexthop}` : 'queue';
+    if (tx.dest && tx.dest !== dest) return ProxyReplies.otherDestination();
+    if (!proxied) {
+      tx.dest = dest;
+      return null;
+    }
+    const t0 = Date.now();
+    let reply: SmtpReply;
+    try {
+      if (!tx.inline) {
+        tx.inline = await InlineTransaction.open(proxied, this.deps.config.hostname, { remoteAddress: st.info.remoteAddress, remotePort: st.info.remotePort, clientHostname: st.info.clientHostname, helo: st.info.helo, authUser: st.info.authUser, ehlo: st.ehlo }, tx.envelope);
+        logEvent(st.log, 'info', 'proxy.session', { nexthop: proxied.nexthop, xclient: tx.inline.xclient, lmtp: tx.inline.lmtp });
+      }
+      reply = await tx.inline.rcpt(address);
+    } catch (e) {
+      reply = e instanceof SmtpReply ? e : ProxyReplies.backendFailed(e);
+    }
+    tx.trace.push({ stage: 'rcpt', plugin: 'proxy', verdict: reply.code < 300 ? 'next' : reply.code >= 500 ? 'reject' : 'tempfail', ms: Date.now() - t0, rcpt: address, code: reply.code, enhanced: reply.enhanced, detail: `${proxied.nexthop}: ${reply.toString()}` });
+    if (reply.code >= 300) return reply;
+    tx.dest = dest;
     return null;
   }
 
@@ -388,7 +491,11 @@ export class SessionController implements ConnectionController {
   }
 
   onData = (stream: SMTPServerDataStream, session: SMTPServerSession, cb: (err?: Error | null, message?: string | (string | Error)[]) => void): void => {
-    void this.data(stream, session).then(
+    // A proxied transaction's backend session ends with the DATA reply, whatever it was.
+    const inline = this.states.get(session)?.tx?.inline;
+    void this.data(stream, session)
+      .finally(() => inline?.finish())
+      .then(
       (r) => (r instanceof Error ? cb(r) : cb(null, r)),
       (e: unknown) => cb(Replies.internalError(e)),
     );
@@ -410,6 +517,7 @@ export class SessionController implements ConnectionController {
     if (!complete || !tx) return Replies.internalError('DATA stream ended early');
     const finish = <R extends SmtpReply | string | (string | Error)[]>(outcome: string, reply: R, extra: Record<string, unknown> = {}): R => {
       this.logTransaction(st, tx, guard.bytes, outcome, reply, extra);
+      countTransaction(outcome, reply instanceof SmtpReply ? reply.code : 250, tx.trace);
       return reply;
     };
     if (guard.violation) return finish('rejected', violationReply(guard.violation), { violation: guard.violation });
@@ -451,48 +559,108 @@ export class SessionController implements ConnectionController {
       if (v.kind === 'reroute') reroute = v;
     }
     if (folder) for (const r of recipients) r.folder = folder;
+    // Recipients refused on their own (a rule's reject at the gateway): on LMTP each hears its
+    // refusal and the others go on (RFC 2033 §4.2); SMTP has one reply for the message, so there
+    // a refusal refuses it.
+    const refused = refusedRecipients(recipients, reroute);
+    if (refused.size > 0 && !this.policy.lmtp) {
+      const first = [...refused.values()][0]!;
+      return finish('reject', new SmtpReply(first.code, first.enhanced, first.text, { ...first.opts, evt: 'smtp.data.rejected' }));
+    }
+    const perRcpt = (ok: (r: EnvelopeRecipient) => string | Error) => recipients.map((r) => refused.get(r) ?? ok(r));
+    // mode: proxy — the backend answers; nothing is spooled. Gateway reroute plans (Sieve
+    // fileinto/redirect, quarantine folders) do not apply: the backend owns delivery.
+    if (tx.inline) return this.proxyData(tx.inline, message, recipients, finish);
     // A new delivery plan (Sieve fileinto/redirect at the gateway): folders per recipient,
     // dropped recipients, redirect targets added as recipients (the sender stays the same).
     let rerouted = false;
     if (reroute) {
-      const planned = applyReroute(recipients, reroute);
+      const planned = applyReroute(refused.size ? recipients.filter((r) => !refused.has(r)) : recipients, reroute);
       rerouted = planned.changedList;
       tx.envelope.recipients = planned.recipients;
       if (planned.recipients.length === 0) {
         const ok = Replies.queued(tx.id).message;
-        return finish('discarded', this.policy.lmtp ? recipients.map(() => ok) : ok, { reason: reroute.reason });
+        return finish(refused.size === recipients.length ? 'reject' : 'discarded', this.policy.lmtp ? perRcpt(() => ok) : ok, { reason: reroute.reason });
       }
     }
 
-    let bytes: Buffer;
+    // One copy for everyone, or one per set of recipient-specific header edits (copies.ts).
+    let copies: MessageCopy[];
     try {
-      bytes = message.render();
+      const shared = message.render();
+      const render = (edits: HeaderEdit[]) => {
+        const m = this.deps.createMessage(shared);
+        applyEdits(m.headers, edits);
+        return m.render();
+      };
+      copies = splitCopies(tx.envelope.recipients, shared, tx.id, reroute?.copies, render, () => this.deps.queue.newId());
     } catch (e) {
       return finish('error', Replies.internalError(e));
     }
+    const copiesLog = copies.length > 1 ? { copies: copies.map((c) => ({ id: c.id, rcpts: c.recipients.map((r) => r.address) })) } : {};
     if (this.policy.lmtp && !rerouted) {
-      let outcomes: RecipientOutcome[];
-      try {
-        outcomes = await this.deps.queue.deliverNow(tx.id, tx.envelope, bytes);
-      } catch (e) {
-        return finish('error', Replies.queueFailed(e));
+      const replies = new Map<EnvelopeRecipient, string | Error>();
+      const outcomes: RecipientOutcome[] = [];
+      for (const c of copies) {
+        let outs: RecipientOutcome[];
+        try {
+          outs = await this.deps.queue.deliverNow(c.id, copies.length === 1 ? tx.envelope : { ...tx.envelope, recipients: c.recipients }, c.bytes);
+          if (outs.length !== c.recipients.length) throw new Error(`deliverNow gave ${outs.length} outcomes for ${c.recipients.length} recipients`);
+        } catch (e) {
+          // Only this copy's recipients hear the failure; other copies may already be delivered.
+          if (copies.length === 1 && refused.size === 0) return finish('error', Replies.queueFailed(e));
+          for (const r of c.recipients) replies.set(r, Replies.queueFailed(e));
+          continue;
+        }
+        outs.forEach((o, i) => {
+          // RFC 2033 §4.2: one reply per successful RCPT, in order.
+          const reply = lmtpReply(o, tx.id);
+          replies.set(c.recipients[i]!, reply.code < 300 ? reply.message : reply);
+          outcomes.push(o);
+        });
       }
-      if (outcomes.length !== recipients.length) return finish('error', Replies.queueFailed(`deliverNow gave ${outcomes.length} outcomes for ${recipients.length} recipients`));
-      // RFC 2033 §4.2: one reply per successful RCPT, in order.
-      const replies = outcomes.map((o) => lmtpReply(o, tx.id));
-      return finish(folder ? 'quarantined' : 'delivered', replies.map((r) => (r.code < 300 ? r.message : r)), { outcomes: outcomes.map((o) => ({ rcpt: o.recipient.address, status: o.status, code: o.code })) });
+      return finish(folder ? 'quarantined' : 'delivered', perRcpt((r) => replies.get(r) ?? Replies.queueFailed('no outcome')), {
+        outcomes: outcomes.map((o) => ({ rcpt: o.recipient.address, status: o.status, code: o.code })),
+        ...copiesLog,
+      });
     }
     try {
-      await this.deps.queue.accept(tx.id, tx.envelope, bytes);
+      for (const c of copies) await this.deps.queue.accept(c.id, copies.length === 1 ? tx.envelope : { ...tx.envelope, recipients: c.recipients }, c.bytes);
     } catch (e) {
       return finish('error', Replies.queueFailed(e));
     }
     const outcome = rerouted ? 'rerouted' : folder ? 'quarantined' : 'queued';
-    const extra = rerouted ? { rcptsAfter: tx.envelope.recipients.map((r) => r.address) } : folder ? { folder } : {};
+    const extra = { ...(rerouted ? { rcptsAfter: tx.envelope.recipients.map((r) => r.address) } : folder ? { folder } : {}), ...copiesLog };
     // LMTP after a reroute that changed the recipient list: the message is spooled (the plan no
     // longer matches the RCPTs one to one), and every RCPT hears 250 (RFC 2033 §4.2).
-    if (this.policy.lmtp) return finish(outcome, recipients.map(() => Replies.queued(tx.id).message), extra);
+    if (this.policy.lmtp) return finish(outcome, perRcpt(() => Replies.queued(tx.id).message), extra);
     return finish(outcome, Replies.queued(tx.id).message, extra);
+  }
+
+  private async proxyData<R extends SmtpReply | string | (string | Error)[]>(
+    inline: InlineTransaction,
+    message: CreatedMessage,
+    recipients: EnvelopeRecipient[],
+    finish: (outcome: string, reply: R, extra?: Record<string, unknown>) => R,
+  ): Promise<R> {
+    let bytes: Buffer;
+    try {
+      bytes = message.render();
+    } catch (e) {
+      return finish('error', Replies.internalError(e) as R);
+    }
+    const replies = await inline.data(bytes);
+    const byAddr = new Map<string, SmtpReply>();
+    inline.accepted.forEach((a, i) => byAddr.set(a.toLowerCase(), replies[i]!));
+    const extra = { nexthop: inline.nexthop, backend: replies.map((r) => r.toString()) };
+    // RFC 2033 §4.2: one reply per accepted RCPT, in order.
+    if (this.policy.lmtp) return finish('proxied', recipients.map((r) => byAddr.get(r.address.toLowerCase()) ?? ProxyReplies.backendFailed('no reply for this recipient')).map((x) => (x.code < 300 ? x.message : x)) as R, extra);
+    const ok = replies.filter((r) => r.code < 300);
+    if (ok.length === replies.length && ok.length > 0) return finish('proxied', ok[0]!.message as R, extra);
+    if (ok.length === 0) return finish('proxy-refused', (replies[0] ?? ProxyReplies.backendFailed('no reply')) as R, extra);
+    // An LMTP backend took some recipients and refused others, and an SMTP client can hear only
+    // one reply: the delivered ones must not be sent again, so 250, and the refusals are logged.
+    return finish('proxied-partial', ok[0]!.message as R, { ...extra, refusedByBackend: inline.accepted.filter((_, i) => replies[i]!.code >= 300) });
   }
 
   private logTransaction(st: ConnState, tx: Tx, size: number, outcome: string, reply: SmtpReply | string | (string | Error)[], extra: Record<string, unknown>): void {
@@ -508,7 +676,7 @@ export class SessionController implements ConnectionController {
       size,
       outcome,
       reply: replyText,
-      trace: tx.trace.map((t) => ({ plugin: t.plugin, stage: t.stage, verdict: t.verdict, ms: t.ms, ...(t.rcpt ? { rcpt: t.rcpt } : {}), ...(t.rule ? { rule: t.rule, line: t.line } : {}) })),
+      trace: tx.trace.map((t) => ({ plugin: t.plugin, stage: t.stage, verdict: t.verdict, ms: t.ms, ...(t.rcpt ? { rcpt: t.rcpt } : {}), ...(t.rule ? { rule: t.rule, line: t.line } : {}), ...(t.version ? { version: t.version } : {}) })),
       ms: Date.now() - tx.started,
       ...extra,
     });
@@ -555,6 +723,19 @@ export function applyReroute(recipients: EnvelopeRecipient[], v: Extract<Verdict
     changedList = true;
   }
   return { recipients: out, changedList };
+}
+
+/** The recipients a `reroute` verdict refuses, with their replies (by recipient object). */
+export function refusedRecipients(recipients: EnvelopeRecipient[], v: Extract<Verdict, { kind: 'reroute' }> | undefined): Map<EnvelopeRecipient, SmtpReply> {
+  const out = new Map<EnvelopeRecipient, SmtpReply>();
+  if (!v?.refuse) return out;
+  for (const r of recipients) {
+    const x = v.refuse[r.address.toLowerCase()];
+    if (!x) continue;
+    const base = replyFromVerdict({ kind: 'reject', ...x });
+    out.set(r, new SmtpReply(base.code, base.enhanced, base.text, { ...base.opts, evt: 'smtp.data.rejected' }));
+  }
+  return out;
 }
 
 /** Turns a RecipientOutcome into a reply with a class-consistent enhanced code. */

@@ -2,8 +2,31 @@
 // :raw is the undecoded body; :content the decoded parts whose Content-Type matches ("" any,
 // "text" a main type, "text/html" exact); :text (the default) the text parts, HTML reduced to
 // text. Parts come from message.ts's MIME tree (bounded by limits.maxMimeParts).
-import { htmlToText, partText, walkParts } from '../message.js';
+import { htmlToText, partText, walkParts, type MimePart } from '../message.js';
 import { comparatorTag, matchTags, type ExtensionDef } from '../registry.js';
+
+// The MIME tree is built once per run and never changes, so what several body tests of one
+// run derive from it is remembered per part.
+const leavesOf = new WeakMap<MimePart, { edits: number; leaves: MimePart[] }>();
+const htmlTexts = new WeakMap<MimePart, string>();
+
+function leafParts(root: MimePart): MimePart[] {
+  const known = leavesOf.get(root);
+  // RFC 5703 replace changes the tree below the same root: then the leaves are looked up again.
+  if (known && known.edits === (root.edits ?? 0)) return known.leaves;
+  const leaves = walkParts(root).filter((p) => p.children.length === 0 && !p.contentType.startsWith('multipart/'));
+  leavesOf.set(root, { edits: root.edits ?? 0, leaves });
+  return leaves;
+}
+
+function htmlText(p: MimePart): string {
+  let t = htmlTexts.get(p);
+  if (t === undefined) {
+    t = htmlToText(partText(p));
+    htmlTexts.set(p, t);
+  }
+  return t;
+}
 
 const body: ExtensionDef = {
   capabilities: ['body'],
@@ -23,7 +46,7 @@ const body: ExtensionDef = {
       test(n, rt) {
         const keys = rt.list(n.args[0]);
         if (n.tags.has('raw')) return rt.match(n, [rt.body.toString('utf8')], keys);
-        const leaves = walkParts(rt.mime()).filter((p) => p.children.length === 0 && !p.contentType.startsWith('multipart/'));
+        const leaves = leafParts(rt.mime());
         const values: string[] = [];
         if (n.tags.has('content')) {
           const types = rt.list(n.tags.get('content')!.value).map((t) => t.toLowerCase());
@@ -33,7 +56,7 @@ const body: ExtensionDef = {
           }
         } else {
           for (const p of leaves) {
-            if (p.contentType === 'text/html') values.push(htmlToText(partText(p)));
+            if (p.contentType === 'text/html') values.push(htmlText(p));
             else if (p.contentType.startsWith('text/')) values.push(partText(p));
           }
         }

@@ -13,14 +13,14 @@ import {
   type Runtime,
   type ValidateCtx,
 } from '../registry.js';
-import { headersNamed, headerValue, parseAddressList, unfold, type HeaderField, type MailAddress } from '../message.js';
+import { headerValue, parseAddressList, unfold, type HeaderField, type MailAddress } from '../message.js';
 
 /** RFC 5233 §4: the separator between user and detail. */
 export const SUBADDRESS_SEPARATOR = '+';
 
 /** Address part of one address (RFC 5228 §2.7.4, RFC 5233); null when it has none. */
 export function addressPart(node: CNode, a: MailAddress): string | null {
-  const part = ['localpart', 'domain', 'user', 'detail'].find((p) => node.tags.has(p)) ?? 'all';
+  const part = (node.data.addressPart as string | undefined) ?? (node.data.addressPart = ['localpart', 'domain', 'user', 'detail'].find((p) => node.tags.has(p)) ?? 'all');
   if (part === 'all') return a.address;
   if (!a.valid) return null;
   const at = a.address.lastIndexOf('@');
@@ -53,7 +53,7 @@ export function headerBlocks(rt: Runtime, node: CNode): HeaderField[][] {
 export function selectFields(rt: Runtime, node: CNode, names: string[]): HeaderField[] {
   const out: HeaderField[] = [];
   for (const block of headerBlocks(rt, node)) {
-    for (const name of names) out.push(...headersNamed(block, name));
+    for (const name of names) for (const f of rt.fieldsNamed(block, name)) out.push(f);
   }
   const idx = node.tags.get('index');
   if (idx?.value?.kind === 'number') {
@@ -67,8 +67,8 @@ export function selectFields(rt: Runtime, node: CNode, names: string[]): HeaderF
   return out;
 }
 
-export function addressesOf(f: HeaderField): MailAddress[] {
-  return parseAddressList(unfold(f.raw));
+export function addressesOf(f: HeaderField, rt?: Runtime): MailAddress[] {
+  return rt ? rt.addresses(unfold(f.raw)) : parseAddressList(unfold(f.raw));
 }
 
 /** RFC 5228 §2.7.4 / RFC 5233: envelope and address tests share the address-part values. */
@@ -157,7 +157,7 @@ const core: ExtensionDef = {
       ],
       test(n, rt) {
         const values: string[] = [];
-        for (const f of selectFields(rt, n, rt.list(n.args[0]))) values.push(...addressValues(n, addressesOf(f)));
+        for (const f of selectFields(rt, n, rt.list(n.args[0]))) values.push(...addressValues(n, addressesOf(f, rt)));
         return rt.match(n, values, rt.list(n.args[1]));
       },
     });
@@ -181,7 +181,7 @@ const core: ExtensionDef = {
       positional: [{ name: 'header-names', kind: 'stringlist' }],
       test(n, rt) {
         const blocks = headerBlocks(rt, n);
-        return rt.list(n.args[0]).every((h) => blocks.some((b) => headersNamed(b, h).length > 0));
+        return rt.list(n.args[0]).every((h) => blocks.some((b) => rt.fieldsNamed(b, h).length > 0));
       },
     });
     reg.add({
@@ -206,8 +206,9 @@ const core: ExtensionDef = {
       tags: [],
       positional: [],
       tests: 'one',
-      async test(n, rt) {
-        return !(await rt.evalTest(n.tests[0]!));
+      test(n, rt) {
+        const r = rt.evalTest(n.tests[0]!);
+        return typeof r === 'boolean' ? !r : r.then((x) => !x);
       },
     });
     reg.add({
@@ -216,10 +217,7 @@ const core: ExtensionDef = {
       tags: [],
       positional: [],
       tests: 'list',
-      async test(n, rt) {
-        for (const t of n.tests) if (!(await rt.evalTest(t))) return false;
-        return true;
-      },
+      test: (n, rt) => firstWith(rt, n.tests, false, 0),
     });
     reg.add({
       name: 'anyof',
@@ -227,13 +225,23 @@ const core: ExtensionDef = {
       tags: [],
       positional: [],
       tests: 'list',
-      async test(n, rt) {
-        for (const t of n.tests) if (await rt.evalTest(t)) return true;
-        return false;
-      },
+      test: (n, rt) => firstWith(rt, n.tests, true, 0),
     });
   },
 };
+
+/**
+ * allof (stop at the first false) and anyof (stop at the first true), RFC 5228 §5.1/§5.3: tests
+ * run in order and stay synchronous until one of them answers with a promise.
+ */
+function firstWith(rt: Runtime, tests: CNode[], stopOn: boolean, from: number): boolean | Promise<boolean> {
+  for (let i = from; i < tests.length; i++) {
+    const r = rt.evalTest(tests[i]!);
+    if (typeof r !== 'boolean') return r.then((x) => (x === stopOn ? stopOn : firstWith(rt, tests, stopOn, i + 1)));
+    if (r === stopOn) return stopOn;
+  }
+  return !stopOn;
+}
 
 /** RFC 5232 §5: :flags given, else the internal variable; nothing without imap4flags. */
 export function flagsFor(rt: Runtime, n: CNode): string[] {

@@ -1,6 +1,5 @@
 // RFC 5228 §5.4 envelope test (capability "envelope"): "from" is the reverse path (the null
 // path matches only ""), "to" the recipient this run is for; "auth" the authenticated user.
-import { parseAddressList } from '../message.js';
 import { addressPartTags, comparatorTag, matchTags, type ExtensionDef } from '../registry.js';
 import { addressValues } from './core.js';
 
@@ -37,7 +36,7 @@ const envelope: ExtensionDef = {
             values.push(''); // RFC 5228 §5.4: the null reverse-path is matched by ""
             continue;
           }
-          values.push(...addressValues(n, parseAddressList(bare)));
+          values.push(...addressValues(n, rt.addresses(bare)));
         }
         return rt.match(n, values, rt.list(n.args[1]));
       },

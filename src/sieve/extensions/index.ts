@@ -8,6 +8,7 @@ import core from './core.js';
 import { date, index } from './date.js';
 import duplicate from './duplicate.js';
 import editheader from './editheader.js';
+import enclose from './enclose.js';
 import encodedCharacter from './encoded-character.js';
 import envelope from './envelope.js';
 import environment from './environment.js';
@@ -19,6 +20,7 @@ import mailbox from './mailbox.js';
 import mime from './mime.js';
 import regex from './regex.js';
 import reject from './reject.js';
+import replace from './replace.js';
 import { asciiNumeric, relational } from './relational.js';
 import spamtest from './spamtest.js';
 import subaddress from './subaddress.js';
@@ -50,7 +52,9 @@ export function createRegistry(): Registry {
     .use(duplicate)
     .use(environment)
     .use(ihave)
-    .use(mime);
+    .use(mime)
+    .use(replace)
+    .use(enclose);
 }
 
 let shared: Registry | undefined;

@@ -1,10 +1,11 @@
 // RFC 5703: foreverypart [:name] (§3, iterates the MIME parts below the current one, depth
 // first), break [:name] (§3.2), the :mime and :anychild options of header, address and exists
 // (§4), header :mime's :type/:subtype/:contenttype/:param (§4.2), and extracttext (§7, with the
-// variables extension). replace and enclose (§5, §6) are not implemented.
+// variables extension and its modifiers, RFC 5229 §4). replace and enclose (§5, §6) are
+// replace.ts and enclose.ts.
 import { parseContentType, partText, walkParts } from '../message.js';
 import { BreakSignal, type CNode, type ExtensionDef } from '../registry.js';
-import { VARIABLE_NAME } from './variables.js';
+import { applyModifiers, modifierTags, VARIABLE_NAME } from './variables.js';
 
 const mime: ExtensionDef = {
   capabilities: ['mime', 'foreverypart', 'extracttext'],
@@ -27,7 +28,7 @@ const mime: ExtensionDef = {
     const header = reg.test('header')!;
     const plain = header.test!;
     header.test = (n, rt) => {
-      const opt = ['type', 'subtype', 'contenttype', 'param'].find((o) => n.tags.has(o));
+      const opt = (n.data.mimeOption as string | undefined) ?? (n.data.mimeOption = ['type', 'subtype', 'contenttype', 'param'].find((o) => n.tags.has(o)) ?? '');
       if (!opt) return plain(n, rt);
       // RFC 5703 §4.2: the options apply to Content-Type (and Content-Disposition for :param).
       const names = rt.list(n.args[0]).map((x) => x.toLowerCase());
@@ -72,6 +73,8 @@ const mime: ExtensionDef = {
         const saved = rt.currentPart;
         try {
           for (const p of parts) {
+            // §5: parts inside a part that was replaced are gone.
+            if (p.detached) continue;
             rt.currentPart = p;
             rt.step(n);
             await rt.runBlock(n.block ?? []);
@@ -103,7 +106,7 @@ const mime: ExtensionDef = {
       name: 'extracttext',
       kind: 'command',
       extension: 'extracttext',
-      tags: [{ name: 'first', arg: 'number' }],
+      tags: [{ name: 'first', arg: 'number' }, ...modifierTags()],
       positional: [{ name: 'varname', kind: 'string' }],
       check(n, v) {
         if (!v.has('variables')) v.report('extracttext needs require "variables"', n.location);
@@ -116,7 +119,8 @@ const mime: ExtensionDef = {
         let text = part.contentType.startsWith('text/') ? partText(part) : '';
         const first = n.tags.get('first')?.value;
         if (first?.kind === 'number') text = text.slice(0, first.value);
-        rt.setVar(rt.str(n.args[0]), text);
+        // RFC 5703 §7: the modifiers of "set" (RFC 5229 §4) apply to the extracted text.
+        rt.setVar(rt.str(n.args[0]), applyModifiers(n, text));
       },
     });
   },

@@ -2,7 +2,7 @@
 // :quotewildcard 20 (and :quoteregex from the regex extension), :length 10; at most one per
 // precedence, applied highest first), the `string` test (§5), and "${…}" expansion
 // (interpret.ts) with match variables ${0}…${9} (§3.2, set by :matches/:regex).
-import { comparatorTag, matchTags, type ExtensionDef } from '../registry.js';
+import { comparatorTag, matchTags, type CNode, type ExtensionDef, type TagSpec } from '../registry.js';
 
 export const VARIABLE_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
@@ -16,6 +16,19 @@ const MODIFIERS: { name: string; prec: number; apply(s: string): string; extensi
   { name: 'length', prec: 10, apply: (s) => String([...s].length) },
 ];
 
+/** The modifier tags of "set" (RFC 5229 §4), for commands that take them too (extracttext). */
+export function modifierTags(): TagSpec[] {
+  return MODIFIERS.map((m) => ({ name: m.name, group: `precedence-${m.prec}`, ...(m.extension ? { extension: m.extension } : {}) }));
+}
+
+/** Applies the node's modifiers, highest precedence first (RFC 5229 §4). */
+export function applyModifiers(n: CNode, value: string): string {
+  for (const m of BY_PRECEDENCE) if (n.tags.has(m.name)) value = m.apply(value);
+  return value;
+}
+
+const BY_PRECEDENCE = [...MODIFIERS].sort((a, b) => b.prec - a.prec);
+
 const variables: ExtensionDef = {
   capabilities: ['variables'],
   register(reg) {
@@ -23,7 +36,7 @@ const variables: ExtensionDef = {
       name: 'set',
       kind: 'command',
       extension: 'variables',
-      tags: MODIFIERS.map((m) => ({ name: m.name, group: `precedence-${m.prec}`, ...(m.extension ? { extension: m.extension } : {}) })),
+      tags: modifierTags(),
       positional: [
         { name: 'name', kind: 'string' },
         { name: 'value', kind: 'string' },
@@ -37,9 +50,7 @@ const variables: ExtensionDef = {
       },
       run(n, rt) {
         const name = n.args[0]?.kind === 'string' ? n.args[0].value : '';
-        let value = rt.str(n.args[1]);
-        for (const m of [...MODIFIERS].sort((a, b) => b.prec - a.prec)) if (n.tags.has(m.name)) value = m.apply(value);
-        rt.setVar(name, value);
+        rt.setVar(name, applyModifiers(n, rt.str(n.args[1])));
       },
     });
     reg.add({

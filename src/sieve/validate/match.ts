@@ -1,7 +1,7 @@
 // Pass: comparators, match types and relational operators (RFC 5228 §2.7.1, §2.7.3; RFC 4790
 // §9; RFC 5231 §4-§5; regex extension). Resolves each matching test's MatchSpec into
 // `node.data.match`, and compiles literal :regex keys so an invalid regex is a compile error.
-import { COMPARATORS, REL_OPS, program, type Comparator, type MatchSpec, type MatchType, type RelOp } from '../match.js';
+import { COMPARATORS, REL_OPS, prepareKeys, program, type Comparator, type MatchSpec, type MatchType, type RelOp } from '../match.js';
 import { RegexError } from '../regex.js';
 import type { CNode, ValidateCtx } from '../registry.js';
 import { walk } from './build.js';
@@ -40,6 +40,12 @@ export function matchPass(nodes: CNode[], v: ValidateCtx): void {
     }
     const spec: MatchSpec = { type, comparator, ...(rel ? { rel } : {}) };
     n.data.match = spec;
+    const keyValue = keyArg(n);
+    if (keyValue && keyValue.kind !== 'number' && type !== 'count') {
+      // Literal keys are folded and compiled once here (match.ts prepareKeys), not per message.
+      const list = keyValue.kind === 'string' ? [keyValue.value] : keyValue.values;
+      if (!(v.has('variables') && list.some((k) => k.includes('${')))) n.data.prepared = prepareKeys(spec, list, v.limits);
+    }
     if (type === 'regex' || type === 'matches') {
       const keys = keyArg(n);
       if (keys && keys.kind !== 'number') {

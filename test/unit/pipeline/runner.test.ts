@@ -163,6 +163,10 @@ test('malformed verdicts are failures (table)', async () => {
     ['rcpt', discard(), /discard at the rcpt stage/],
     ['connect', quarantine('Junk'), /quarantine at the connect stage/],
     ['data', quarantine(''), /without a folder/],
+    ['data', { kind: 'reroute', refuse: { 'a@x.test': { code: 250, enhanced: '2.0.0', text: 'ok' } } }, /refusing a recipient: reject with reply code 250/],
+    ['data', { kind: 'reroute', refuse: { 'a@x.test': { code: 550, enhanced: '5.7.1', text: 'a\r\nb' } } }, /refusing a recipient: .*single line/],
+    ['data', { kind: 'reroute', copies: { 'a@x.test': [{ op: 'add', name: 'X-A', value: 'a\r\nBcc: b', where: 'top' }] } }, /bad header edits/],
+    ['data', { kind: 'reroute', copies: { 'a@x.test': [{ op: 'rename', name: 'X-A' }] } }, /bad header edits/],
   ];
   for (const [stage, v, re] of cases) {
     assert.match(checkVerdict(v, stage) ?? '', re, JSON.stringify(v));
@@ -172,7 +176,12 @@ test('malformed verdicts are failures (table)', async () => {
     assert.match(r.trace[0]!.detail!, re);
     await p.close();
   }
-  for (const [stage, v] of [['data', quarantine('Junk', 'spam')], ['queue', discard()], ['rcpt', tempfail('4.7.1', 'Greylisted', 450)], ['connect', reject(554, '5.7.1', 'no')]] as const) {
+  const perRecipient: Verdict = {
+    kind: 'reroute',
+    refuse: { 'a@x.test': { code: 550, enhanced: '5.7.1', text: 'refused' } },
+    copies: { 'b@x.test': [{ op: 'add', name: 'X-B', value: 'b', where: 'bottom' }, { op: 'remove', name: 'X-Drop', index: 0 }] },
+  };
+  for (const [stage, v] of [['data', quarantine('Junk', 'spam')], ['queue', discard()], ['rcpt', tempfail('4.7.1', 'Greylisted', 450)], ['connect', reject(554, '5.7.1', 'no')], ['data', perRecipient]] as const) {
     assert.equal(checkVerdict(v, stage), null);
   }
 });
