@@ -18,6 +18,16 @@ export const outboundSchema = z
       .strict()
       .prefault({}),
     tls: z.enum(['none', 'opportunistic', 'required', 'verify']).default('opportunistic'),
+    /** Connection reuse (transport/pool.ts): several messages to one host over one session. */
+    reuse: z
+      .object({
+        /** Transactions per connection, then QUIT; 1 turns reuse off. */
+        max_messages: z.number().int().positive().default(100),
+        /** An unused connection is closed after this long. */
+        idle_timeout: duration().prefault('5s'),
+      })
+      .strict()
+      .prefault({}),
   })
   .strict();
 

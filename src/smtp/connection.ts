@@ -18,13 +18,27 @@
 //   - MAIL/RCPT/DATA without AUTH where AUTH is required → 530 5.7.0 (RFC 4954 §6)
 //   - MAIL/RCPT parameters (params.ts) → 501 5.5.4 / 555 5.5.4
 //   - HELO/EHLO/LHLO → the `helo` pipeline stage, then the library
+//   - ETRN (RFC 1985) → etrn.ts, where the listener has it (then also advertised in EHLO)
+//   - XCLIENT / XFORWARD (Postfix extensions) → only from `listen.<name>.xclient.trusted` peers
+//
+// PROXY protocol (src/proxy/): peers in `listen.<name>.proxy_protocol.trusted` must start with a
+// v1 or v2 header, read here before the session starts (PosternServer._handleProxy); the address
+// in it is the client's for everything after (ACL, DNSBL, limits, Received). Any other peer whose
+// first bytes look like a PROXY header is refused with 554 5.7.1 (never believed).
 // Config keys: none directly (the listener passes ConnectionPolicy).
+import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
+import type { Logger } from 'pino';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
 import { classMatches, enhancedForLibraryReply, LEADING_ENHANCED_RE, Replies, type SmtpReply } from './replies.js';
 import { parseMailParams, parseRcptParams } from './params.js';
+import { inRanges, type Range } from '../address/cidr.js';
+import { logEvent } from '../log/logger.js';
+import { readProxyHeader } from '../proxy/proxy-reader.js';
+import { V2_SIGNATURE } from '../proxy/proxy-protocol.js';
+import type { EtrnService } from './etrn.js';
 
 /** What a listener tells its connections. */
 export interface ConnectionPolicy {
@@ -50,6 +64,15 @@ export interface ConnectionController {
   /** Connection accounting: called once when the socket is accepted and once when it closes. */
   opened(conn: PosternConnection): void;
   closed(conn: PosternConnection): void;
+  /** XCLIENT or XFORWARD changed the client's address, name, HELO or login. */
+  clientChanged?(conn: PosternConnection, via: 'XCLIENT' | 'XFORWARD'): void;
+}
+
+/** True when `chunk` starts like a PROXY header of either version (a prefix is enough). */
+function looksLikeProxyHeader(chunk: Buffer): boolean {
+  const n = Math.min(chunk.length, V2_SIGNATURE.length);
+  if (n > 0 && chunk.subarray(0, n).equals(V2_SIGNATURE.subarray(0, n))) return true;
+  return chunk.subarray(0, 6).toString('latin1') === 'PROXY ';
 }
 
 const KNOWN_COMMANDS = new Set(['HELO', 'EHLO', 'LHLO', 'MAIL', 'RCPT', 'DATA', 'RSET', 'NOOP', 'QUIT', 'VRFY', 'HELP', 'STARTTLS', 'AUTH']);
@@ -70,24 +93,63 @@ export class PosternConnection extends SMTPConnection {
   badCommands = 0;
   earlyTalker = false;
   private readonly controller: ConnectionController;
+  /** ETRN for this listener (smtp only), from the server. */
+  private readonly etrn: EtrnService | undefined;
+  /** Peers allowed to send XCLIENT / XFORWARD. */
+  private readonly xclientTrusted: Range[] | undefined;
+  /** Whether this connection came with a PROXY header (read by the server). */
+  private readonly proxied: boolean;
 
   constructor(server: PosternServer, socket: Socket | TLSSocket, options: SMTPConnectionOptions | null | undefined, controller: ConnectionController) {
     super(server, socket, options);
     this.controller = controller;
+    this.etrn = server.etrn;
+    this.xclientTrusted = server.xclientTrusted;
+    this.proxied = server.proxyTrusted !== undefined && server._expectsProxyHeader(socket);
+  }
+
+  /** XCLIENT/XFORWARD by CIDR (the library compares exact addresses), never after XCLIENT ADDR. */
+  override _proxyCommandAllowed(command: string): boolean {
+    return !!this.xclientTrusted && !this._xClient.has('ADDR') && inRanges(this._originalRemoteAddress, this.xclientTrusted) && this._isSupported(command);
+  }
+
+  override handler_XCLIENT(command: Buffer, callback: () => void): void {
+    super.handler_XCLIENT(command, () => {
+      this.controller.clientChanged?.(this, 'XCLIENT');
+      callback();
+    });
+  }
+
+  override handler_XFORWARD(command: Buffer, callback: () => void): void {
+    super.handler_XFORWARD(command, () => {
+      this.controller.clientChanged?.(this, 'XFORWARD');
+      callback();
+    });
   }
 
   override init(): void {
     // Early talker (RFC 5321 §4.3.1: the client waits for the greeting). Any byte before we are
     // ready, even a partial line, counts; the library would only see complete lines.
     const sock = this._socket;
-    const onData = () => {
+    const onData = (chunk: Buffer) => {
       if (!this._ready && !this._closing && !this.earlyTalker) {
         this.earlyTalker = true;
-        this.reply(Replies.earlyTalker());
+        this.reply(looksLikeProxyHeader(chunk) && !this.proxied ? Replies.proxyHeaderUntrusted() : Replies.earlyTalker(), { proxyHeader: looksLikeProxyHeader(chunk) });
       }
     };
     sock.on('data', onData);
     this.once('ready', () => sock.removeListener('data', onData));
+    // A PROXY header from a peer we do not trust for it, arriving after the greeting: refused
+    // before the library reads it as commands (the v2 signature even ends in QUIT).
+    if (!this.proxied) {
+      const firstChunk = (chunk: Buffer) => {
+        if (this._ready && !this._closing && !this.earlyTalker && looksLikeProxyHeader(chunk)) {
+          this.earlyTalker = true;
+          this.reply(Replies.proxyHeaderUntrusted());
+        }
+      };
+      sock.once('data', firstChunk);
+    }
     this.controller.opened(this);
     sock.once('close', () => this.controller.closed(this));
     super.init();
@@ -117,7 +179,8 @@ export class PosternConnection extends SMTPConnection {
     if (Array.isArray(data)) {
       if (context === false && code < 300) {
         // The EHLO/LHLO reply (RFC 2034 §3: no code). AUTH is advertised only where it is accepted.
-        return this.controller.policy.authOnlyOverTls && !this.secure ? data.filter((l) => !/^AUTH\b/i.test(l)) : data;
+        const lines = this.controller.policy.authOnlyOverTls && !this.secure ? data.filter((l) => !/^AUTH\b/i.test(l)) : data;
+        return this.etrn && !this.controller.policy.lmtp ? [...lines, 'ETRN'] : lines;
       }
       const first = data[0] ?? '';
       const enh = LEADING_ENHANCED_RE.exec(first)?.[0] ?? enhancedForLibraryReply(code, first, this.libraryGuess(code, context));
@@ -169,7 +232,9 @@ export class PosternConnection extends SMTPConnection {
     }
     const name = (line.split(' ')[0] ?? '').toUpperCase();
     const policy = this.controller.policy;
-    const known = KNOWN_COMMANDS.has(name) && !(name === 'LHLO' && !policy.lmtp) && !this._isDisabled(name);
+    const etrn = name === 'ETRN' ? this.etrn : undefined;
+    const xclient = (name === 'XCLIENT' || name === 'XFORWARD') && this._proxyCommandAllowed(name);
+    const known = (KNOWN_COMMANDS.has(name) && !(name === 'LHLO' && !policy.lmtp) && !this._isDisabled(name)) || !!etrn || xclient;
     if (!known) {
       this.badCommands++;
       if (this.badCommands >= policy.maxBadCommands) {
@@ -178,6 +243,18 @@ export class PosternConnection extends SMTPConnection {
       }
       this.reply(Replies.unknownCommand(), { command: name.slice(0, 20) });
       return done();
+    }
+    if (etrn) {
+      this._handlerPending = true;
+      void etrn
+        .handle({ line, remoteAddress: this.remoteAddress, greeted: !!this.hostNameAppearsAs, inTransaction: !!this.session.envelope.mailFrom })
+        .then((r) => {
+          this._handlerPending = false;
+          if (this._closing || this._closed) return next();
+          this.reply(r);
+          done();
+        });
+      return;
     }
     if (name === 'AUTH') {
       if (policy.authOnlyOverTls && !this.secure) {
@@ -240,15 +317,54 @@ export class PosternConnection extends SMTPConnection {
 
 export interface PosternServerOptions extends SMTPServerOptions {
   controller: ConnectionController;
+  /** ETRN (RFC 1985) on this listener; absent: ETRN is an unknown command. */
+  etrn?: EtrnService;
+  /** Peers that must send a PROXY v1/v2 header first (listen.<name>.proxy_protocol.trusted). */
+  proxyTrusted?: Range[];
+  /** Peers allowed XCLIENT and XFORWARD (listen.<name>.xclient.trusted). */
+  xclientTrusted?: Range[];
+  /** The listener's logger (PROXY header events). */
+  log?: Logger;
 }
 
 /** SMTPServer whose connections are PosternConnections. */
 export class PosternServer extends SMTPServer {
   readonly controller: ConnectionController;
+  readonly etrn: EtrnService | undefined;
+  readonly proxyTrusted: Range[] | undefined;
+  readonly xclientTrusted: Range[] | undefined;
+  private readonly log: Logger | undefined;
   constructor(options: PosternServerOptions) {
-    const { controller, ...rest } = options;
-    super(rest);
+    const { controller, etrn, proxyTrusted, xclientTrusted, log, ...rest } = options;
+    // XCLIENT/XFORWARD are offered per connection by _proxyCommandAllowed (CIDR lists); the
+    // library options only have to be on for its EHLO keywords and handlers.
+    super({ ...rest, ...(xclientTrusted ? { useXClient: true, useXForward: true } : {}) });
     this.controller = controller;
+    this.etrn = etrn;
+    this.proxyTrusted = proxyTrusted;
+    this.xclientTrusted = xclientTrusted;
+    this.log = log;
+  }
+
+  override _expectsProxyHeader(socket: Socket): boolean {
+    return !!this.proxyTrusted && inRanges(socket.remoteAddress ?? '', this.proxyTrusted);
+  }
+
+  // smtp-server reads PROXY v1 only; ours reads v1 and v2 (src/proxy/proxy-reader.ts).
+  override _handleProxy(socket: Socket, callback: Parameters<SMTPServer['_handleProxy']>[1]): void {
+    if (!this._expectsProxyHeader(socket)) return super._handleProxy(socket, callback);
+    const peer = socket.remoteAddress ?? '';
+    readProxyHeader(socket, Replies.proxyHeaderInvalid().toString()).then(
+      (src) => {
+        const id = BigInt('0x' + randomBytes(10).toString('hex')).toString(32).padStart(16, '0');
+        if (this.log) logEvent(this.log, 'debug', 'smtp.proxy_protocol', { cid: id, peer, version: src.version, client: src.remoteAddress ?? null });
+        callback(null, { id, ...(src.remoteAddress ? { remoteAddress: src.remoteAddress } : {}), ...(src.remotePort !== undefined ? { remotePort: src.remotePort } : {}) });
+      },
+      (e: Error) => {
+        if (this.log) logEvent(this.log, 'info', 'smtp.proxy_protocol.rejected', { peer, reason: e.message });
+        callback(e);
+      },
+    );
   }
 
   // Mirrors SMTPServer.connect (smtp-server 3.21), with our connection class.

@@ -4,7 +4,8 @@
 // Standards: RFC 5321 §4.2 (reply codes), RFC 3463 (enhanced status codes: the class of the
 // enhanced code always equals the first digit of the reply code), RFC 2034 §3 (every 2yz/4yz/5yz
 // reply carries one, except the greeting and the HELO/EHLO/LHLO replies; 3yz never does),
-// RFC 4954 §6 (AUTH replies), RFC 3207 (STARTTLS), RFC 1870 (SIZE), RFC 3461 (DSN parameters).
+// RFC 4954 §6 (AUTH replies), RFC 3207 (STARTTLS), RFC 1870 (SIZE), RFC 3461 (DSN parameters),
+// RFC 1985 (ETRN).
 // Config keys: none.
 //
 // Client text stays generic; the detail for operators goes in `cause` and the log.
@@ -84,6 +85,8 @@ export const Replies = {
   // --- connection (RFC 5321 §3.1: 554 may replace the greeting) ---
   earlyTalker: () => new SmtpReply(554, '5.5.1', 'Protocol error: client sent data before the greeting', { userError: true, evt: 'smtp.early_talker', disconnect: true }),
   httpOnSmtp: () => new SmtpReply(554, '5.5.1', 'Protocol error: this is an SMTP server, not HTTP', { userError: true, evt: 'smtp.http_on_smtp', disconnect: true }),
+  proxyHeaderUntrusted: () => new SmtpReply(554, '5.7.1', 'PROXY protocol header not accepted from your address', { userError: true, evt: 'smtp.proxy_protocol.rejected', disconnect: true }),
+  proxyHeaderInvalid: () => new SmtpReply(421, '4.7.0', 'Invalid PROXY protocol header', { userError: true, evt: 'smtp.proxy_protocol.rejected' }),
   tooManyConnections: () => new SmtpReply(421, '4.7.0', 'Too many connections, try again later', { evt: 'smtp.connect.rejected' }),
   tooManyConnectionsFromIp: () => new SmtpReply(421, '4.7.0', 'Too many connections from your address, try again later', { evt: 'smtp.connect.rejected' }),
   shuttingDown: () => new SmtpReply(421, '4.3.2', 'Service shutting down, try again later'),
@@ -117,6 +120,14 @@ export const Replies = {
   queued: (id: string) => new SmtpReply(250, '2.0.0', `Ok: queued as ${id}`),
   delivered: (id: string) => new SmtpReply(250, '2.0.0', `Ok: delivered ${id}`),
   queueFailed: (cause?: unknown) => new SmtpReply(451, '4.3.0', 'Temporary failure in queueing, try again later', { cause }),
+  // --- ETRN (RFC 1985 §5.3; etrn.ts) ---
+  etrnStarted: (node: string, count: number) => new SmtpReply(250, '2.0.0', `Queuing for node ${node} started (${count} message${count === 1 ? '' : 's'})`),
+  etrnNoMessages: (node: string) => new SmtpReply(251, '2.0.0', `No messages waiting for node ${node}`),
+  etrnUnable: (node: string, cause?: unknown) => new SmtpReply(458, '4.3.0', `Unable to queue messages for node ${node}`, { cause }),
+  etrnNodeNotAllowed: (node: string, reason: string) => new SmtpReply(459, '4.7.1', `Node ${node} not allowed: ${reason}`, { userError: true }),
+  etrnSyntax: () => new SmtpReply(500, '5.5.2', 'Syntax: ETRN [@]domain', { userError: true }),
+  etrnBadDomain: () => new SmtpReply(501, '5.5.4', 'Syntax error in parameters: ETRN [@]domain', { userError: true }),
+  etrnDenied: () => new SmtpReply(554, '5.7.1', 'ETRN not allowed from your address', { userError: true }),
   // --- generic ---
   policyTempfail: (cause?: unknown) => new SmtpReply(451, '4.3.0', 'Policy check unavailable, try again later', { cause }),
   policyReject: () => new SmtpReply(550, '5.7.1', 'Rejected by policy', { userError: true }),

@@ -8,21 +8,30 @@
 //
 // Every listener advertises PIPELINING (RFC 2920), SIZE (RFC 1870), 8BITMIME (RFC 6152),
 // SMTPUTF8 (RFC 6531), ENHANCEDSTATUSCODES (RFC 2034; honest, see connection.ts), DSN (RFC 3461).
-// Each SMTPServer has an 'error' listener: without one, a client that closes an implicit-TLS
+// The smtp listener also offers ETRN (RFC 1985, etrn.ts) to trusted clients when the daemon gives
+// it the queue. Each SMTPServer has an 'error' listener: without one, a client that closes an implicit-TLS
 // connection before the handshake crashes the process.
 //
 // Config keys: listen.{smtp,submission,smtps,lmtp}, hostname, smtp.* (max_message_size,
 // max_recipients, max_line_length, idle_timeout, max_connections, max_connections_per_ip,
-// max_bad_commands, bare_newline, greeting_delay), relay.networks, routes.
+// max_bad_commands, bare_newline, greeting_delay), relay.networks, routes,
+// listen.<name>.proxy_protocol.trusted (PROXY v1/v2 header), listen.<name>.xclient.trusted.
 import type { AddressInfo } from 'node:net';
 import type { SMTPServerOptions } from 'smtp-server';
 import type { ListenerKind } from '../queue/envelope.js';
 import { logEvent } from '../log/logger.js';
+import { parseRange } from '../address/cidr.js';
 import { PosternServer, type ConnectionPolicy } from './connection.js';
 import { Replies } from './replies.js';
 import { ConnectionCounter, SessionController, type SmtpDeps } from './session.js';
+import { EtrnService, type EtrnQueue } from './etrn.js';
 
 export type { SmtpDeps } from './session.js';
+
+/** The session's needs, plus the queue runner ETRN uses (the smtp listener offers ETRN with it). */
+export interface SmtpListenerDeps extends SmtpDeps {
+  etrn?: EtrnQueue;
+}
 
 export type SmtpListenerName = Extract<ListenerKind, 'smtp' | 'submission' | 'smtps' | 'lmtp'>;
 
@@ -37,12 +46,12 @@ export interface SmtpListener {
 const NAMES: SmtpListenerName[] = ['smtp', 'submission', 'smtps', 'lmtp'];
 
 /** One listener per `listen.*` entry among smtp, submission, smtps and lmtp. */
-export function createSmtpListeners(deps: SmtpDeps): SmtpListener[] {
+export function createSmtpListeners(deps: SmtpListenerDeps): SmtpListener[] {
   const counter = new ConnectionCounter();
   return NAMES.filter((n) => deps.config.listen[n]).map((n) => createSmtpListener(deps, n, counter));
 }
 
-export function createSmtpListener(deps: SmtpDeps, name: SmtpListenerName, counter = new ConnectionCounter()): SmtpListener {
+export function createSmtpListener(deps: SmtpListenerDeps, name: SmtpListenerName, counter = new ConnectionCounter()): SmtpListener {
   const { config } = deps;
   const where = config.listen[name];
   if (!where) throw new Error(`listen.${name} is not configured`);
@@ -95,7 +104,15 @@ export function createSmtpListener(deps: SmtpDeps, name: SmtpListenerName, count
     onData: controller.onData,
     onClose: controller.onClose,
   };
-  const server = new PosternServer({ ...options, controller });
+  const etrn = name === 'smtp' && deps.etrn ? new EtrnService({ networks: config.relay.networks, localDomains: config.domains.local }, deps.etrn) : undefined;
+  const server = new PosternServer({
+    ...options,
+    controller,
+    ...(etrn ? { etrn } : {}),
+    log,
+    ...(where.proxy_protocol ? { proxyTrusted: where.proxy_protocol.trusted.map(parseRange) } : {}),
+    ...(where.xclient ? { xclientTrusted: where.xclient.trusted.map(parseRange) } : {}),
+  });
   server.on('error', (err: Error & { code?: string; meta?: unknown }) => {
     // A TLS handshake that never happened or a reset socket is routine on the internet.
     const routine = err.code === 'SocketError' || err.code === 'ECONNRESET' || err.code === 'EPIPE' || err.code === 'TLSError' || /TLS|SSL/i.test(err.message);

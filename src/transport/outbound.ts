@@ -7,14 +7,15 @@
 //     host (RFC 5321 §5.1 "try the next"); what is still open at the end is deferred;
 //   - null MX → 556 5.1.10 (RFC 7505 §4.2), no mail host → 550 5.1.2, DNS trouble → 451 4.4.3;
 //   - opportunistic TLS whose handshake fails is tried again in clear on the same address;
-//   - concurrency: at most `outbound.concurrency.total` sessions at once, and
+//   - concurrency: at most `outbound.concurrency.total` sessions in use at once, and
 //     `outbound.concurrency.per_domain` per destination; callers wait their turn;
+//   - connection reuse (pool.ts): a session stays open for the next message to the same host;
 //   - per-destination back-off: when no host of a destination could be reached at all, further
 //     deliveries to it are deferred without connecting until its back-off ends (it grows with
 //     `outbound.retry` and resets on the first success). Results then carry `retryAt`.
 //
 // Config keys: `hostname`, `outbound.mx_port`, `outbound.tls`, `outbound.retry`,
-// `outbound.concurrency`.
+// `outbound.concurrency`, `outbound.reuse`.
 import { isIP } from 'node:net';
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
@@ -24,6 +25,7 @@ import type { RemoteVia } from '../delivery/router.js';
 import { retryDelay } from '../queue/backoff.js';
 import { logEvent } from '../log/logger.js';
 import { MxResolver } from './mx.js';
+import { ConnectionPool } from './pool.js';
 import { sendSession, type ClientOptions, type Destination, type OutMessage, type RcptResult } from './smtp-client.js';
 import { TLS_POLICIES, type TlsPolicy } from './tls-policy.js';
 
@@ -76,7 +78,7 @@ export interface OutboundOptions {
   dns: Resolver;
   log: Logger;
   client?: Partial<ClientOptions>;
-  /** For tests: replaces the session runner. */
+  /** For tests: replaces the session runner (the connection pool by default). */
   session?: typeof sendSession;
 }
 
@@ -107,11 +109,19 @@ export class Outbound {
   private readonly perDest = new Map<string, Semaphore>();
   private readonly backoff = new Map<string, { failures: number; until: number }>();
   private readonly session: typeof sendSession;
+  readonly pool: ConnectionPool;
 
   constructor(private readonly opts: OutboundOptions) {
     this.mx = new MxResolver(opts.dns);
-    this.total = new Semaphore(opts.config.outbound.concurrency.total);
-    this.session = opts.session ?? sendSession;
+    const ob = opts.config.outbound;
+    this.total = new Semaphore(ob.concurrency.total);
+    this.pool = new ConnectionPool({ maxMessages: ob.reuse.max_messages, idleTimeoutMs: ob.reuse.idle_timeout, idleLimit: ob.concurrency.per_domain });
+    this.session = opts.session ?? ((dest, msg, clientOpts) => this.pool.send(dest, msg, clientOpts));
+  }
+
+  /** Closes idle connections (daemon stop). Deliveries in progress finish on their own. */
+  close(): void {
+    this.pool.close();
   }
 
   /** Forgets every destination's back-off (`postern queue retry`, ETRN). */

@@ -1,12 +1,14 @@
-// One outbound SMTP or LMTP session to one host, for one message and several recipients in one
-// transaction (RFC 5321 §3.3), on nodemailer's SMTPConnection, which does the framing: EHLO/LHLO,
+// Outbound SMTP or LMTP sessions to one host: `openSession` connects, and each `transact` sends
+// one message to several recipients in one transaction (RFC 5321 §3.3); pool.ts keeps sessions
+// open between messages. Built on nodemailer's SMTPConnection, which does the framing: EHLO/LHLO,
 // STARTTLS (RFC 3207), AUTH (RFC 4954), PIPELINING (RFC 2920), SIZE (RFC 1870), and dot-stuffing
 // of DATA (RFC 5321 §4.5.2: a line that is just "." goes out as "..").
 //
 // What this module decides, before MAIL FROM, from the EHLO reply:
-//   - 8-bit body and no 8BITMIME (RFC 6152 §3): the message is not sent; every recipient fails
-//     with 554 5.6.3 (conversion to 7 bit is not implemented; RFC 6152 §3 lets a server return
-//     the message instead);
+//   - 8-bit body and no 8BITMIME (RFC 6152 §3): the message is converted to 7 bit (downgrade.ts:
+//     8-bit text parts to quoted-printable, other 8-bit parts to base64); when that is impossible
+//     (8-bit header fields, an 8-bit part already labelled quoted-printable/base64) every
+//     recipient fails with 554 5.6.3;
 //   - SMTPUTF8 needed (the client gave it, or an address is not ASCII) and not offered
 //     (RFC 6531 §3.2): 553 5.6.7;
 //   - SIZE smaller than the message (RFC 1870 §6): 552 5.3.4;
@@ -20,6 +22,7 @@
 import { connect as netConnect, type Socket } from 'node:net';
 import SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
 import type { DsnNotify } from '../queue/envelope.js';
+import { downgradeTo7bit } from './downgrade.js';
 import { tlsOptions, type TlsPolicy } from './tls-policy.js';
 
 export interface Destination {
@@ -79,6 +82,8 @@ export interface ClientOptions {
   connectTimeoutMs?: number;
   greetingTimeoutMs?: number;
   socketTimeoutMs?: number;
+  /** Extra trust anchors (PEM) for certificate checks under `verify` (tests use their own CA). */
+  tlsCa?: string | string[];
 }
 
 /** True when the message has a byte outside 7-bit ASCII (RFC 6152 §2). */
@@ -108,19 +113,14 @@ function localFailure(status: 'temp' | 'perm', code: number, enhanced: string, t
   return { status, code, enhanced, text, remote: false };
 }
 
-/**
- * Runs one session. Never throws: every recipient gets a result. `temp` results with
- * `remote: false` mean the host could not be used (connection, TLS, greeting, AUTH): the caller
- * tries the next host.
- */
-export async function sendSession(dest: Destination, msg: OutMessage, opts: ClientOptions): Promise<SessionResult> {
-  const remoteMta = `dns; ${dest.name}`;
-  const results = new Map<string, RcptResult>();
-  const all = (r: RcptResult): SessionResult => {
-    for (const rc of msg.recipients) results.set(rc.address, r);
-    return { remoteMta, dsn: false, results };
-  };
+/** What opening a session gave: a live session, or the result every recipient gets. */
+export type OpenResult = { ok: true; session: ClientSession } | { ok: false; failure: RcptResult };
 
+/**
+ * Opens a session: connect, greeting, EHLO/LHLO, STARTTLS by policy, AUTH. Never throws. A
+ * failure is `temp` with `remote: false` (the caller tries the next host).
+ */
+export async function openSession(dest: Destination, opts: ClientOptions): Promise<OpenResult> {
   let socket: Socket | undefined;
   if (dest.socketPath) {
     try {
@@ -129,29 +129,109 @@ export async function sendSession(dest: Destination, msg: OutMessage, opts: Clie
         s.once('connect', () => res(s)).once('error', rej);
       });
     } catch (e) {
-      return all(localFailure('temp', 451, '4.4.1', `cannot connect to ${dest.socketPath}: ${(e as Error).message}`));
+      return { ok: false, failure: localFailure('temp', 451, '4.4.1', `cannot connect to ${dest.socketPath}: ${(e as Error).message}`) };
     }
   }
-
+  const tls = tlsOptions(dest.tls, dest.name);
+  if (opts.tlsCa) tls.tls.ca = opts.tlsCa;
   const conn = new SMTPConnection({
     host: dest.host,
     port: dest.port,
     name: opts.hostname,
     lmtp: dest.protocol === 'lmtp',
     secure: !!dest.secure && !dest.socketPath,
-    ...tlsOptions(dest.tls, dest.name),
+    ...tls,
     ...(socket ? { connection: socket } : {}),
     connectionTimeout: opts.connectTimeoutMs ?? 30_000,
     greetingTimeout: opts.greetingTimeoutMs ?? 60_000,
     socketTimeout: opts.socketTimeoutMs ?? 300_000,
     logger: false,
   }) as Conn;
+  const session = new ClientSession(dest, conn);
+  try {
+    await session.step<void>((cb) => conn.connect((err) => cb(err)));
+  } catch (e) {
+    // A failed handshake shows up as a socket error while the library is upgrading (a bad
+    // certificate under `verify`), or as ETLS (STARTTLS refused, or not offered under a
+    // required policy).
+    const err = e as SMTPConnection.SMTPError;
+    const tlsPhase = err.code === 'ETLS' || !!(conn as unknown as { upgrading?: boolean }).upgrading;
+    session.close();
+    return { ok: false, failure: tlsPhase ? tlsFailure(err) : sessionFailure(err, 'connect') };
+  }
+  // RFC 3207 §4.1: under a required policy an unencrypted session must not carry the message.
+  if ((dest.tls === 'required' || dest.tls === 'verify') && !conn.secure) {
+    session.close();
+    return { ok: false, failure: localFailure('temp', 451, '4.7.5', 'TLS required but not available at the next hop') };
+  }
+  if (dest.auth) {
+    try {
+      await session.step<void>((cb) => conn.login({ user: dest.auth!.user, pass: dest.auth!.pass }, (err) => cb(err)));
+    } catch (e) {
+      session.close();
+      const err = e as SMTPConnection.SMTPError;
+      // RFC 4954 §6: 535 is a permanent credentials problem, but it is ours to fix: defer.
+      const r = parseReply(err.response, 454);
+      return { ok: false, failure: localFailure('temp', 451, '4.7.8', `authentication at the next hop failed: ${r.code} ${r.text}`) };
+    }
+  }
+  return { ok: true, session };
+}
 
-  // Errors arrive as events as well as callbacks; the first one of each step wins.
-  let lastError: SMTPConnection.SMTPError | null = null;
-  conn.on('error', (e) => (lastError = e));
-  const step = <T>(fn: (cb: (err: SMTPConnection.SMTPError | null | undefined, v?: T) => void) => void) =>
-    new Promise<T>((res, rej) => {
+/**
+ * One open SMTP/LMTP connection that can carry several transactions (pool.ts reuses it).
+ * `transact` never throws; afterwards `reusable` says whether the connection may carry another
+ * transaction (after `reset`). Whoever holds the session closes it.
+ */
+export class ClientSession {
+  /** Transactions started on this connection. */
+  messages = 0;
+  /** False once anything went wrong on the connection (it is then only closed). */
+  reusable = true;
+  private lastError: SMTPConnection.SMTPError | null = null;
+  private ended = false;
+  private readonly closedListeners: (() => void)[] = [];
+
+  constructor(
+    readonly dest: Destination,
+    private readonly conn: Conn,
+  ) {
+    // Errors arrive as events as well as callbacks; the first one of each step wins.
+    conn.on('error', (e) => {
+      this.lastError = e;
+      this.dead();
+    });
+    conn.on('end', () => this.dead());
+  }
+
+  get secure(): boolean {
+    return this.conn.secure;
+  }
+
+  /** Calls `fn` once when the connection ends (the server closed it, or we did). */
+  onClosed(fn: () => void): void {
+    if (this.ended) fn();
+    else this.closedListeners.push(fn);
+  }
+
+  /** The socket may keep the process alive (in use) or not (idle in the pool). */
+  setRef(ref: boolean): void {
+    const sock = (this.conn as unknown as { _socket?: Socket })._socket;
+    if (ref) sock?.ref();
+    else sock?.unref();
+  }
+
+  private dead(): void {
+    this.reusable = false;
+    if (this.ended) return;
+    this.ended = true;
+    for (const fn of this.closedListeners.splice(0)) fn();
+  }
+
+  /** Runs one library call, turning its callback, 'error' and 'end' into one promise. */
+  step<T>(fn: (cb: (err: SMTPConnection.SMTPError | null | undefined, v?: T) => void) => void): Promise<T> {
+    const conn = this.conn;
+    return new Promise<T>((res, rej) => {
       let done = false;
       const finish = (err: SMTPConnection.SMTPError | null | undefined, v?: T) => {
         if (done) return;
@@ -162,44 +242,52 @@ export async function sendSession(dest: Destination, msg: OutMessage, opts: Clie
         else res(v as T);
       };
       const onErr = (e: SMTPConnection.SMTPError) => finish(e);
-      const onEnd = () => finish(lastError ?? Object.assign(new Error('Connection closed unexpectedly'), { code: 'ECONNECTION' }));
+      const onEnd = () => finish(this.lastError ?? Object.assign(new Error('Connection closed unexpectedly'), { code: 'ECONNECTION' }));
+      if (this.ended) return onEnd();
       conn.on('error', onErr);
       conn.on('end', onEnd);
       fn(finish);
     });
+  }
 
-  try {
+  /** RSET (RFC 5321 §4.1.1.5) before a further transaction; false when the connection is gone. */
+  async reset(): Promise<boolean> {
+    if (!this.reusable) return false;
     try {
-      await step<void>((cb) => conn.connect((err) => cb(err)));
-    } catch (e) {
-      return all(sessionFailure(e as SMTPConnection.SMTPError, 'connect'));
+      await this.step<void>((cb) => this.conn.reset((err) => cb(err)));
+      return true;
+    } catch {
+      this.reusable = false;
+      return false;
     }
-    // RFC 3207 §4.1: under a required policy an unencrypted session must not carry the message.
-    if ((dest.tls === 'required' || dest.tls === 'verify') && !conn.secure) {
-      return all(localFailure('temp', 451, '4.7.5', 'TLS required but not available at the next hop'));
-    }
-    if (dest.auth) {
-      try {
-        await step<void>((cb) => conn.login({ user: dest.auth!.user, pass: dest.auth!.pass }, (err) => cb(err)));
-      } catch (e) {
-        const err = e as SMTPConnection.SMTPError;
-        // RFC 4954 §6: 535 is a permanent credentials problem, but it is ours to fix: defer.
-        const r = parseReply(err.response, 454);
-        return all(localFailure('temp', 451, '4.7.8', `authentication at the next hop failed: ${r.code} ${r.text}`));
-      }
-    }
+  }
 
+  /** One transaction: MAIL, RCPT*, DATA. Every recipient gets a result. */
+  async transact(msg: OutMessage): Promise<SessionResult> {
+    const remoteMta = `dns; ${this.dest.name}`;
+    const results = new Map<string, RcptResult>();
+    const all = (r: RcptResult, dsn = false): SessionResult => {
+      for (const rc of msg.recipients) results.set(rc.address, r);
+      return { remoteMta, dsn, results };
+    };
+    const conn = this.conn;
+    this.messages++;
     const ext = new Set(conn._supportedExtensions.map((x) => x.toUpperCase()));
-    const eightBit = is8bit(msg.message);
+    let body = msg.message;
+    let eightBit = is8bit(body);
     if (eightBit && !ext.has('8BITMIME')) {
-      return all(localFailure('perm', 554, '5.6.3', '8-bit message and the next hop does not offer 8BITMIME (RFC 6152)'));
+      // RFC 6152 §3: convert to 7 bit for a next hop without 8BITMIME, or return the message.
+      const d = downgradeTo7bit(body);
+      if (!d.ok) return all(localFailure('perm', 554, '5.6.3', `8-bit message and the next hop does not offer 8BITMIME (RFC 6152): ${d.reason}`));
+      body = d.message;
+      eightBit = false;
     }
     const needUtf8 = !!msg.smtputf8 || /[^\x20-\x7e]/.test(msg.mailFrom) || msg.recipients.some((r) => /[^\x20-\x7e]/.test(r.address));
     if (needUtf8 && !ext.has('SMTPUTF8')) {
       return all(localFailure('perm', 553, '5.6.7', 'SMTPUTF8 required and not offered by the next hop (RFC 6531)'));
     }
-    if (conn._maxAllowedSize && msg.message.length > conn._maxAllowedSize) {
-      return all(localFailure('perm', 552, '5.3.4', `message size ${msg.message.length} exceeds the next hop's limit of ${conn._maxAllowedSize}`));
+    if (conn._maxAllowedSize && body.length > conn._maxAllowedSize) {
+      return all(localFailure('perm', 552, '5.3.4', `message size ${body.length} exceeds the next hop's limit of ${conn._maxAllowedSize}`));
     }
     const dsn = ext.has('DSN');
     if (dsn) {
@@ -219,7 +307,7 @@ export async function sendSession(dest: Destination, msg: OutMessage, opts: Clie
     const envelope: SMTPConnection.Envelope = {
       from: msg.mailFrom,
       to: msg.recipients.map((r) => r.address),
-      size: msg.message.length,
+      size: body.length,
       use8BitMime: eightBit,
       ...(dsn && (msg.ret || msg.envid) ? { dsn: { ...(msg.ret ? { ret: msg.ret === 'FULL' ? ('Full' as const) : ('HDRS' as const) } : {}), ...(msg.envid ? { envid: msg.envid } : {}) } } : {}),
     };
@@ -228,8 +316,10 @@ export async function sendSession(dest: Destination, msg: OutMessage, opts: Clie
 
     let info: SMTPConnection.SentMessageInfo;
     try {
-      info = await step<SMTPConnection.SentMessageInfo>((cb) => conn.send(envelope, msg.message, (err, i) => cb(err, i)));
+      info = await this.step<SMTPConnection.SentMessageInfo>((cb) => conn.send(envelope, body, (err, i) => cb(err, i)));
     } catch (e) {
+      // The library's state after a failed transaction is not worth trusting: no reuse.
+      this.reusable = false;
       const err = e as SMTPConnection.SMTPError & { rejectedErrors?: (SMTPConnection.SMTPError & { recipient?: string })[] };
       if (err.rejectedErrors?.length) {
         // Every RCPT was refused: each has its own reply.
@@ -237,7 +327,7 @@ export async function sendSession(dest: Destination, msg: OutMessage, opts: Clie
         for (const rc of msg.recipients) if (!results.has(rc.address)) results.set(rc.address, sessionFailure(err, 'transaction'));
         return { remoteMta, dsn, results };
       }
-      return { ...all(sessionFailure(err, 'transaction')), dsn };
+      return all(sessionFailure(err, 'transaction'), dsn);
     }
     const rejected = new Map<string, RcptResult>();
     for (const re of (info.rejectedErrors ?? []) as (SMTPConnection.SMTPError & { recipient?: string })[]) {
@@ -248,20 +338,49 @@ export async function sendSession(dest: Destination, msg: OutMessage, opts: Clie
       results.set(rc.address, rejected.get(rc.address) ?? (info.accepted.includes(rc.address) ? { ...ok, status: 'sent' } : ok));
     }
     return { remoteMta, dsn, results };
-  } finally {
+  }
+
+  /** QUIT when the connection is still up, then close. Safe to call more than once. */
+  close(): void {
+    this.reusable = false;
     try {
-      if (conn.stage === 'connected' && !(conn as unknown as { _destroyed?: boolean })._destroyed) conn.quit();
+      if (this.conn.stage === 'connected' && !(this.conn as unknown as { _destroyed?: boolean })._destroyed) this.conn.quit();
     } catch {
       /* closing anyway */
     }
-    conn.close();
+    this.conn.close();
   }
+}
+
+/**
+ * Runs one session for one message (no reuse). Never throws: every recipient gets a result.
+ * `temp` results with `remote: false` mean the host could not be used (connection, TLS,
+ * greeting, AUTH): the caller tries the next host.
+ */
+export async function sendSession(dest: Destination, msg: OutMessage, opts: ClientOptions): Promise<SessionResult> {
+  const opened = await openSession(dest, opts);
+  if (!opened.ok) return failedSession(dest, msg, opened.failure);
+  try {
+    return await opened.session.transact(msg);
+  } finally {
+    opened.session.close();
+  }
+}
+
+/** The result of a session that never got as far as a transaction. */
+export function failedSession(dest: Destination, msg: OutMessage, failure: RcptResult): SessionResult {
+  return { remoteMta: `dns; ${dest.name}`, dsn: false, results: new Map(msg.recipients.map((rc) => [rc.address, failure])) };
 }
 
 function fromReply(response: string | undefined, fallback: number): RcptResult {
   const r = parseReply(response, fallback);
   const status = r.code < 400 ? 'sent' : r.code < 500 ? 'temp' : 'perm';
   return { status, ...r, remote: true };
+}
+
+/** STARTTLS refused or not offered, or the handshake failed: 4.7.5 (RFC 3463), try in clear only if opportunistic. */
+function tlsFailure(err: SMTPConnection.SMTPError): RcptResult {
+  return { ...localFailure('temp', 451, '4.7.5', `TLS negotiation failed: ${err.message}`), tlsFailed: true };
 }
 
 /** A failure of the whole session: a server reply (MAIL, DATA) or a connection problem. */

@@ -24,6 +24,10 @@ export interface SinkOptions {
   hide?: string[];
   size?: number;
   auth?: { user: string; pass: string };
+  /** Offer STARTTLS with this certificate. */
+  tls?: { key: string; cert: string };
+  /** Hold each DATA reply this long (a slow next hop, for concurrency tests). */
+  dataDelayMs?: number;
 }
 
 export interface RunningSink {
@@ -33,6 +37,9 @@ export interface RunningSink {
   /** Recipients seen at RCPT time (accepted or not), in order. */
   rcptSeen: string[];
   connections: number;
+  /** Connections open right now, and the most that were ever open at once. */
+  active: number;
+  maxActive: number;
   down(): Promise<void>;
   up(): Promise<void>;
   stop(): Promise<void>;
@@ -47,11 +54,16 @@ export async function startSink(opts: SinkOptions = {}, port = 0, host = '127.0.
   const messages: SinkMessage[] = [];
   const rcptSeen: string[] = [];
   let connections = 0;
+  let active = 0;
+  let maxActive = 0;
   const make = () => {
     const o: SMTPServerOptions = {
       lmtp: !!opts.lmtp,
       secure: false,
-      disabledCommands: opts.auth ? ['STARTTLS'] : ['STARTTLS', 'AUTH'],
+      // down()/stop(): open sessions (a client's idle cached connection) get 421 at once.
+      closeTimeout: 100,
+      ...(opts.tls ? { key: opts.tls.key, cert: opts.tls.cert } : {}),
+      disabledCommands: [...(opts.tls ? [] : ['STARTTLS']), ...(opts.auth ? [] : ['AUTH'])],
       authOptional: !opts.auth,
       allowInsecureAuth: true,
       hideDSN: (opts.hide ?? []).includes('DSN'),
@@ -62,7 +74,12 @@ export async function startSink(opts: SinkOptions = {}, port = 0, host = '127.0.
       logger: false,
       onConnect(_s, cb) {
         connections++;
+        active++;
+        maxActive = Math.max(maxActive, active);
         cb();
+      },
+      onClose() {
+        active--;
       },
       onAuth(auth, _s, cb) {
         if (opts.auth && auth.username === opts.auth.user && auth.password === opts.auth.pass) return cb(null, { user: auth.username });
@@ -86,10 +103,14 @@ export async function startSink(opts: SinkOptions = {}, port = 0, host = '127.0.
             data: Buffer.concat(chunks),
             secure: session.secure,
           };
-          const r = opts.data?.(msg);
-          if (r) return cb(err(r));
-          messages.push(msg);
-          cb();
+          const answer = () => {
+            const r = opts.data?.(msg);
+            if (r) return cb(err(r));
+            messages.push(msg);
+            cb();
+          };
+          if (opts.dataDelayMs) setTimeout(answer, opts.dataDelayMs);
+          else answer();
         });
       },
     };
@@ -112,6 +133,12 @@ export async function startSink(opts: SinkOptions = {}, port = 0, host = '127.0.
     rcptSeen,
     get connections() {
       return connections;
+    },
+    get active() {
+      return active;
+    },
+    get maxActive() {
+      return maxActive;
     },
     async down() {
       if (!isUp) return;
