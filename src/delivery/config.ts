@@ -1,6 +1,7 @@
 // Config keys owned by routing and local delivery: `domains`, `routes`, `relay`, `mailbox`.
 import { z } from 'zod';
 import { parseRange } from '../address/cidr.js';
+import { duration } from '../config/units.js';
 
 const domainName = z
   .string()
@@ -16,6 +17,20 @@ export const domainsSchema = z
 
 const nexthop = z.string().regex(/^(smtp|smtps|lmtp):\/\/.+|^lmtp\+unix:.+/, 'expected smtp://host:port, smtps://host:port, lmtp://host:port or lmtp+unix:/path');
 
+/**
+ * `verify: callout` settings (src/proxy/verify.ts): how long answers are cached in the store
+ * (shared by every node), how long a probe may wait per reply, and what a client hears when the
+ * next hop cannot be asked (`tempfail`: 451 4.4.3; `accept`: accept and queue as usual).
+ */
+export const calloutSchema = z
+  .object({
+    positive_ttl: duration().prefault('1h'),
+    negative_ttl: duration().prefault('10m'),
+    timeout: duration().prefault('30s'),
+    on_unreachable: z.enum(['tempfail', 'accept']).default('tempfail'),
+  })
+  .strict();
+
 export const routeSchema = z.union([
   nexthop.transform((n) => ({ nexthop: n, mode: 'queue' as const, verify: 'none' as const })),
   z
@@ -23,6 +38,8 @@ export const routeSchema = z.union([
       nexthop,
       mode: z.enum(['queue', 'proxy']).default('queue'),
       verify: z.enum(['none', 'callout', 'list']).default('none'),
+      /** Absent: the defaults of calloutSchema. */
+      callout: calloutSchema.optional(),
     })
     .strict(),
 ]);
@@ -61,5 +78,6 @@ export const mailboxSchema = z
 export type DomainsConfig = z.infer<typeof domainsSchema>;
 export type RoutesConfig = z.infer<typeof routesSchema>;
 export type RouteConfig = z.infer<typeof routeSchema>;
+export type CalloutConfig = z.infer<typeof calloutSchema>;
 export type RelayConfig = z.infer<typeof relaySchema>;
 export type MailboxConfig = z.infer<typeof mailboxSchema>;

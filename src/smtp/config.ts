@@ -2,6 +2,7 @@
 // of later modules included, so the whole listener map lives in one place), `tls` and `smtp`.
 import { z } from 'zod';
 import { duration, size } from '../config/units.js';
+import { cidr } from '../delivery/config.js';
 
 const hostPort = (host: string, port: number) =>
   z
@@ -25,10 +26,22 @@ export const DEFAULT_LISTEN = {
   api: { host: '127.0.0.1', port: 8025 },
 } as const;
 
+const trustedPeers = z.object({ trusted: z.array(cidr).min(1) }).strict();
+
+/**
+ * The SMTP-speaking listeners also take `proxy_protocol: { trusted }` (a PROXY v1/v2 header is
+ * required from those peers and read for the client address; src/proxy/proxy-protocol.ts) and
+ * `xclient: { trusted }` (XCLIENT and XFORWARD accepted from those peers).
+ */
+const smtpHostPort = (host: string, port: number) =>
+  hostPort(host, port).extend({ proxy_protocol: trustedPeers.optional(), xclient: trustedPeers.optional() }).strict();
+const SMTP_LISTENERS = new Set(['smtp', 'submission', 'smtps', 'lmtp']);
+
 type ListenerName = keyof typeof DEFAULT_LISTEN;
+type SmtpListenerKey = 'smtp' | 'submission' | 'smtps' | 'lmtp';
 const listenerShape = Object.fromEntries(
-  Object.entries(DEFAULT_LISTEN).map(([name, d]) => [name, hostPort(d.host, d.port).optional()]),
-) as { [K in ListenerName]: z.ZodOptional<ReturnType<typeof hostPort>> };
+  Object.entries(DEFAULT_LISTEN).map(([name, d]) => [name, (SMTP_LISTENERS.has(name) ? smtpHostPort(d.host, d.port) : hostPort(d.host, d.port)).optional()]),
+) as { [K in Exclude<ListenerName, SmtpListenerKey>]: z.ZodOptional<ReturnType<typeof hostPort>> } & { [K in SmtpListenerKey]: z.ZodOptional<ReturnType<typeof smtpHostPort>> };
 
 /** `listen`: omit a listener to turn it off. With no config file at all, every default is on. */
 export const listenSchema = z.object(listenerShape).strict();

@@ -1,0 +1,136 @@
+// XCLIENT and XFORWARD inbound (Postfix extensions), only from listen.<name>.xclient.trusted
+// peers: the forwarded client's address, name, HELO and login then drive the relay policy, the
+// plugins and the Received header. Any other peer gets 500 and no EHLO keyword.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { openSmtp } from '../helpers/smtp-client.js';
+import { startHarness, type Harness } from '../helpers/fakes.js';
+
+const MSG = 'Subject: hi\r\n\r\nhello\r\n.';
+
+function harness(): Promise<Harness> {
+  return startHarness({
+    config: {
+      relay: { networks: ['192.0.2.0/24'] },
+      listen: { smtp: { host: '127.0.0.1', port: 0, xclient: { trusted: ['127.0.0.2/32'] } } },
+    },
+  });
+}
+
+test('XCLIENT from a trusted peer: the forwarded client relays; address, name and HELO reach the plugins and Received', async () => {
+  const h = await harness();
+  try {
+    const s = await openSmtp(h.ports.smtp!, { localAddress: '127.0.0.2' });
+    await s.expect('220 ');
+    const ehlo = await s.cmd('EHLO proxy.example', '250');
+    assert.match(ehlo, /XCLIENT NAME ADDR PORT PROTO HELO LOGIN/);
+    await s.cmd('MAIL FROM:<a@sender.example>', '250');
+    await s.cmd('RCPT TO:<x@foreign.example>', '554 5.7.1');
+    await s.cmd('RSET', '250');
+    await s.cmd('XCLIENT ADDR=192.0.2.7 NAME=client.example HELO=client-helo.example', '220 ');
+    const again = await s.cmd('EHLO proxy.example', '250');
+    assert.doesNotMatch(again, /XCLIENT/, 'no second XCLIENT after ADDR');
+    await s.cmd('MAIL FROM:<a@sender.example>', '250 2.1.0');
+    await s.cmd('RCPT TO:<x@foreign.example>', '250 2.1.5');
+    await s.cmd('DATA', '354');
+    await s.cmd(MSG, '250 2.0.0');
+    s.close();
+    const rcpt = h.pipeline.calls.filter((c) => c.stage === 'rcpt').at(-1)!;
+    assert.equal(rcpt.input.session.remoteAddress, '192.0.2.7');
+    assert.equal(rcpt.input.session.helo, 'client-helo.example');
+    assert.equal(rcpt.input.session.clientHostname, 'client.example');
+    const m = h.queue.accepted[0]!;
+    assert.equal(m.envelope.source.remoteAddress, '192.0.2.7');
+    assert.match(m.message.toString('latin1'), /^Received: from client-helo\.example \(client\.example \[192\.0\.2\.7\]\)/);
+  } finally {
+    await h.close();
+  }
+});
+
+test('XCLIENT LOGIN: the peer vouches for the user, who may relay from any address', async () => {
+  const h = await harness();
+  try {
+    const s = await openSmtp(h.ports.smtp!, { localAddress: '127.0.0.2' });
+    await s.expect('220 ');
+    await s.cmd('EHLO proxy.example', '250');
+    await s.cmd('XCLIENT ADDR=198.51.100.9 LOGIN=alice@example.test', '220 ');
+    await s.cmd('EHLO proxy.example', '250');
+    await s.cmd('MAIL FROM:<alice@example.test>', '250');
+    await s.cmd('RCPT TO:<x@foreign.example>', '250 2.1.5');
+    s.close();
+    const rcpt = h.pipeline.calls.filter((c) => c.stage === 'rcpt').at(-1)!;
+    assert.equal(rcpt.input.session.authUser, 'alice@example.test');
+    assert.equal(rcpt.input.session.remoteAddress, '198.51.100.9');
+  } finally {
+    await h.close();
+  }
+});
+
+test('XCLIENT naming a client outside relay.networks takes away the peer\'s own standing', async () => {
+  const h = await startHarness({
+    config: { relay: { networks: ['127.0.0.0/8'] }, listen: { smtp: { host: '127.0.0.1', port: 0, xclient: { trusted: ['127.0.0.2'] } } } },
+  });
+  try {
+    const s = await openSmtp(h.ports.smtp!, { localAddress: '127.0.0.2' });
+    await s.expect('220 ');
+    await s.cmd('EHLO proxy.example', '250');
+    await s.cmd('XCLIENT ADDR=198.51.100.9', '220 ');
+    await s.cmd('EHLO proxy.example', '250');
+    await s.cmd('MAIL FROM:<a@sender.example>', '250');
+    await s.cmd('RCPT TO:<x@foreign.example>', '554 5.7.1');
+    s.close();
+  } finally {
+    await h.close();
+  }
+});
+
+test('XFORWARD from a trusted peer sets the client for logs and Received', async () => {
+  const h = await harness();
+  try {
+    const s = await openSmtp(h.ports.smtp!, { localAddress: '127.0.0.2' });
+    await s.expect('220 ');
+    const ehlo = await s.cmd('EHLO proxy.example', '250');
+    assert.match(ehlo, /XFORWARD/);
+    await s.cmd('XFORWARD ADDR=192.0.2.8 NAME=fwd.example HELO=fwd-helo.example', '250');
+    await s.cmd('MAIL FROM:<a@sender.example>', '250');
+    await s.cmd('RCPT TO:<alice@example.test>', '250');
+    await s.cmd('DATA', '354');
+    await s.cmd(MSG, '250 2.0.0');
+    s.close();
+    assert.match(h.queue.accepted[0]!.message.toString('latin1'), /^Received: from fwd-helo\.example \(fwd\.example \[192\.0\.2\.8\]\)/);
+  } finally {
+    await h.close();
+  }
+});
+
+test('XCLIENT and XFORWARD from an untrusted peer: not offered, 500 5.5.2, nothing changes', async () => {
+  const h = await harness();
+  try {
+    const s = await openSmtp(h.ports.smtp!, { localAddress: '127.0.0.3' });
+    await s.expect('220 ');
+    const ehlo = await s.cmd('EHLO client.example', '250');
+    assert.doesNotMatch(ehlo, /XCLIENT|XFORWARD/);
+    await s.cmd('XCLIENT ADDR=192.0.2.7', '500 5.5.2');
+    await s.cmd('XFORWARD ADDR=192.0.2.7', '500 5.5.2');
+    await s.cmd('MAIL FROM:<a@sender.example>', '250');
+    await s.cmd('RCPT TO:<x@foreign.example>', '554 5.7.1');
+    s.close();
+    assert.ok(h.pipeline.calls.every((c) => c.input.session.remoteAddress === '127.0.0.3'));
+  } finally {
+    await h.close();
+  }
+});
+
+test('a listener without xclient offers neither command', async () => {
+  const h = await startHarness();
+  try {
+    const s = await openSmtp(h.ports.smtp!);
+    await s.expect('220 ');
+    const ehlo = await s.cmd('EHLO client.example', '250');
+    assert.doesNotMatch(ehlo, /XCLIENT|XFORWARD/);
+    await s.cmd('XCLIENT ADDR=192.0.2.7', '500 5.5.2');
+    s.close();
+  } finally {
+    await h.close();
+  }
+});
