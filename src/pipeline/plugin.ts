@@ -105,11 +105,23 @@ export interface HookContext<C = unknown, S = unknown> {
   trace?: (e: PluginTraceEntry) => void;
 }
 
+/** A Sieve test that matched: its line, name, the header(s) it read and the value that matched. */
+export interface TraceMatch {
+  line: number;
+  test: string;
+  header?: string;
+  value?: string;
+}
+
 /** What a plugin may say in its own trace entries (types.ts TraceEntry fills in the rest). */
 export interface PluginTraceEntry {
   verdict: import('./verdict.js').VerdictKind | 'error';
   rule?: string;
   line?: number;
+  /** The version of the rule set the rule came from (admin rules kept in the store). */
+  version?: string;
+  /** The tests that matched on the way to this entry's action (Sieve). */
+  matched?: TraceMatch[];
   detail?: string;
   rcpt?: string;
   code?: number;

@@ -19,6 +19,10 @@ export interface TraceEntry {
   /** The rule (e.g. the Sieve script name) a plugin's own entry is about, and its line. */
   rule?: string;
   line?: number;
+  /** The rule set version the rule belongs to (admin rules from the store). */
+  version?: string;
+  /** The Sieve tests that matched on the way to this entry's action. */
+  matched?: import('./plugin.js').TraceMatch[];
 }
 
 export interface StageInput {

@@ -1,0 +1,115 @@
+// rate-limit: caps how many messages a client address, an authenticated user or a sender domain
+// may send (counted at MAIL), and how many a recipient may receive (counted at RCPT), each per a
+// sliding window, with the counters in the store so every node sharing a Redis store shares them.
+//
+// Sliding window counter: each window has a bucket (key …:<floor(now / window)>, incremented with
+// a TTL of two windows); the count "in the last window" is the current bucket plus the previous
+// one weighted by how much of it still lies inside the window. It needs only INCR/GET, so it
+// works the same on both store drivers; it may overshoot by the requests racing on other nodes.
+//
+//   over a limit → 451 4.7.0 Rate limit exceeded (client_ip 192.0.2.1), try again later
+//                  (reply 421 closes the connection too; `enhanced` and `text` are configurable)
+// A refused attempt is not counted (a client that retries too fast is not punished further), and
+// an attempt is counted against every limit of its stage only once all of them allow it.
+// Limits without a value to count (auth_user on an anonymous session, sender_domain of the null
+// sender) do not apply. exempt_clients are never limited. The trace shows each count.
+// Store keys: ratelimit:<limit index>:<key>:<value>:<bucket>.
+// Config keys read: limits[].key/max/window/reply, exempt_clients, enhanced, text.
+import { definePlugin, type HookContext } from '../../src/pipeline/plugin.js';
+import { next, tempfail, type Enhanced, type Verdict } from '../../src/pipeline/verdict.js';
+import { inRanges, parseClient, parseRange, type Range } from '../../src/address/cidr.js';
+import { logEvent } from '../../src/log/logger.js';
+import { configSchema, type Limit, type RateLimitConfig } from './config.js';
+
+interface State {
+  exempt: Range[];
+}
+
+type Ctx = HookContext<RateLimitConfig, State>;
+
+const STAGE_OF: Record<Limit['key'], 'mail' | 'rcpt'> = { client_ip: 'mail', auth_user: 'mail', sender_domain: 'mail', recipient: 'rcpt' };
+
+/** A rate-limit plugin reading time from `now` (tests pass a clock they move by hand). */
+export function createRateLimit(now: () => number = Date.now) {
+  return definePlugin({
+    name: 'rate-limit',
+    config: configSchema,
+    init({ config }): State {
+      return { exempt: config.exempt_clients.map(parseRange) };
+    },
+    hooks: {
+      mail: (ctx) => check(ctx, 'mail', now()),
+      rcpt: (ctx) => check(ctx, 'rcpt', now()),
+    },
+  });
+}
+
+export default createRateLimit();
+
+interface Counted {
+  limit: Limit;
+  index: number;
+  label: string;
+  key: string;
+  count: number;
+}
+
+async function check(ctx: Ctx, stage: 'mail' | 'rcpt', t: number): Promise<Verdict> {
+  const c = ctx.config;
+  if (inRanges(ctx.session.remoteAddress, ctx.state.exempt)) {
+    ctx.trace?.({ verdict: 'next', detail: 'exempt client' });
+    return next();
+  }
+  const counted: Counted[] = [];
+  for (const [index, limit] of c.limits.entries()) {
+    if (STAGE_OF[limit.key] !== stage) continue;
+    const value = valueOf(ctx, limit.key);
+    if (value === null) continue;
+    const bucket = Math.floor(t / limit.window);
+    const base = `ratelimit:${index}:${limit.key}:${value}`;
+    const [cur, prev] = await Promise.all([ctx.store.get(`${base}:${bucket}`), ctx.store.get(`${base}:${bucket - 1}`)]);
+    // The share of the previous bucket that still lies inside the window ending now.
+    const weight = 1 - (t - bucket * limit.window) / limit.window;
+    const count = Number(cur ?? 0) + Math.floor(Number(prev ?? 0) * weight);
+    counted.push({ limit, index, label: `${limit.key} ${value}`, key: `${base}:${bucket}`, count });
+  }
+  if (counted.length === 0) return next();
+  const over = counted.find((x) => x.count >= x.limit.max);
+  if (over) {
+    const window = human(over.limit.window);
+    logEvent(ctx.log, 'info', 'plugin.ratelimit.exceeded', { key: over.limit.key, label: over.label, count: over.count, max: over.limit.max, window: over.limit.window }, `rate limit exceeded: ${over.label}`);
+    ctx.trace?.({ verdict: 'tempfail', detail: `over the limit: ${over.label} ${over.count}/${over.limit.max} per ${window}` });
+    const text = c.text.replaceAll('{key}', over.label).replaceAll('{max}', String(over.limit.max)).replaceAll('{window}', window);
+    return tempfail(c.enhanced as Enhanced, text, over.limit.reply, over.limit.reply === 421 ? { disconnect: true } : {});
+  }
+  await Promise.all(counted.map((x) => ctx.store.incr(x.key, { ttlMs: 2 * x.limit.window })));
+  ctx.trace?.({ verdict: 'next', detail: `within limits: ${counted.map((x) => `${x.label} ${x.count + 1}/${x.limit.max} per ${human(x.limit.window)}`).join('; ')}` });
+  return next();
+}
+
+function valueOf(ctx: Ctx, key: Limit['key']): string | null {
+  switch (key) {
+    case 'client_ip':
+      return parseClient(ctx.session.remoteAddress)?.toString() ?? null;
+    case 'auth_user':
+      return ctx.session.authUser?.toLowerCase() ?? null;
+    case 'sender_domain': {
+      const from = ctx.tx?.mailFrom ?? '';
+      const at = from.lastIndexOf('@');
+      return at < 0 ? null : from.slice(at + 1).toLowerCase();
+    }
+    case 'recipient':
+      return ctx.rcpt?.address.toLowerCase() ?? null;
+  }
+}
+
+function human(ms: number): string {
+  for (const [unit, n] of [
+    ['d', 86_400_000],
+    ['h', 3_600_000],
+    ['m', 60_000],
+    ['s', 1000],
+  ] as const)
+    if (ms % n === 0) return `${ms / n}${unit}`;
+  return `${ms}ms`;
+}

@@ -1,0 +1,134 @@
+// Starts a real clamd (Debian clamav-daemon) for tests: a private config in a temp dir, a loopback
+// TCP port (picked free) and a unix socket, and a signature database the test writes itself, so
+// nothing is downloaded (no freshclam). The default database holds one MD5 hash signature
+// (ClamAV .hdb: "md5:size:name") of the EICAR test string, which clamd reports as
+// "<name>.UNOFFICIAL". clamd decodes MIME, so EICAR inside a base64 attachment is found.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { connect, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** The EICAR anti-virus test string (68 octets), the same one every scanner knows. */
+export const EICAR = 'X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*';
+export const EICAR_SIGNATURE = 'Postern.Test.EICAR';
+/** As clamd names a signature from a database that is not ClamAV's own. */
+export const EICAR_FOUND = `${EICAR_SIGNATURE}.UNOFFICIAL`;
+
+export interface RunningClamd {
+  port: number;
+  socket: string;
+  dir: string;
+  /** Stops clamd (SIGTERM) and waits for it; the dir stays, so start() can bring it back. */
+  stop(): Promise<void>;
+  /** Starts it again on the same port, socket and database. */
+  start(): Promise<void>;
+  /** Stops it and removes the dir. */
+  close(): Promise<void>;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export async function startClamd(opts: { streamMaxLength?: string } = {}): Promise<RunningClamd> {
+  const dir = await mkdtemp(join(tmpdir(), 'postern-clamd-'));
+  const db = join(dir, 'db');
+  await mkdir(db);
+  const md5 = createHash('md5').update(EICAR).digest('hex');
+  await writeFile(join(db, 'postern-test.hdb'), `${md5}:${EICAR.length}:${EICAR_SIGNATURE}\n`);
+  const port = await freePort();
+  const socket = join(dir, 'clamd.sock');
+  const conf = join(dir, 'clamd.conf');
+  await writeFile(
+    conf,
+    [
+      'Foreground yes',
+      `DatabaseDirectory ${db}`,
+      'TCPAddr 127.0.0.1',
+      `TCPSocket ${port}`,
+      `LocalSocket ${socket}`,
+      `LogFile ${join(dir, 'clamd.log')}`,
+      `TemporaryDirectory ${dir}`,
+      `StreamMaxLength ${opts.streamMaxLength ?? '25M'}`,
+      'SelfCheck 0',
+      '',
+    ].join('\n'),
+  );
+  let proc: ChildProcess | null = null;
+  let output = '';
+
+  const start = async () => {
+    output = '';
+    const p = spawn('clamd', ['-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
+    proc = p;
+    p.stdout!.on('data', (c: Buffer) => (output += c.toString()));
+    p.stderr!.on('data', (c: Buffer) => (output += c.toString()));
+    const alive = { v: true };
+    const exited = new Promise<never>((_, reject) => {
+      p.once('exit', (code) => {
+        alive.v = false;
+        reject(new Error(`clamd exited (${code}) before it was ready:\n${output}`));
+      });
+      p.once('error', (e) => {
+        alive.v = false;
+        reject(e);
+      });
+    });
+    await Promise.race([waitForPong(port, alive), exited]);
+  };
+  const stop = async () => {
+    const p = proc;
+    proc = null;
+    if (!p || p.exitCode !== null) return;
+    const gone = new Promise<void>((r) => p.once('exit', () => r()));
+    p.kill('SIGTERM');
+    await gone;
+  };
+  await start().catch(async (e: unknown) => {
+    await stop();
+    await rm(dir, { recursive: true, force: true });
+    throw e;
+  });
+  return {
+    port,
+    socket,
+    dir,
+    stop,
+    start,
+    async close() {
+      await stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Resolves once clamd answers "PONG" on the port (it only listens after loading the database). */
+async function waitForPong(port: number, alive: { v: boolean }): Promise<void> {
+  while (alive.v) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = connect({ host: '127.0.0.1', port });
+      let got = '';
+      s.on('connect', () => s.write('zPING\0'));
+      s.on('data', (c: Buffer) => {
+        got += c.toString();
+        if (got.includes('PONG')) {
+          s.destroy();
+          resolve(true);
+        }
+      });
+      s.on('error', () => resolve(false));
+      s.on('close', () => resolve(got.includes('PONG')));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
