@@ -18,7 +18,9 @@ import { ControlServer, type ControlRequest, type ControlResponse } from './queu
 import { Outbound } from './transport/outbound.js';
 import { loadOrCreateTls } from './tls/certs.js';
 import { createSmtpListeners } from './smtp/server.js';
+import { RecipientVerifier } from './proxy/verify.js';
 import { createManageSieveListener } from './managesieve/server.js';
+import { createApiListener } from './api/server.js';
 import type { Store } from './store/store.js';
 
 export interface RunningGateway {
@@ -58,14 +60,19 @@ export async function startDaemon(config: Config, opts: { log?: Logger } = {}): 
   await control.start();
   const tls = await loadOrCreateTls(config);
 
-  const listeners: { name: string; listen(): Promise<{ port: number }>; close(): Promise<void> }[] = createSmtpListeners({ config, log, pipeline, directory, queue, tls, createMessage });
+  // Recipient verification for routes with verify: callout | list (answers cached in the store).
+  const verifier = new RecipientVerifier({ store, log: log.child({ mod: 'verify' }), hostname: config.hostname });
+  const listeners: { name: string; listen(): Promise<{ port: number }>; close(): Promise<void> }[] = createSmtpListeners({ config, log, pipeline, directory, queue, tls, createMessage, verifier, etrn: { runQueue: (domain, o) => queue.retry(undefined, domain, o) } });
   if (config.listen.managesieve) listeners.push(createManageSieveListener({ config, log, directory, store, tls }));
+  if (config.listen.api) listeners.push(createApiListener({ config, store, directory, pipeline, queue, log: log.child({ mod: 'api' }) }));
   // Reverse order of start: no new mail first, then the work in progress, then state.
   const shutdown = async () => {
     await Promise.allSettled(listeners.map((l) => l.close()));
     await control.stop();
     await pickup.stop();
     await queue.stop();
+    outbound.close();
+    verifier.close();
     await pipeline.close();
     await store.close();
   };

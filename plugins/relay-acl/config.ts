@@ -16,6 +16,13 @@ export const configSchema = z
      * Empty string turns it off.
      */
     store_key: z.string().default('policy:relay:networks'),
+    /**
+     * Run-time policy from the REST API (src/policy/access.ts): domains we relay for, and the
+     * sender and recipient access lists. Read on each transaction; empty string turns one off.
+     */
+    relay_domains_key: z.string().default('policy:relay:domains'),
+    sender_access_key: z.string().default('policy:access:senders'),
+    recipient_access_key: z.string().default('policy:access:recipients'),
   })
   .strict();
 

@@ -4,10 +4,14 @@
 //
 //   connect  client in relay.networks (+ `networks`, + the store's run-time list) → the session
 //            may relay (session.relaying = true); then next().
+//   mail     the sender access list (store, src/policy/access.ts): deny → 550 5.7.1.
 //   rcpt     the address is parsed by address/address.ts (never split here), then:
 //              malformed                                          → 553 5.1.3
 //              a routing trick (percent-hack, bang-path, quoted-at,
 //                source-route, ip-literal) and the client may not relay → 554 5.7.1
+//              the recipient access list says deny                → 550 5.7.1
+//              … says allow                                       → accept
+//              a domain of the store's relay domains              → accept
 //              a local domain                                     → next (the core checks the mailbox)
 //              a `routes` domain (we are its MX / front end)       → accept
 //              foreign, and the client is trusted or authenticated → accept
@@ -21,6 +25,7 @@ import { logEvent } from '../../src/log/logger.js';
 import { configSchema } from './config.js';
 import { inRanges, parseRange, type Range } from '../../src/address/cidr.js';
 import { RouteTable } from '../../src/delivery/routes.js';
+import { decide, parseEntries, type AccessEntry } from '../../src/policy/access.js';
 
 interface State {
   ranges: Range[];
@@ -55,6 +60,16 @@ export default definePlugin({
       return next();
     },
 
+    async mail(ctx) {
+      if (!ctx.tx) return next();
+      const entries = await storeEntries(ctx, ctx.config.sender_access_key);
+      if (entries.length && decide(entries, ctx.tx.mailFrom, ctx.session.remoteAddress) === 'deny') {
+        logEvent(ctx.log, 'info', 'plugin.relay.denied', { from: ctx.tx.mailFrom, remote: ctx.session.remoteAddress }, 'sender access list: deny');
+        return reject(550, '5.7.1', 'Sender address rejected: access denied');
+      }
+      return next();
+    },
+
     async rcpt(ctx) {
       if (!ctx.rcpt) return next();
       const mayRelay = ctx.session.relaying || Boolean(ctx.session.authUser);
@@ -70,7 +85,15 @@ export default definePlugin({
         logEvent(ctx.log, 'info', 'plugin.relay.denied', { rcpt: ctx.rcpt.address, tricks, remote: ctx.session.remoteAddress }, 'routing trick from a client that may not relay');
         return relayDenied();
       }
+      const access = await storeEntries(ctx, ctx.config.recipient_access_key);
+      const verdict = access.length ? decide(access, addr.address, ctx.session.remoteAddress) : null;
+      if (verdict === 'deny') {
+        logEvent(ctx.log, 'info', 'plugin.relay.denied', { rcpt: ctx.rcpt.address, remote: ctx.session.remoteAddress }, 'recipient access list: deny');
+        return reject(550, '5.7.1', 'Recipient address rejected: access denied');
+      }
+      if (verdict === 'allow' && !tricks.length) return accept();
       if (!addr.domain.startsWith('[') && (ctx.directory.isLocalDomain(addr.domain) || ctx.directory.isLocalDomain(addr.domainAscii))) return next();
+      if (!tricks.length && ctx.config.relay_domains_key && (await storeHas(ctx, ctx.config.relay_domains_key, addr.domainAscii.toLowerCase()))) return accept();
       if (ctx.state.routes.has(addr.domain) || ctx.state.routes.has(addr.domainAscii)) return accept();
       if (mayRelay) return accept();
       logEvent(ctx.log, 'info', 'plugin.relay.denied', { rcpt: ctx.rcpt.address, domain: addr.domain, remote: ctx.session.remoteAddress }, 'foreign recipient from a client that may not relay');
@@ -98,4 +121,27 @@ async function storeRanges(ctx: { config: { store_key: string }; store: { hgetal
     }
   }
   return out;
+}
+
+type StoreCtx = { store: { hgetall(k: string): Promise<Record<string, string>>; hget(k: string, f: string): Promise<string | null> }; log: import('pino').Logger };
+
+/** An access list from the store; on a store failure, none (the static policy still applies). */
+async function storeEntries(ctx: StoreCtx, key: string): Promise<AccessEntry[]> {
+  if (!key) return [];
+  try {
+    return parseEntries(await ctx.store.hgetall(key));
+  } catch (e) {
+    ctx.log.warn({ evt: 'store.error', err: e, key }, 'cannot read a run-time access list; ignoring it');
+    return [];
+  }
+}
+
+async function storeHas(ctx: StoreCtx, key: string, field: string): Promise<boolean> {
+  try {
+    return (await ctx.store.hget(key, field)) !== null;
+  } catch (e) {
+    // Failing closed: without the list the domain is simply not relayed for.
+    ctx.log.warn({ evt: 'store.error', err: e, key }, 'cannot read the run-time relay domains');
+    return false;
+  }
 }
