@@ -5,6 +5,9 @@
 //                 accepted msgs/s, p50/p99 accept latency, and delivered msgs/s (until every
 //                 message is in its Maildir), and the daemon's CPU ms per message (whole
 //                 process and main thread, from /proc) with the main thread's busy share
+//   smtp-relay    10 KB messages over 20 connections relayed through a `routes` next hop to a
+//                 loopback SMTP sink (Postfix's smtp-sink when installed): messages/s end to end,
+//                 until the sink has every message (bench/relay.ts)
 //   sieve-admin-rules, sieve-compile   the Sieve engine in-process (bench/sieve.ts)
 // Environment: BENCH_ONLY (see the end), BENCH_MESSAGES (default 6000), BENCH_CONNECTIONS (20), BENCH_SIZE (10240).
 import { cpus, totalmem, hostname, release, tmpdir } from 'node:os';
@@ -15,6 +18,7 @@ import { runLoad, percentile, makeMessage } from './smtp-load.js';
 import { startDaemon, removeDir } from '../test/helpers/daemon.js';
 import { startDnsServer } from '../test/helpers/dns-server.js';
 import { benchSieve } from './sieve.js';
+import { benchRelay } from './relay.js';
 import { cpuSample } from './proc-cpu.js';
 
 const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 6000);
@@ -120,4 +124,5 @@ const only = process.env.BENCH_ONLY?.split(',').map((x) => x.trim());
 const want = (name: string) => !only || only.includes(name);
 if (want('fsync-limit')) await benchFsync();
 if (want('smtp-maildir')) await benchSmtpMaildir();
+if (want('smtp-relay')) emit(await benchRelay({ messages: MESSAGES, connections: CONNECTIONS, size: SIZE }));
 if (want('sieve')) await benchSieve(emit);
