@@ -104,7 +104,12 @@ export class IoPool {
    * `syncDir` (the target's folder) when given; removes `tmp` on failure.
    */
   writeThenRename(tmp: string, target: string, parts: Uint8Array[], mode = 0o666, syncDir?: string): Promise<void> {
-    return this.call({ op: 'writeThenRename', tmp, target, parts, mode, ...(syncDir ? { syncDir } : {}) });
+    // One buffer that owns its memory is moved to the thread, not cloned: a clone of a view
+    // copies its whole backing store (Buffer.from of a short string shares an 8 KB pool slab).
+    const one = Buffer.concat(parts);
+    const owned = one.byteOffset === 0 && one.byteLength === one.buffer.byteLength;
+    const body = owned ? one : Uint8Array.prototype.slice.call(one);
+    return this.call({ op: 'writeThenRename', tmp, target, parts: [body], mode, ...(syncDir ? { syncDir } : {}) }, [body.buffer as ArrayBuffer]);
   }
 
   /** fsync(2) of a directory, so renames and unlinks in it are durable. */
@@ -129,14 +134,14 @@ export class IoPool {
     this.waiting.clear();
   }
 
-  private call(req: Request): Promise<void> {
+  private call(req: Request, transfer: ArrayBuffer[] = []): Promise<void> {
     if (this.closed) return Promise.reject(new Error('I/O pool closed'));
     const thread = this.pick();
     const id = this.nextId++;
     return new Promise<void>((resolve, reject) => {
       this.waiting.set(id, { resolve, reject, thread });
       if (thread.pending++ === 0) thread.worker.ref();
-      thread.worker.postMessage({ ...req, id });
+      thread.worker.postMessage({ ...req, id }, transfer);
     });
   }
 
