@@ -63,7 +63,9 @@ export const smtpSchema = z
     max_line_length: z.number().int().min(1000).default(4096),
     idle_timeout: duration().prefault('5m'),
     max_connections: z.number().int().positive().default(1000),
-    max_connections_per_ip: z.number().int().positive().default(20),
+    /** Postfix's smtpd_client_connection_count_limit default; a client that reconnects at once
+     * after QUIT briefly holds two slots, so this must sit well above its session count. */
+    max_connections_per_ip: z.number().int().positive().default(50),
     /**
      * Bare LF or bare CR inside DATA (SMTP smuggling, RFC 5321 §2.3.8). `reject` refuses the
      * message with 550 5.6.11 (as Postfix's smtpd_forbid_bare_newline); `normalize` turns each
