@@ -8,7 +8,9 @@
 //   smtp-relay    10 KB messages over 20 connections relayed through a `routes` next hop to a
 //                 loopback SMTP sink (Postfix's smtp-sink when installed): messages/s end to end,
 //                 until the sink has every message (bench/relay.ts)
+//   smtp-proxy    in-line proxy routes against queue mode, same sink (bench/proxy.ts)
 //   sieve-admin-rules, sieve-compile   the Sieve engine in-process (bench/sieve.ts)
+//   api           REST API latency, GET and PUT of a rule at 200 concurrent requests (bench/api.ts)
 // Environment: BENCH_ONLY (see the end), BENCH_MESSAGES (default 6000), BENCH_CONNECTIONS (20), BENCH_SIZE (10240).
 import { cpus, totalmem, hostname, release, tmpdir } from 'node:os';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
@@ -20,6 +22,8 @@ import { startDnsServer } from '../test/helpers/dns-server.js';
 import { benchSieve } from './sieve.js';
 import { benchRelay } from './relay.js';
 import { cpuSample } from './proc-cpu.js';
+import { benchProxy } from './proxy.js';
+import { benchApi } from './api.js';
 
 const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 6000);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 20);
@@ -125,4 +129,6 @@ const want = (name: string) => !only || only.includes(name);
 if (want('fsync-limit')) await benchFsync();
 if (want('smtp-maildir')) await benchSmtpMaildir();
 if (want('smtp-relay')) emit(await benchRelay({ messages: MESSAGES, connections: CONNECTIONS, size: SIZE }));
+if (want('smtp-proxy')) emit(await benchProxy({ messages: Math.min(MESSAGES, 3000), connections: CONNECTIONS, size: SIZE }));
 if (want('sieve')) await benchSieve(emit);
+if (want('api')) for (const line of await benchApi()) emit(line);
