@@ -3,11 +3,11 @@
 // nothing is downloaded (no freshclam). The default database holds one MD5 hash signature
 // (ClamAV .hdb: "md5:size:name") of the EICAR test string, which clamd reports as
 // "<name>.UNOFFICIAL". clamd decodes MIME, so EICAR inside a base64 attachment is found.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
+import { superviseDaemon } from './system-service.js';
 import { join } from 'node:path';
 
 /** The EICAR anti-virus test string (68 octets), the same one every scanner knows. */
@@ -63,52 +63,8 @@ export async function startClamd(opts: { streamMaxLength?: string } = {}): Promi
       '',
     ].join('\n'),
   );
-  let proc: ChildProcess | null = null;
-  let output = '';
-
-  const start = async () => {
-    output = '';
-    const p = spawn('clamd', ['-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
-    proc = p;
-    p.stdout!.on('data', (c: Buffer) => (output += c.toString()));
-    p.stderr!.on('data', (c: Buffer) => (output += c.toString()));
-    const alive = { v: true };
-    const exited = new Promise<never>((_, reject) => {
-      p.once('exit', (code) => {
-        alive.v = false;
-        reject(new Error(`clamd exited (${code}) before it was ready:\n${output}`));
-      });
-      p.once('error', (e) => {
-        alive.v = false;
-        reject(e);
-      });
-    });
-    await Promise.race([waitForPong(port, alive), exited]);
-  };
-  const stop = async () => {
-    const p = proc;
-    proc = null;
-    if (!p || p.exitCode !== null) return;
-    const gone = new Promise<void>((r) => p.once('exit', () => r()));
-    p.kill('SIGTERM');
-    await gone;
-  };
-  await start().catch(async (e: unknown) => {
-    await stop();
-    await rm(dir, { recursive: true, force: true });
-    throw e;
-  });
-  return {
-    port,
-    socket,
-    dir,
-    stop,
-    start,
-    async close() {
-      await stop();
-      await rm(dir, { recursive: true, force: true });
-    },
-  };
+  const daemon = await superviseDaemon({ name: 'clamd', command: 'clamd', args: ['-c', conf], dir, ready: (alive) => waitForPong(port, alive) });
+  return { port, socket, dir, ...daemon };
 }
 
 /** Resolves once clamd answers "PONG" on the port (it only listens after loading the database). */

@@ -3,10 +3,10 @@
 // dir: no network tests (RBLs, Razor, Pyzor), no Bayes, required_score 5, and one local rule,
 // POSTERN_TEST_SPAMMY (6 points for the phrase "postern-spammy-phrase"), for a score between the
 // tag and reject thresholds. GTUBE (the spam test string) scores 1000.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { chmod, copyFile, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, mkdtemp, readdir, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
+import { superviseDaemon } from './system-service.js';
 import { join } from 'node:path';
 import { freePort } from './clamd.js';
 
@@ -52,65 +52,21 @@ export async function startSpamd(): Promise<RunningSpamd> {
   );
   const port = await freePort();
   const socket = join(dir, 'spamd.sock');
-  let proc: ChildProcess | null = null;
-  let output = '';
-
-  const start = async () => {
-    output = '';
-    const args = [
-      `--listen=127.0.0.1:${port}`,
-      `--listen=${socket}`,
-      `--siteconfigpath=${site}`,
-      `--configpath=${RULES_DIR}`,
-      '--nouser-config',
-      // As root spamd must be told whom to scan as; as anyone else it stays that user.
-      ...(process.getuid?.() === 0 ? ['--username=nobody'] : []),
-      '--min-children=1',
-      '--max-children=2',
-      `--pidfile=${join(dir, 'spamd.pid')}`,
-      '--syslog=stderr',
-    ];
-    const p = spawn('spamd', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    proc = p;
-    p.stdout!.on('data', (c: Buffer) => (output += c.toString()));
-    p.stderr!.on('data', (c: Buffer) => (output += c.toString()));
-    const alive = { v: true };
-    const exited = new Promise<never>((_, reject) => {
-      p.once('exit', (code) => {
-        alive.v = false;
-        reject(new Error(`spamd exited (${code}) before it was ready:\n${output}`));
-      });
-      p.once('error', (e) => {
-        alive.v = false;
-        reject(e);
-      });
-    });
-    await Promise.race([waitForPong(port, alive), exited]);
-  };
-  const stop = async () => {
-    const p = proc;
-    proc = null;
-    if (!p || p.exitCode !== null) return;
-    const gone = new Promise<void>((r) => p.once('exit', () => r()));
-    p.kill('SIGTERM');
-    await gone;
-  };
-  await start().catch(async (e: unknown) => {
-    await stop();
-    await rm(dir, { recursive: true, force: true });
-    throw e;
-  });
-  return {
-    port,
-    socket,
-    dir,
-    stop,
-    start,
-    async close() {
-      await stop();
-      await rm(dir, { recursive: true, force: true });
-    },
-  };
+  const args = [
+    `--listen=127.0.0.1:${port}`,
+    `--listen=${socket}`,
+    `--siteconfigpath=${site}`,
+    `--configpath=${RULES_DIR}`,
+    '--nouser-config',
+    // As root spamd must be told whom to scan as; as anyone else it stays that user.
+    ...(process.getuid?.() === 0 ? ['--username=nobody'] : []),
+    '--min-children=1',
+    '--max-children=2',
+    `--pidfile=${join(dir, 'spamd.pid')}`,
+    '--syslog=stderr',
+  ];
+  const daemon = await superviseDaemon({ name: 'spamd', command: 'spamd', args, dir, ready: (alive) => waitForPong(port, alive) });
+  return { port, socket, dir, ...daemon };
 }
 
 /** spamd answers PING with "SPAMD/1.5 0 PONG" once a child is ready to scan. */

@@ -2,6 +2,7 @@
 // checking that the programs are installed (a clear "install X" failure, never a skip), a free
 // loopback port, a temp dir the servers' own users can enter, waiting for a listener, and
 // finding the processes an instance left behind so that a test stops every one of them.
+import { spawn, type ChildProcess } from 'node:child_process';
 import { access, chmod, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { createServer, connect } from 'node:net';
@@ -124,4 +125,57 @@ export async function killLeftovers(marker: string): Promise<number[]> {
   }
   await waitGone(left, 5_000);
   return left;
+}
+
+/** A daemon run in the foreground as the test's child: started (again) and stopped at will. */
+export interface SupervisedDaemon {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** Stops it and removes its folder. */
+  close(): Promise<void>;
+}
+
+/**
+ * Starts `command args` and resolves once `ready(alive)` does (it should poll while `alive.v`);
+ * fails with the daemon's output if it exits first. A failed first start stops the process and
+ * removes `dir` before rethrowing.
+ */
+export async function superviseDaemon(o: { name: string; command: string; args: string[]; dir: string; ready: (alive: { v: boolean }) => Promise<void> }): Promise<SupervisedDaemon> {
+  let proc: ChildProcess | null = null;
+  const start = async () => {
+    let output = '';
+    const p = spawn(o.command, o.args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    proc = p;
+    p.stdout!.on('data', (c: Buffer) => (output += c.toString()));
+    p.stderr!.on('data', (c: Buffer) => (output += c.toString()));
+    const alive = { v: true };
+    const exited = new Promise<never>((_, reject) => {
+      p.once('exit', (code) => {
+        alive.v = false;
+        reject(new Error(`${o.name} exited (${code}) before it was ready:\n${output}`));
+      });
+      p.once('error', (e) => {
+        alive.v = false;
+        reject(e);
+      });
+    });
+    await Promise.race([o.ready(alive), exited]);
+  };
+  const stop = async () => {
+    const p = proc;
+    proc = null;
+    if (!p || p.exitCode !== null) return;
+    const gone = new Promise<void>((r) => p.once('exit', () => r()));
+    p.kill('SIGTERM');
+    await gone;
+  };
+  const close = async () => {
+    await stop();
+    await rm(o.dir, { recursive: true, force: true });
+  };
+  await start().catch(async (e: unknown) => {
+    await close();
+    throw e;
+  });
+  return { start, stop, close };
 }
