@@ -44,7 +44,7 @@ async function setup(extra: Record<string, unknown> = {}) {
   return { ...t, config, directory, ...cap, make };
 }
 
-test('accept spools, delivers to Maildir with trace headers, then removes the entry', async () => {
+test('local-only Maildir mail is delivered before accept returns, with trace headers, and never spooled', async () => {
   const s = await setup();
   try {
     const q = s.make();
@@ -61,6 +61,9 @@ test('accept spools, delivers to Maildir with trace headers, then removes the en
     }
     assert.deepEqual(await spoolEntries(s.dir), []);
     assert.equal(evts(s.lines, 'delivery.ok').length, 2);
+    // Written once, into the Maildirs: no spool commit, no fallback.
+    assert.equal(evts(s.lines, 'spool.commit').length, 0);
+    assert.equal(evts(s.lines, 'delivery.direct_fallback').length, 0);
     await q.stop();
   } finally {
     await s.cleanup();
@@ -132,6 +135,8 @@ test('temporary failures retry with backoff; done-marks stop a finished target f
     await q.idle();
     const state = JSON.parse(await readFile(join(s.dir, 'spool', 'q', `${id}.state`), 'utf8')) as EntryState;
     assert.deepEqual(state.targets.map((t) => [t.user, t.status]), [['alice@example.test', 'done'], ['bob@example.test', 'deferred']]);
+    // alice's copy went in directly; bob's failure sent the entry through the spool.
+    assert.deepEqual(evts(s.lines, 'delivery.direct_fallback').map((l) => l.rcpt), ['team@example.test']);
     assert.ok(evts(s.lines, 'delivery.deferred').length >= 1);
     // alice's copy is read and deleted; a retry must not bring it back.
     for (const f of await maildirFiles(s.dir, 'alice')) await unlink(f);
