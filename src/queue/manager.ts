@@ -204,13 +204,15 @@ class QueueManager implements ManagedQueue {
    * spool: each copy is as durable as a spool file would have been (written, fdatasynced,
    * renamed, folder fsynced), and the message is written once instead of twice. Taken only when
    * every recipient routes to local targets, the mailbox format is Maildir (an mbox append needs
-   * the spool's intent record to be repaired after a crash), the message is not looping, and the
-   * queue is running. Any target that fails sends the whole entry through the spool with the
+   * the spool's intent record to be repaired after a crash), no recipient asks for a success DSN,
+   * the message is not looping, and the queue is running. Any target that fails sends the whole entry through the spool with the
    * delivered targets marked done, so the usual rounds retry or bounce the rest. False: nothing
    * was delivered, spool as usual.
    */
   private async deliverDirect(id: string, envelope: Envelope, message: Buffer): Promise<boolean> {
     if (this.stopped || this.opts.config.mailbox.format !== 'maildir' || envelope.recipients.length === 0) return false;
+    // NOTIFY=SUCCESS asks for a "delivered" DSN, which the spool rounds send (notify()).
+    if (envelope.mailFrom && envelope.recipients.some((r) => r.notify?.includes('SUCCESS'))) return false;
     const targets: TargetState[] = [];
     const seen = new Set<string>();
     for (const rcpt of envelope.recipients) {

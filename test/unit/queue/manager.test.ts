@@ -70,6 +70,31 @@ test('local-only Maildir mail is delivered before accept returns, with trace hea
   }
 });
 
+test('NOTIFY=SUCCESS for a local recipient: delivered once, and a "delivered" DSN to the sender', async () => {
+  const s = await setup();
+  try {
+    const q = s.make();
+    await q.start();
+    const env = envelope('sender@example.net', ['alice@example.test', 'bob@example.test']);
+    env.recipients[0]!.notify = ['SUCCESS', 'FAILURE'];
+    await q.accept(q.newId(), env, message('x'));
+    await q.idle();
+    assert.equal((await maildirFiles(s.dir, 'alice')).length, 1);
+    assert.equal((await maildirFiles(s.dir, 'bob')).length, 1);
+    // The sender is remote, so its DSN waits in the spool for the relay client.
+    await assertOnlyDsnsLeft(s.dir, 1);
+    const sp = new Spool(s.dir, new DirSyncer());
+    const [dsnId] = (await spoolEntries(s.dir)).filter((f) => !f.includes('.'));
+    const text = (await sp.read(dsnId!)).message.toString();
+    assert.match(text, /Action: delivered/);
+    assert.match(text, /Final-Recipient: rfc822; ?alice@example\.test/);
+    assert.doesNotMatch(text, /bob@example\.test/, 'bob asked for no notice');
+    await q.stop();
+  } finally {
+    await s.cleanup();
+  }
+});
+
 test('unknown recipients are marked failed and logged; the entry goes away', async () => {
   const s = await setup();
   try {
