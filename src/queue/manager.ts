@@ -228,15 +228,13 @@ class QueueManager implements ManagedQueue {
     if (countReceived(message) > MAX_RECEIVED) return false;
     const results = await Promise.all(
       targets.map(async (t) => {
-        try {
-          const d = await this.local.deliver({ qid: id, sender: envelope.mailFrom, receivedAt: envelope.receivedAt, user: t.user!, rcpt: t.rcpt, folder: t.folder, message, checkExisting: false });
+        const err = await this.deliverFirstTime(id, envelope, message, t);
+        if (!err) {
           t.status = 'done';
-          this.delivered(id, t, d.destination, d.duplicate);
           return true;
-        } catch (e) {
-          logEvent(this.log, 'info', 'delivery.direct_fallback', { qid: id, rcpt: t.rcpt, err: String(e) }, 'direct delivery failed; the spool takes over');
-          return false;
         }
+        logEvent(this.log, 'info', 'delivery.direct_fallback', { qid: id, rcpt: t.rcpt, err: String(err) }, 'direct delivery failed; the spool takes over');
+        return false;
       }),
     );
     if (results.every(Boolean)) return true;
@@ -249,6 +247,20 @@ class QueueManager implements ManagedQueue {
     this.known.set(id, entry);
     this.enqueue(entry);
     return true;
+  }
+
+  /**
+   * One local target's first delivery, before the client has its reply (no earlier copy can
+   * exist, so no lookup for one). Null when delivered (and reported), else the error.
+   */
+  private async deliverFirstTime(id: string, envelope: Envelope, message: Buffer, t: TargetState): Promise<DeliveryError | null> {
+    try {
+      const d = await this.local.deliver({ qid: id, sender: envelope.mailFrom, receivedAt: envelope.receivedAt, user: t.user!, rcpt: t.rcpt, folder: t.folder, message, checkExisting: false });
+      this.delivered(id, t, d.destination, d.duplicate);
+      return null;
+    } catch (e) {
+      return asDeliveryError(e);
+    }
   }
 
   async deliverNow(id: string, envelope: Envelope, message: Buffer): Promise<RecipientOutcome[]> {
@@ -266,13 +278,8 @@ class QueueManager implements ManagedQueue {
       const results = await Promise.all(
         r.targets.map(async (t) => {
           if (t.kind !== 'local') return { t, ok: true as const };
-          try {
-            const d = await this.local.deliver({ qid: id, sender: envelope.mailFrom, receivedAt: envelope.receivedAt, user: t.user!, rcpt: t.rcpt, folder: t.folder, message, checkExisting: false });
-            this.delivered(id, t, d.destination, d.duplicate);
-            return { t, ok: true as const };
-          } catch (e) {
-            return { t, ok: false as const, err: asDeliveryError(e) };
-          }
+          const err = await this.deliverFirstTime(id, envelope, message, t);
+          return err ? { t, ok: false as const, err } : { t, ok: true as const };
         }),
       );
       const anyOk = results.some((x) => x.ok);

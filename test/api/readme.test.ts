@@ -2,7 +2,7 @@
 // the API address is pointed at the test daemon's port. The admin token is the one the block
 // uses, so the daemon's config carries the same.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { runCommand, type CommandResult } from '../helpers/run-command.js';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -19,16 +19,8 @@ async function walkthrough(): Promise<string> {
   return m[1]!;
 }
 
-function bash(script: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const p = spawn('bash', ['-euo', 'pipefail', '-c', script], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    p.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    p.on('error', reject);
-    p.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+function bash(script: string): Promise<CommandResult> {
+  return runCommand('bash', ['-euo', 'pipefail', '-c', script]);
 }
 
 describe('README REST API walk-through', () => {

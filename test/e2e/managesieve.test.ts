@@ -3,12 +3,13 @@
 // download, and an invalid script refused with its error. Needs the sieve-connect package
 // (.ci/run installs it).
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startDaemon, removeDir, type RunningDaemon } from '../helpers/daemon.js';
+import { runCommand, type CommandResult } from '../helpers/run-command.js';
 
 const USER = 'alice@example.test';
 const PASSWORD = 'correct horse';
@@ -18,21 +19,8 @@ function haveSieveConnect(): boolean {
 }
 
 /** Runs sieve-connect with the password on stdin (--passwordfd 0). */
-function sieveConnect(port: number, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((res, rej) => {
-    const p = spawn(
-      'sieve-connect',
-      ['--server', '127.0.0.1', '--port', String(port), '--nosrv', '--notlsverify', '--user', USER, '--passwordfd', '0', ...args],
-      { stdio: ['pipe', 'pipe', 'pipe'] },
-    );
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    p.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    p.on('error', rej);
-    p.on('close', (code) => res({ code, stdout, stderr }));
-    p.stdin.end(`${PASSWORD}\n`);
-  });
+function sieveConnect(port: number, args: string[]): Promise<CommandResult> {
+  return runCommand('sieve-connect', ['--server', '127.0.0.1', '--port', String(port), '--nosrv', '--notlsverify', '--user', USER, '--passwordfd', '0', ...args], { input: `${PASSWORD}\n` });
 }
 
 describe('ManageSieve with sieve-connect', () => {

@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { superviseDaemon } from './system-service.js';
+import { superviseDaemon, type ScannerDaemon } from './system-service.js';
 import { join } from 'node:path';
 
 /** The EICAR anti-virus test string (68 octets), the same one every scanner knows. */
@@ -16,17 +16,8 @@ export const EICAR_SIGNATURE = 'Postern.Test.EICAR';
 /** As clamd names a signature from a database that is not ClamAV's own. */
 export const EICAR_FOUND = `${EICAR_SIGNATURE}.UNOFFICIAL`;
 
-export interface RunningClamd {
-  port: number;
-  socket: string;
-  dir: string;
-  /** Stops clamd (SIGTERM) and waits for it; the dir stays, so start() can bring it back. */
-  stop(): Promise<void>;
-  /** Starts it again on the same port, socket and database. */
-  start(): Promise<void>;
-  /** Stops it and removes the dir. */
-  close(): Promise<void>;
-}
+/** clamd on a loopback TCP port and a unix socket; start/stop/close as SupervisedDaemon. */
+export type RunningClamd = ScannerDaemon;
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {

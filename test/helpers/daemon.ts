@@ -6,6 +6,7 @@ import { mkdtemp, writeFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
+import { runCommand, type CommandResult } from './run-command.js';
 
 export const REPO = resolve(import.meta.dirname, '..', '..');
 export const CLI = join(REPO, 'src', 'cli.ts');
@@ -28,21 +29,8 @@ export interface RunningDaemon {
 }
 
 /** Runs the CLI once (not the daemon). */
-export function runCli(args: string[], opts: { input?: string; env?: NodeJS.ProcessEnv; cwd?: string } = {}) {
-  return new Promise<{ code: number | null; stdout: string; stderr: string }>((res, rej) => {
-    const p = spawn(process.execPath, ['--import', TSX, CLI, ...args], {
-      cwd: opts.cwd ?? REPO,
-      env: { ...process.env, ...opts.env },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    p.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    p.on('error', rej);
-    p.on('close', (code) => res({ code, stdout, stderr }));
-    p.stdin.end(opts.input ?? '');
-  });
+export function runCli(args: string[], opts: { input?: string; env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<CommandResult> {
+  return runCommand(process.execPath, ['--import', TSX, CLI, ...args], { input: opts.input, cwd: opts.cwd ?? REPO, env: { ...process.env, ...opts.env } });
 }
 
 /**

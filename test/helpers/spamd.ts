@@ -6,7 +6,7 @@
 import { chmod, copyFile, mkdir, mkdtemp, readdir, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
-import { superviseDaemon } from './system-service.js';
+import { superviseDaemon, type ScannerDaemon } from './system-service.js';
 import { join } from 'node:path';
 import { freePort } from './clamd.js';
 
@@ -17,14 +17,7 @@ export const SPAMMY_PHRASE = 'postern-spammy-phrase';
 const RULES_DIR = '/usr/share/spamassassin';
 const PLUGIN_PRE_DIR = '/etc/spamassassin';
 
-export interface RunningSpamd {
-  port: number;
-  socket: string;
-  dir: string;
-  stop(): Promise<void>;
-  start(): Promise<void>;
-  close(): Promise<void>;
-}
+export type RunningSpamd = ScannerDaemon;
 
 export async function startSpamd(): Promise<RunningSpamd> {
   const dir = await mkdtemp(join(tmpdir(), 'postern-spamd-'));

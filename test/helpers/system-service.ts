@@ -129,10 +129,19 @@ export async function killLeftovers(marker: string): Promise<number[]> {
 
 /** A daemon run in the foreground as the test's child: started (again) and stopped at will. */
 export interface SupervisedDaemon {
+  /** Starts it again, with the same config, ports and folder. */
   start(): Promise<void>;
+  /** Stops it (SIGTERM) and waits; the folder stays, so start() can bring it back. */
   stop(): Promise<void>;
   /** Stops it and removes its folder. */
   close(): Promise<void>;
+}
+
+/** A scanner daemon (clamd, spamd) listening on a loopback port and a unix socket in `dir`. */
+export interface ScannerDaemon extends SupervisedDaemon {
+  port: number;
+  socket: string;
+  dir: string;
 }
 
 /**
