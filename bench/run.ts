@@ -5,25 +5,34 @@
 //                 accepted msgs/s, p50/p99 accept latency, and delivered msgs/s (until every
 //                 message is in its Maildir), and the daemon's CPU ms per message (whole
 //                 process and main thread, from /proc) with the main thread's busy share
+//   smtp-maildir-pipelined   the same with a client that pipelines MAIL, RCPT and DATA (RFC 2920),
+//                 as relaying MTAs do
 //   smtp-relay    10 KB messages over 20 connections relayed through a `routes` next hop to a
 //                 loopback SMTP sink (Postfix's smtp-sink when installed): messages/s end to end,
 //                 until the sink has every message (bench/relay.ts)
 //   smtp-proxy    in-line proxy routes against queue mode, same sink (bench/proxy.ts)
 //   sieve-admin-rules, sieve-compile   the Sieve engine in-process (bench/sieve.ts)
 //   api           REST API latency, GET and PUT of a rule at 200 concurrent requests (bench/api.ts)
-// Environment: BENCH_ONLY (see the end), BENCH_MESSAGES (default 6000), BENCH_CONNECTIONS (20), BENCH_SIZE (10240).
+//   chain-bare, chain-spamd, chain-clamd, chain-dkim, chain-sieve, chain-full   what each content
+//                 plugin costs: accepted msgs/s of a bare chain and with spamd, clamd, DKIM verify,
+//                 a 100-rule Sieve script, and all of them (bench/chain.ts); BENCH_ONLY=chain runs all
+// The daemon runs from the build (dist/), which the bench makes first.
+// Environment: BENCH_NO_BUILD=1 (dist/ is current), BENCH_ONLY (see the end), BENCH_MESSAGES
+// (default 6000), BENCH_CONNECTIONS (20), BENCH_SIZE (10240).
 import { cpus, totalmem, hostname, release, tmpdir } from 'node:os';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { measureFsyncLimit } from './fsync-limit.js';
 import { runLoad, percentile, makeMessage } from './smtp-load.js';
-import { startDaemon, removeDir } from '../test/helpers/daemon.js';
+import { spawnSync } from 'node:child_process';
+import { startDaemon, removeDir, REPO } from '../test/helpers/daemon.js';
 import { startDnsServer } from '../test/helpers/dns-server.js';
 import { benchSieve } from './sieve.js';
 import { benchRelay } from './relay.js';
 import { cpuSample } from './proc-cpu.js';
 import { benchProxy } from './proxy.js';
 import { benchApi } from './api.js';
+import { benchChain, CHAIN_FIGURES } from './chain.js';
 
 const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 6000);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 20);
@@ -56,7 +65,7 @@ async function benchFsync(): Promise<void> {
   }
 }
 
-async function benchSmtpMaildir(): Promise<void> {
+async function benchSmtpMaildir(pipelining: boolean): Promise<void> {
   // The DNSBL zone lists nothing the bench uses; its answers are cached in the store, as a
   // production resolver cache would serve repeat clients.
   const dns = await startDnsServer({ records: { '2.0.0.127.bl.bench.example': { A: ['127.0.0.2'] } } });
@@ -73,7 +82,7 @@ async function benchSmtpMaildir(): Promise<void> {
     }
     // Warm-up: fills the DNSBL cache and the JIT.
     const body = makeMessage(SIZE, 'sender@remote.example', 'user0@example.test');
-    const opts = { host: '127.0.0.1', port: d.ports.smtp!, connections: CONNECTIONS, from: 'sender@remote.example', body };
+    const opts = { host: '127.0.0.1', port: d.ports.smtp!, connections: CONNECTIONS, from: 'sender@remote.example', body, pipelining };
     const warm = await runLoad({ ...opts, messages: 200, to: (i) => `user${i % USERS}@example.test` });
     if (warm.failed) throw new Error(`warm-up failed: ${warm.errors.join('; ')}`);
     // Wait until the warm-up is delivered, so the measured run starts from a quiet queue.
@@ -94,7 +103,8 @@ async function benchSmtpMaildir(): Promise<void> {
     const cpu1 = await cpuSample(d.proc.pid!);
     const perMsg = (ms: number) => +(ms / Math.max(1, delivered)).toFixed(3);
     emit({
-      bench: 'smtp-maildir',
+      bench: pipelining ? 'smtp-maildir-pipelined' : 'smtp-maildir',
+      client: pipelining ? 'MAIL, RCPT, DATA in one write (RFC 2920)' : 'each command waits for its reply',
       messages: MESSAGES,
       accepted: r.sent,
       failed: r.failed,
@@ -122,13 +132,28 @@ async function benchSmtpMaildir(): Promise<void> {
   }
 }
 
+// The daemon runs compiled, as `npm start` runs it: build first (BENCH_NO_BUILD=1 skips it when
+// dist/ is known to be current).
+if (process.env.BENCH_NO_BUILD !== '1') {
+  const tsc = spawnSync(process.execPath, [join(REPO, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(REPO, 'tsconfig.json')], { stdio: 'inherit' });
+  if (tsc.status !== 0) throw new Error('build failed; the bench runs the compiled daemon');
+}
+process.env.POSTERN_DAEMON_BUILT = '1';
+
 emit({ bench: 'machine', ...machine() });
 // BENCH_ONLY=smtp-maildir,sieve (comma-separated names) runs a subset; the machine line always prints.
 const only = process.env.BENCH_ONLY?.split(',').map((x) => x.trim());
 const want = (name: string) => !only || only.includes(name);
 if (want('fsync-limit')) await benchFsync();
-if (want('smtp-maildir')) await benchSmtpMaildir();
+if (want('smtp-maildir')) await benchSmtpMaildir(false);
+if (want('smtp-maildir-pipelined')) await benchSmtpMaildir(true);
 if (want('smtp-relay')) emit(await benchRelay({ messages: MESSAGES, connections: CONNECTIONS, size: SIZE }));
 if (want('smtp-proxy')) emit(await benchProxy({ messages: Math.min(MESSAGES, 3000), connections: CONNECTIONS, size: SIZE }));
 if (want('sieve')) await benchSieve(emit);
 if (want('api')) for (const line of await benchApi()) emit(line);
+// The chain figures are compared with the bare one, which runs whenever another does.
+const chainFigures = CHAIN_FIGURES.filter((f) => want('chain') || want(`chain-${f}`));
+if (chainFigures.length) {
+  const figures = chainFigures.includes('bare') ? chainFigures : ['bare' as const, ...chainFigures];
+  await benchChain(emit, { figures, messages: Number(process.env.BENCH_CHAIN_MESSAGES ?? 600), connections: CONNECTIONS, size: SIZE });
+}

@@ -13,12 +13,14 @@ import { createResolver } from './dns/resolver.js';
 import { loadPipeline } from './pipeline/loader.js';
 import { createMessage } from './pipeline/message.js';
 import { createMessageQueue } from './queue/manager.js';
+import { LiveRoutes } from './policy/routes.js';
 import { MaildropPickup } from './queue/maildrop.js';
 import { ControlServer, type ControlRequest, type ControlResponse } from './queue/control.js';
 import { Outbound } from './transport/outbound.js';
 import { loadOrCreateTls } from './tls/certs.js';
 import { createSmtpListeners } from './smtp/server.js';
 import { RecipientVerifier } from './proxy/verify.js';
+import { BackendPool } from './proxy/backend-pool.js';
 import { createManageSieveListener } from './managesieve/server.js';
 import { createApiListener } from './api/server.js';
 import type { Store } from './store/store.js';
@@ -42,7 +44,9 @@ export async function startDaemon(config: Config, opts: { log?: Logger } = {}): 
   const dns = createResolver(config.dns);
   const pipeline = await loadPipeline(config, { store, directory, dns, log: log.child({ mod: 'pipeline' }) });
   const outbound = new Outbound({ config, dns, log: log.child({ mod: 'outbound' }) });
-  const queue = createMessageQueue({ config, log: log.child({ mod: 'queue' }), directory, store, pipeline, outbound });
+  // Next hops: the config's `routes` plus the ones added over the API (read on each lookup).
+  const routes = new LiveRoutes(config.routes, store);
+  const queue = createMessageQueue({ config, log: log.child({ mod: 'queue' }), directory, store, pipeline, outbound, routes });
   await queue.start();
   // Local submission (postern sendmail) and queue steering (postern queue) reach the queue
   // through files under data_dir, so they work with or without a running daemon.
@@ -61,8 +65,10 @@ export async function startDaemon(config: Config, opts: { log?: Logger } = {}): 
   const tls = await loadOrCreateTls(config);
 
   // Recipient verification for routes with verify: callout | list (answers cached in the store).
-  const verifier = new RecipientVerifier({ store, log: log.child({ mod: 'verify' }), hostname: config.hostname });
-  const listeners: { name: string; listen(): Promise<{ port: number }>; close(): Promise<void> }[] = createSmtpListeners({ config, log, pipeline, directory, queue, tls, createMessage, verifier, etrn: { runQueue: (domain, o) => queue.retry(undefined, domain, o) } });
+  const verifier = new RecipientVerifier({ store, log: log.child({ mod: 'verify' }), hostname: config.hostname, tls: config.outbound.tls });
+  // In-line proxy backend connections, reused like outbound ones (outbound.reuse).
+  const backends = new BackendPool({ maxMessages: config.outbound.reuse.max_messages, idleTimeoutMs: config.outbound.reuse.idle_timeout, idleLimit: config.outbound.concurrency.per_domain });
+  const listeners: { name: string; listen(): Promise<{ port: number }>; close(): Promise<void> }[] = createSmtpListeners({ config, log, pipeline, directory, queue, tls, createMessage, verifier, backends, routes, etrn: { runQueue: (domain, o) => queue.retry(undefined, domain, o) } });
   if (config.listen.managesieve) listeners.push(createManageSieveListener({ config, log, directory, store, tls }));
   if (config.listen.api) listeners.push(createApiListener({ config, store, directory, pipeline, queue, log: log.child({ mod: 'api' }) }));
   // Reverse order of start: no new mail first, then the work in progress, then state.
@@ -73,6 +79,7 @@ export async function startDaemon(config: Config, opts: { log?: Logger } = {}): 
     await queue.stop();
     outbound.close();
     verifier.close();
+    backends.close();
     await pipeline.close();
     await store.close();
   };

@@ -15,6 +15,8 @@
 // can test, in the gateway Sieve's environment (vnd.postern.spf, .dkim, .dmarc, .arc; via
 // scanner/results.ts) and in the trace (one entry: spf=… dkim=… dmarc=… arc=…).
 // Not checked: authenticated users and trusted networks (unless check_relaying).
+// Metrics (besides the host's per-hook ones): postern_authresults_results_total{method,result},
+// one per checked message and method (spf, dkim, dmarc, arc) with its RFC 8601 result name.
 // Config keys read: authserv_id, dmarc_reject, dmarc_quarantine, quarantine_folder, honour_pct,
 // check_relaying, arc, min_rsa_bits, received_spf; global hostname, dns.servers/timeout/tries.
 import { Resolver as NodeResolver } from 'node:dns/promises';
@@ -24,6 +26,7 @@ import { next, quarantine, reject, type Verdict } from '../../src/pipeline/verdi
 import { createMessage } from '../../src/pipeline/message.js';
 import { recordScan } from '../../src/pipeline/scanner/results.js';
 import { logEvent } from '../../src/log/logger.js';
+import { pluginCounter } from '../../src/pipeline/metrics.js';
 import { configSchema, type AuthResultsConfig } from './config.js';
 
 type DnsLookup = (name: string, rrtype: string) => Promise<unknown>;
@@ -36,6 +39,10 @@ interface State {
 }
 
 type Ctx = HookContext<AuthResultsConfig, State>;
+
+const results = pluginCounter('postern_authresults_results_total', 'SPF, DKIM, DMARC and ARC results of checked messages, by method and result', ['method', 'result']);
+/** RFC 8601 §2.7 result names; anything else a library reports is counted as "other" (bounded labels). */
+const RESULT_NAMES = new Set(['pass', 'fail', 'softfail', 'neutral', 'none', 'temperror', 'permerror', 'policy']);
 
 /** The parts of mailauth's result this plugin reads. */
 export interface AuthSummary {
@@ -98,6 +105,7 @@ async function verify(ctx: Ctx): Promise<Verdict> {
 
   const s = summarize(res);
   recordScan(ctx.message, { auth: { spf: s.spf, dkim: s.dkim, dmarc: s.dmarc, arc: s.arc } });
+  for (const method of ['spf', 'dkim', 'dmarc', 'arc'] as const) results.inc(ctx, { method, result: RESULT_NAMES.has(s[method]) ? s[method] : 'other' });
   const detail = `spf=${s.spf} dkim=${s.dkim} dmarc=${s.dmarc}${s.dmarcPolicy ? ` (p=${s.dmarcPolicy})` : ''} arc=${s.arc}`;
   logEvent(ctx.log, 'info', 'plugin.authresults.result', { ...s, queueId: ctx.tx.id }, detail);
 

@@ -13,6 +13,12 @@
 //     runner answers 451 4.3.0 (nothing is queued, the client retries) unless `on_error: fail-open`.
 // The result is recorded for Sieve virustest (scanner/results.ts: 1 clean, 5 infected) and in
 // the transaction trace (one entry of this plugin's own with clamd's answer).
+// Metrics (besides the host's per-hook ones, src/pipeline/metrics.ts):
+//   postern_clamav_viruses_total{signature}       infected messages, by the signature clamd named
+//   postern_clamav_scanner_errors_total{reason}   scans that did not happen: unreachable (no
+//                                                 connection or no whole reply), timeout (the
+//                                                 hook's deadline), error_reply (clamd said ERROR);
+//                                                 a scan aborted because the client left is not one
 // Config keys read: host, port, socket, connect_timeout, max_size, oversize, chunk_size, action,
 // quarantine_folder, reject_code, reject_enhanced, reject_text, status_header, scan_relaying.
 import { performance } from 'node:perf_hooks';
@@ -20,10 +26,15 @@ import { definePlugin, type HookContext } from '../../src/pipeline/plugin.js';
 import { next, quarantine, reject, type Enhanced, type Verdict } from '../../src/pipeline/verdict.js';
 import { describeEndpoint, endpointOf, exchange, ScannerUnavailable, type Endpoint } from '../../src/pipeline/scanner/connection.js';
 import { recordScan } from '../../src/pipeline/scanner/results.js';
+import { pluginCounter } from '../../src/pipeline/metrics.js';
+import { HookTimeoutError } from '../../src/pipeline/runner.js';
 import { logEvent } from '../../src/log/logger.js';
 import { configSchema, type ClamavConfig } from './config.js';
 
 export const CLAMD_PORT = 3310;
+
+const virusesFound = pluginCounter('postern_clamav_viruses_total', 'Infected messages found by clamd, by signature', ['signature']);
+const scannerErrors = pluginCounter('postern_clamav_scanner_errors_total', 'clamd scans that did not happen, by reason (unreachable, timeout, error_reply)', ['reason']);
 
 interface State {
   endpoint: Endpoint;
@@ -65,10 +76,19 @@ async function scan(ctx: Ctx): Promise<Verdict> {
   }
 
   const started = performance.now();
-  const result = await instream(ctx.state.endpoint, raw, { chunkSize: c.chunk_size, connectTimeoutMs: c.connect_timeout, signal: ctx.signal });
+  let result: ClamdResult;
+  try {
+    result = await instream(ctx.state.endpoint, raw, { chunkSize: c.chunk_size, connectTimeoutMs: c.connect_timeout, signal: ctx.signal });
+  } catch (e) {
+    // The hook's deadline aborts the scan; a client that went away is not the scanner's fault.
+    if (!ctx.signal.aborted) scannerErrors.inc(ctx, { reason: 'unreachable' });
+    else if (ctx.signal.reason instanceof HookTimeoutError) scannerErrors.inc(ctx, { reason: 'timeout' });
+    throw e;
+  }
   const ms = Math.round(performance.now() - started);
   const where = describeEndpoint(ctx.state.endpoint);
   if (result.kind === 'error') {
+    scannerErrors.inc(ctx, { reason: 'error_reply' });
     // A scan that did not happen must not pass as clean: the runner applies the failure policy.
     throw new ScannerUnavailable('clamd', `${where} answered: ${result.reason}`);
   }
@@ -80,6 +100,7 @@ async function scan(ctx: Ctx): Promise<Verdict> {
   }
 
   const sig = result.signature;
+  virusesFound.inc(ctx, { signature: sig });
   recordScan(ctx.message, { virus: { level: 5, signature: sig, scanner: 'clamav' } });
   logEvent(ctx.log, 'info', 'plugin.clamav.infected', { signature: sig, action: c.action, queueId: ctx.tx?.id }, `virus found: ${sig}`);
   if (c.action === 'quarantine') {

@@ -9,6 +9,8 @@
 // (ed25519-sha256, RFC 8463), PEM. A bad key file or key fails init (the daemon does not start);
 // a bad store key is logged and the message goes unsigned. No key for the domain: unsigned, and
 // the trace says so. Signing is done by mailauth.
+// Metrics (besides the host's per-hook ones): postern_dkimsign_signatures_total{domain,algorithm},
+// the signatures made.
 // Config keys read: keys[].domain/selector/private_key_file/private_key, store_key,
 // canonicalization, headers, sign; global baseDir.
 import { createPrivateKey, type KeyObject } from 'node:crypto';
@@ -19,6 +21,7 @@ import { definePlugin, type HookContext, type MessageAccess } from '../../src/pi
 import { next, type Verdict } from '../../src/pipeline/verdict.js';
 import { createMessage } from '../../src/pipeline/message.js';
 import { logEvent } from '../../src/log/logger.js';
+import { pluginCounter } from '../../src/pipeline/metrics.js';
 import { configSchema, type DkimSignConfig } from './config.js';
 
 export interface SigningKey {
@@ -33,6 +36,9 @@ interface State {
 }
 
 type Ctx = HookContext<DkimSignConfig, State>;
+
+// Domains are those we hold keys for (config or store): a bounded label.
+const signatures = pluginCounter('postern_dkimsign_signatures_total', 'DKIM signatures made, by signing domain and algorithm', ['domain', 'algorithm']);
 
 export default definePlugin({
   name: 'dkim-sign',
@@ -104,6 +110,7 @@ async function sign(ctx: Ctx): Promise<Verdict> {
   const res = await dkimSign(message, options as unknown as Parameters<typeof dkimSign>[1]);
   if (res.errors.length) throw new Error(`DKIM signing for ${domain} failed: ${res.errors.map((e) => e.message).join('; ')}`);
   for (const [name, value] of createMessage(Buffer.from(`${res.signatures}\r\n`)).headers.list().reverse()) ctx.message.headers.add(name, value);
+  signatures.inc(ctx, { domain, algorithm: key.algorithm });
   logEvent(ctx.log, 'info', 'plugin.dkimsign.signed', { domain, selector: key.selector, algorithm: key.algorithm, queueId: ctx.tx?.id }, `signed for ${domain}`);
   ctx.trace?.({ verdict: 'next', detail: `signed: d=${domain} s=${key.selector} a=${key.algorithm}` });
   return next();

@@ -27,8 +27,9 @@ export const zoneSchema = z.union([
 
 export const configSchema = z
   .object({
-    zones: z.array(zoneSchema).min(1),
-    /** Where the check runs: at connect (cheapest), or at rcpt (so postmaster@ can still be reached by a later plugin). */
+    /** May be empty: zones can also come from the store (REST /v1/dnsbl/zones, `store_key`). */
+    zones: z.array(zoneSchema).default([]),
+    /** Where the configured zones' check runs: at connect (cheapest), or at rcpt (so postmaster@ can still be reached by a later plugin). */
     stage: z.enum(['connect', 'rcpt']).default('connect'),
     /** Wait per zone; an unanswered zone counts as "not listed". Keep it under the hook `timeout`. */
     dns_timeout: duration().prefault('2s'),
@@ -45,6 +46,13 @@ export const configSchema = z
       .min(1)
       .refine((s) => !/[\r\n]/.test(s), 'must be one line')
       .default('Service unavailable; client [{ip}] blocked using {zone}'),
+    /**
+     * Store hash of zones added at run time (src/policy/dnsbl.ts), read on every check so a
+     * change applies to the next connection; empty string turns it off.
+     */
+    store_key: z.string().default('policy:dnsbl:zones'),
+    /** Store zones with `action: score`: the sum of the listing zones' scores that refuses at RCPT. */
+    score_threshold: z.number().positive().default(5),
   })
   .strict();
 

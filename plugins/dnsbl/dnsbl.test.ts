@@ -6,6 +6,9 @@ import { pino } from 'pino';
 import plugin, { reverseName } from './index.js';
 import { testPlugin } from '../../src/pipeline/harness.js';
 import { startDnsServer, type DnsServerOptions, type RunningDnsServer } from '../../test/helpers/dns-server.js';
+import { MemoryStore } from '../../src/store/memory.js';
+import { StoreUnavailableError } from '../../src/store/errors.js';
+import { DNSBL_ZONES_KEY } from '../../src/policy/dnsbl.js';
 
 const V6 = '2001:db8::99';
 const V6_REV = '9.9.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2';
@@ -189,9 +192,85 @@ test('stage rcpt: nothing at connect, refused at rcpt, one lookup per transactio
 
 test('options are validated with key paths', () => {
   assert.throws(() => testPlugin(plugin, { zones: 'bl.test' }), /dnsbl\.zones: .*expected (an? )?(array|list)/);
-  assert.throws(() => testPlugin(plugin, {}), /dnsbl\.zones/);
+  // No zones of its own is fine: the plugin then uses the store's (REST /v1/dnsbl/zones).
+  assert.doesNotThrow(() => testPlugin(plugin, {}));
+  assert.throws(() => testPlugin(plugin, { score_threshold: 0 }), /dnsbl\.score_threshold/);
   assert.throws(() => testPlugin(plugin, { zones: [{ zone: 'bl.test', answers: ['nope'] }] }), /dnsbl\.zones\.0\.answers\.0: expected an IPv4/);
   assert.throws(() => testPlugin(plugin, { zones: ['bl.test'], stage: 'data' }), /dnsbl\.stage/);
   assert.throws(() => testPlugin(plugin, { zones: ['bl.test'], reject_text: 'a\r\n250 ok' }), /dnsbl\.reject_text: must be one line/);
   assert.throws(() => testPlugin(plugin, { zones: ['bad zone'] }), /dnsbl\.zones\.0/);
 });
+
+// Zones from the store (src/policy/dnsbl.ts, written by REST /v1/dnsbl/zones), read on every check.
+const putZone = (store: import('../../src/store/store.js').Store, z: Record<string, unknown>) =>
+  store.hset(DNSBL_ZONES_KEY, String(z.zone), JSON.stringify({ action: 'reject-connect', updated_at: new Date().toISOString(), ...z }));
+
+test('store zones: reject-connect refuses at connect; reject-rcpt at RCPT; a change applies to the next connection', () =>
+  withDns(async (dns) => {
+    const store = new MemoryStore();
+    const h = testPlugin(plugin, {}, { dnsServers: [dns.server], store });
+    h.newConnection({ remoteAddress: '192.0.2.99' });
+    assert.equal((await h.run('connect')).verdict.kind, 'next');
+    await putZone(store, { zone: 'bl.test' });
+    h.newConnection({ remoteAddress: '192.0.2.99' });
+    assert.deepEqual((await h.run('connect')).verdict, { kind: 'reject', code: 554, enhanced: '5.7.1', text: 'Service unavailable; client [192.0.2.99] blocked using bl.test' });
+    await putZone(store, { zone: 'bl.test', action: 'reject-rcpt' });
+    h.newConnection({ remoteAddress: '192.0.2.99' });
+    assert.equal((await h.run('connect')).verdict.kind, 'next');
+    assert.equal((await h.run('rcpt', { rcpt: 'a@example.test' })).verdict.kind, 'reject');
+    await store.hdel(DNSBL_ZONES_KEY, 'bl.test');
+    h.newConnection({ remoteAddress: '192.0.2.99' });
+    assert.equal((await h.run('rcpt', { rcpt: 'a@example.test' })).verdict.kind, 'next');
+    await h.close();
+  }));
+
+test('store zones: answers as addresses, CIDR and from-to ranges; a store zone replaces a configured one of its name', () =>
+  withDns(async (dns) => {
+    const store = new MemoryStore();
+    const h = testPlugin(plugin, { zones: ['other.test'] }, { dnsServers: [dns.server], store });
+    const connect = async () => {
+      h.newConnection({ remoteAddress: '192.0.2.99' });
+      return (await h.run('connect')).verdict.kind;
+    };
+    assert.equal(await connect(), 'reject'); // other.test answers 127.0.0.4
+    await putZone(store, { zone: 'other.test', answers: ['127.0.0.2-127.0.0.3', '127.0.0.10'] });
+    assert.equal(await connect(), 'next');
+    await putZone(store, { zone: 'other.test', answers: ['127.0.0.2-127.0.0.11'] });
+    assert.equal(await connect(), 'reject');
+    await putZone(store, { zone: 'other.test', answers: ['127.0.0.0/30'] });
+    assert.equal(await connect(), 'next');
+    await h.close();
+  }));
+
+test('store zones with action score add up; reaching score_threshold refuses at RCPT, naming every zone', () =>
+  withDns(async (dns) => {
+    const store = new MemoryStore();
+    const h = testPlugin(plugin, { score_threshold: 3 }, { dnsServers: [dns.server], store });
+    await putZone(store, { zone: 'bl.test', action: 'score', score: 2 });
+    h.newConnection({ remoteAddress: '192.0.2.99' });
+    assert.equal((await h.run('connect')).verdict.kind, 'next');
+    const below = await h.run('rcpt', { rcpt: 'a@example.test' });
+    assert.equal(below.verdict.kind, 'next');
+    assert.ok(below.trace.some((t) => t.detail === 'dnsbl score 2/3 (bl.test=2)'), JSON.stringify(below.trace));
+    await putZone(store, { zone: 'other.test', action: 'score', score: 1.5 });
+    h.newConnection({ remoteAddress: '192.0.2.99' });
+    const over = await h.run('rcpt', { rcpt: 'a@example.test' });
+    assert.deepEqual(over.verdict, { kind: 'reject', code: 554, enhanced: '5.7.1', text: 'Service unavailable; client [192.0.2.99] blocked using bl.test, other.test' });
+    await h.close();
+  }));
+
+test('a damaged store entry is skipped; an unreadable store leaves the last zones read', () =>
+  withDns(async (dns) => {
+    const store = new MemoryStore();
+    const h = testPlugin(plugin, {}, { dnsServers: [dns.server], store });
+    await store.hset(DNSBL_ZONES_KEY, 'junk.test', '{not json');
+    await putZone(store, { zone: 'bl.test' });
+    h.newConnection({ remoteAddress: '192.0.2.99' });
+    assert.equal((await h.run('connect')).verdict.kind, 'reject');
+    const hgetall = store.hgetall.bind(store);
+    store.hgetall = () => Promise.reject(new StoreUnavailableError('down'));
+    h.newConnection({ remoteAddress: '192.0.2.99' });
+    assert.equal((await h.run('connect')).verdict.kind, 'reject');
+    store.hgetall = hgetall;
+    await h.close();
+  }));

@@ -19,14 +19,18 @@
 //   greylist:n:<net>                        accepted deliveries   TTL expiry (incr)
 //   greylist:a:<net>                        "1" = auto-allowed    TTL expiry
 // With the Redis store these are shared by every node.
+// Metrics (besides the host's per-hook ones): postern_greylist_outcomes_total{outcome}, one per
+// checked recipient: new (first attempt, or its window was over: deferred), too-early (deferred
+// again), passed (retried in time, or a known triplet), auto-allowed (its network skips the check).
+// Recipients not checked at all (trusted, allow-listed) are not counted here.
 // Config keys read: delay, retry_window, expiry, auto_allow_after, ipv4_prefix, ipv6_prefix,
 // allow_clients, allow_senders, allow_recipients, text.
 import { createHash } from 'node:crypto';
-import ipaddr from 'ipaddr.js';
 import { definePlugin, type HookContext } from '../../src/pipeline/plugin.js';
 import { next, tempfail, type Verdict } from '../../src/pipeline/verdict.js';
-import { inRanges, parseClient, parseRange, type Range } from '../../src/address/cidr.js';
+import { clientNetwork, inRanges, parseRange, type Range } from '../../src/address/cidr.js';
 import { logEvent } from '../../src/log/logger.js';
+import { pluginCounter, type Metered } from '../../src/pipeline/metrics.js';
 import { configSchema, type GreylistConfig } from './config.js';
 
 interface State {
@@ -41,6 +45,10 @@ interface Entry {
 }
 
 type Ctx = HookContext<GreylistConfig, State>;
+
+type Outcome = 'new' | 'too-early' | 'passed' | 'auto-allowed';
+const outcomes = pluginCounter<'outcome'>('postern_greylist_outcomes_total', 'Greylist checks, by outcome (new, too-early, passed, auto-allowed)', ['outcome']);
+const counted = (on: Metered, outcome: Outcome) => outcomes.inc(on, { outcome });
 
 /** A greylist plugin reading time from `now` (tests pass a clock they move by hand). */
 export function createGreylist(now: () => number = Date.now) {
@@ -58,6 +66,8 @@ export function createGreylist(now: () => number = Date.now) {
 
 export default createGreylist();
 
+export { clientNetwork };
+
 async function check(ctx: Ctx, t: number): Promise<Verdict> {
   const c = ctx.config;
   const s = ctx.session;
@@ -73,7 +83,10 @@ async function check(ctx: Ctx, t: number): Promise<Verdict> {
   if (matches(rcpt, c.allow_recipients)) return skip('allow_recipients');
   const net = clientNetwork(s.remoteAddress, c.ipv4_prefix, c.ipv6_prefix);
   if (!net) return skip('client address unknown');
-  if ((await ctx.store.get(`greylist:a:${net}`)) !== null) return skip(`client network ${net} auto-allowed`);
+  if ((await ctx.store.get(`greylist:a:${net}`)) !== null) {
+    counted(ctx, 'auto-allowed');
+    return skip(`client network ${net} auto-allowed`);
+  }
 
   const key = `greylist:t:${createHash('sha256').update(`${net}\0${sender}\0${rcpt}`).digest('hex').slice(0, 40)}`;
   const entry = parse(await ctx.store.get(key));
@@ -82,6 +95,7 @@ async function check(ctx: Ctx, t: number): Promise<Verdict> {
   if (entry?.passed !== undefined && t - entry.passed <= c.expiry) return pass(ctx, key, entry, t, net, `known triplet ${triplet}`);
   if (entry && entry.passed === undefined && t - entry.first <= c.retry_window) {
     if (t - entry.first >= c.delay) return pass(ctx, key, entry, t, net, `retried after ${Math.round((t - entry.first) / 1000)}s: ${triplet}`);
+    counted(ctx, 'too-early');
     return defer(ctx, triplet, `retried too early (${Math.round((t - entry.first) / 1000)}s of ${Math.round(c.delay / 1000)}s)`);
   }
   // New, or its window (retry or expiry) is over: start over. ifAbsent keeps the earliest
@@ -89,6 +103,7 @@ async function check(ctx: Ctx, t: number): Promise<Verdict> {
   const fresh: Entry = { first: t };
   if (entry) await ctx.store.set(key, JSON.stringify(fresh), { ttlMs: c.retry_window });
   else await ctx.store.set(key, JSON.stringify(fresh), { ttlMs: c.retry_window, ifAbsent: true });
+  counted(ctx, 'new');
   return defer(ctx, triplet, entry ? 'window over, new first attempt' : 'new triplet');
 }
 
@@ -99,6 +114,7 @@ async function pass(ctx: Ctx, key: string, entry: Entry, t: number, net: string,
     const n = await ctx.store.incr(`greylist:n:${net}`, { ttlMs: c.expiry });
     if (n >= c.auto_allow_after) await ctx.store.set(`greylist:a:${net}`, '1', { ttlMs: c.expiry });
   }
+  counted(ctx, 'passed');
   ctx.trace?.({ verdict: 'next', detail: `passed: ${why}` });
   return next();
 }
@@ -124,14 +140,4 @@ function matches(address: string, patterns: readonly string[]): boolean {
   if (!address) return false;
   const domain = address.slice(address.lastIndexOf('@') + 1);
   return patterns.some((p) => (p.includes('@') && !p.startsWith('@') ? p === address : p.replace(/^@/, '') === domain));
-}
-
-/** The client's network as "192.0.2.0/24" or "2001:db8:1:2::/64"; null for a non-address. */
-export function clientNetwork(ip: string, v4: number, v6: number): string | null {
-  const a = parseClient(ip);
-  if (!a) return null;
-  const bits = a.kind() === 'ipv4' ? v4 : v6;
-  const cidr = `${a.toString()}/${bits}`;
-  const base = a.kind() === 'ipv4' ? ipaddr.IPv4.networkAddressFromCIDR(cidr) : ipaddr.IPv6.networkAddressFromCIDR(cidr);
-  return `${base.toString()}/${bits}`;
 }

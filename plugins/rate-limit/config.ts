@@ -23,9 +23,18 @@ export const limitSchema = z
 
 export const configSchema = z
   .object({
-    limits: z.array(limitSchema).min(1),
+    /** May be empty: policies can also come from the store (REST /v1/policies/relay/rate-limits). */
+    limits: z.array(limitSchema).default([]),
+    /**
+     * Store hash of policies added at run time (src/policy/rate-limits.ts), read at every MAIL
+     * and RCPT so a change applies to the next transaction; empty string turns it off.
+     */
+    store_key: z.string().default('policy:ratelimit:policies'),
     /** Clients never limited. Trusted networks and authenticated users are limited (auth_user is for them). */
     exempt_clients: z.array(cidr).default([]),
+    /** client_ip counts per network of these prefix lengths: /32 is one IPv4 address, /64 one IPv6 site. */
+    ipv4_prefix: z.number().int().min(8).max(32).default(32),
+    ipv6_prefix: z.number().int().min(16).max(128).default(64),
     enhanced: z
       .string()
       .regex(/^4\.7\.\d{1,3}$/, 'expected a 4.7.x enhanced status code')

@@ -17,8 +17,10 @@ function clock(start = Date.UTC(2026, 0, 1)) {
 }
 
 it('options are validated with key paths', () => {
-  assert.throws(() => testPlugin(plugin, {}), /rate-limit\.limits/);
-  assert.throws(() => testPlugin(plugin, { limits: [] }), /rate-limit\.limits/);
+  // No limits of its own is fine: the plugin then uses the store's (REST /v1/policies/relay/rate-limits).
+  assert.doesNotThrow(() => testPlugin(plugin, {}));
+  assert.doesNotThrow(() => testPlugin(plugin, { limits: [] }));
+  assert.throws(() => testPlugin(plugin, { store_key: 3 }), /rate-limit\.store_key/);
   assert.throws(() => testPlugin(plugin, { limits: [{ key: 'helo', max: 1, window: '1h' }] }), /rate-limit\.limits\.0\.key/);
   assert.throws(() => testPlugin(plugin, { limits: [{ key: 'client_ip', max: 0, window: '1h' }] }), /rate-limit\.limits\.0\.max/);
   assert.throws(() => testPlugin(plugin, { limits: [{ key: 'client_ip', max: 1, window: 'often' }] }), /rate-limit\.limits\.0\.window: expected a duration/);

@@ -13,7 +13,8 @@
 //              … says allow                                       → accept
 //              a domain of the store's relay domains              → accept
 //              a local domain                                     → next (the core checks the mailbox)
-//              a `routes` domain (we are its MX / front end)       → accept
+//              a `routes` domain (we are its MX / front end; the
+//                config's and the store's, src/policy/routes.ts)  → accept
 //              foreign, and the client is trusted or authenticated → accept
 //              foreign otherwise                                  → 554 5.7.1 Relay access denied
 // Addresses given as IPv4-mapped IPv6 (::ffff:127.0.0.1) match IPv4 networks.
@@ -24,13 +25,13 @@ import { parseAddress } from '../../src/address/address.js';
 import { logEvent } from '../../src/log/logger.js';
 import { configSchema } from './config.js';
 import { inRanges, parseRange, type Range } from '../../src/address/cidr.js';
-import { RouteTable } from '../../src/delivery/routes.js';
+import { LiveRoutes } from '../../src/policy/routes.js';
 import { decide, parseEntries, type AccessEntry } from '../../src/policy/access.js';
 
 interface State {
   ranges: Range[];
-  /** The `routes` domains: mail for them is accepted from anyone (we are their MX). */
-  routes: RouteTable;
+  /** The `routes` domains (config and store): mail for them is accepted from anyone (we are their MX). */
+  routes: LiveRoutes;
 }
 
 /** The tricks that make an address suspect; a trailing dot alone is harmless (normalised away). */
@@ -41,7 +42,7 @@ export const relayDenied = () => reject(554, '5.7.1', 'Relay access denied');
 export default definePlugin({
   name: 'relay-acl',
   config: configSchema,
-  init({ config, global }): State {
+  init({ config, global, store }): State {
     const ranges: Range[] = [];
     for (const n of [...global.relay.networks, ...config.networks]) {
       try {
@@ -50,7 +51,7 @@ export default definePlugin({
         throw new Error(`relay network "${n}" is not an IP address or CIDR range`);
       }
     }
-    return { ranges, routes: new RouteTable(global.routes ?? {}) };
+    return { ranges, routes: new LiveRoutes(global.routes ?? {}, store) };
   },
   hooks: {
     async connect(ctx) {
@@ -94,7 +95,8 @@ export default definePlugin({
       if (verdict === 'allow' && !tricks.length) return accept();
       if (!addr.domain.startsWith('[') && (ctx.directory.isLocalDomain(addr.domain) || ctx.directory.isLocalDomain(addr.domainAscii))) return next();
       if (!tricks.length && ctx.config.relay_domains_key && (await storeHas(ctx, ctx.config.relay_domains_key, addr.domainAscii.toLowerCase()))) return accept();
-      if (ctx.state.routes.has(addr.domain) || ctx.state.routes.has(addr.domainAscii)) return accept();
+      const routes = await ctx.state.routes.table(ctx.log);
+      if (routes.has(addr.domain) || routes.has(addr.domainAscii)) return accept();
       if (mayRelay) return accept();
       logEvent(ctx.log, 'info', 'plugin.relay.denied', { rcpt: ctx.rcpt.address, domain: addr.domain, remote: ctx.session.remoteAddress }, 'foreign recipient from a client that may not relay');
       return relayDenied();

@@ -14,6 +14,8 @@
 // names in milter.remove_headers removed, and X-Spam-Score is set; the score feeds Sieve
 // spamtest (scanner/results.ts). rspamd unreachable, slow (hook `timeout`), answering non-200
 // or not JSON → the hook fails: 451 4.3.0, or `next` with on_error: fail-open.
+// Metrics (besides the host's per-hook ones): postern_rspamd_score, a histogram of rspamd's
+// scores, and postern_rspamd_actions_total{action}, the actions it asked for.
 // Config keys read: host, port, socket, connect_timeout, password, max_size, greylist,
 // subject_template, reject_text, soft_reject_text, spamtest_max, scan_relaying; global
 // sieve.spamtest.max.
@@ -24,9 +26,15 @@ import { next, reject, tempfail, type Verdict } from '../../src/pipeline/verdict
 import { describeEndpoint, endpointOf, ScannerUnavailable, type Endpoint } from '../../src/pipeline/scanner/connection.js';
 import { recordScan } from '../../src/pipeline/scanner/results.js';
 import { logEvent } from '../../src/log/logger.js';
+import { pluginCounter, pluginHistogram, SPAM_SCORE_BUCKETS } from '../../src/pipeline/metrics.js';
 import { configSchema, type RspamdConfig } from './config.js';
 
 export const RSPAMD_PORT = 11333;
+
+const scores = pluginHistogram('postern_rspamd_score', 'Spam scores rspamd gave to scanned messages', [], SPAM_SCORE_BUCKETS);
+/** rspamd's action names are a closed set; anything else is counted as "other" (bounded labels). */
+const ACTIONS = new Set(['no action', 'greylist', 'add header', 'rewrite subject', 'soft reject', 'reject']);
+const actions = pluginCounter('postern_rspamd_actions_total', 'Actions rspamd asked for, by action', ['action']);
 
 interface State {
   endpoint: Endpoint;
@@ -78,6 +86,8 @@ async function check(ctx: Ctx): Promise<Verdict> {
   const r = await checkv2(ctx, raw);
   const ms = Math.round(performance.now() - started);
   recordScan(ctx.message, { spam: { score: r.score, max: ctx.state.spamtestMax, scanner: 'rspamd' } });
+  scores.observe(ctx, {}, r.score);
+  actions.inc(ctx, { action: ACTIONS.has(r.action) ? r.action : 'other' });
   const symbols = Object.keys(r.symbols ?? {});
   const summary = `action "${r.action}", score ${r.score.toFixed(2)}/${(r.required_score ?? 0).toFixed(2)}${symbols.length ? ` (${symbols.join(',')})` : ''}, ${ms}ms`;
   logEvent(ctx.log, 'info', 'plugin.rspamd.result', { action: r.action, score: r.score, symbols, queueId: ctx.tx.id, ms }, summary);

@@ -1,19 +1,29 @@
 // sieve: the gateway ("admin rules") context of Sieve (RFC 5228). At the data stage the message
 // runs through the admin scripts: first the files of `scripts` (relative to the config file's
-// folder), then the rules kept in the store (hash `sieve:rules`, name → script text, written by
-// the REST API), in name order. Each script is compiled once and cached until it changes: files
-// are stat'ed at most once a second (mtime and size), store rules are re-read after a change
-// event on the `rules` channel. A file that does not compile at start fails the plugin's init
-// (the daemon does not start); one that stops compiling later, or a bad store rule, is logged
-// (plugin.sieve.compile_error) and the last good version (or nothing) runs instead.
+// folder), then the active rules kept in the store (hash `sieve:rules`, name → script text, and
+// `sieve:rules:meta`, their stage, position and active flag, both written by the REST API) in
+// run order: stage rcpt, then stage data, by position (sieve/rule-order.ts); inactive rules do not
+// run. Each script is compiled once and cached until it changes: files are stat'ed at most once a
+// second (mtime and size), store rules are re-read after a change event on the `rules` channel.
+// A file that does not compile at start fails the plugin's init (the daemon does not start); one
+// that stops compiling later, or a bad store rule, is logged (plugin.sieve.compile_error) and the
+// last good version (or nothing) runs instead. When the store cannot be read, the last rule set
+// read keeps running.
+//
+// A transaction is pinned to the rule set current at its MAIL command: RCPT and DATA run the
+// scripts (and the rule set version) taken then, even when a change lands in between, so a
+// transaction never sees half of one version and half of another. The version is a trace entry
+// of the mail stage (and so in the smtp.transaction log line) and is on every rule's entry.
 //
 // Each accepted recipient gets its own run (envelope "to" is that recipient, RFC 5228 §5.4), as
 // Pigeonhole does per recipient. The scripts of one run follow each other while the implicit keep
 // stands (RFC 5228 §2.10.2); the first script that cancels it (reject, discard, keep, fileinto or
 // redirect without :copy) ends the run. A later script sees the header edits of the earlier ones.
 //
-// Envelope-only scripts (sieve/analyze.ts: only envelope tests and constants) at the head of the
-// list also run at RCPT, before the message exists: a reject there is 550 5.7.1 for that RCPT.
+// The rules at the head of the list that may run before the message exists also run at RCPT: the
+// files that are envelope-only (sieve/analyze.ts: only envelope tests and constants), then the
+// store rules of stage rcpt (the API lets only envelope-only scripts there). A reject there is
+// 550 5.7.1 for that RCPT.
 //
 // Outcome → SMTP (the deciding verdict, one per message):
 //   reject / ereject (RFC 5429 §2.1-2.2) → 550 5.7.1 <reason>. SMTP: for the whole message (any
@@ -45,6 +55,7 @@ import { definePlugin, type HeaderEditor, type HookContext } from '../../src/pip
 import { discard, next, reject, reroute, type HeaderEdit, type Verdict, type VerdictKind } from '../../src/pipeline/verdict.js';
 import { applyEdits } from '../../src/smtp/copies.js';
 import { asksOnlyEnvelope } from '../../src/sieve/analyze.js';
+import { orderRules, parseMeta, type RuleMeta, type RuleStage } from '../../src/sieve/rule-order.js';
 import type { Config } from '../../src/config/load.js';
 import type { Store } from '../../src/store/store.js';
 import { logEvent } from '../../src/log/logger.js';
@@ -58,6 +69,8 @@ import { scanResults } from '../../src/pipeline/scanner/results.js';
 import { configSchema, type SieveGatewayConfig } from './config.js';
 
 export const RULES_KEY = 'sieve:rules';
+/** Stage, position and activation of each store rule (src/api/rules-repository.ts). */
+export const RULES_META_KEY = 'sieve:rules:meta';
 export const RULES_CHANNEL = 'rules';
 /** The live version of the store rules (src/api/rules-repository.ts); traced with each rule. */
 export const RULES_VERSION_KEY = 'sieve:rules:version';
@@ -67,6 +80,14 @@ interface Script {
   name: string;
   compiled: CompiledScript;
   /** For store rules: the rule set version (`sieve:rules:version`, written by the REST API). */
+  version?: string;
+  /** For store rules: the stage they belong to (files have none: see `early`). */
+  stage?: RuleStage;
+}
+
+/** What one transaction runs: the scripts in order and the store rules' version, if any. */
+export interface PinnedRules {
+  scripts: Script[];
   version?: string;
 }
 
@@ -79,7 +100,11 @@ interface FileScript extends Script {
 export class RuleSet {
   private files: FileScript[] = [];
   private lastStat = 0;
-  private storeRules: Script[] | null = null;
+  private storeRules: PinnedRules | null = null;
+  /** The last store rules read, served when the store cannot be read. */
+  private lastGood: PinnedRules | null = null;
+  /** Bumped by each change event: a read that began before one must not be cached after it. */
+  private generation = 0;
   private readonly byText = new Map<string, CompiledScript | null>();
   private unsubscribe: (() => void) | null = null;
 
@@ -116,7 +141,11 @@ export class RuleSet {
     }
     if (problems.length) throw new Error(problems.join('\n'));
     this.lastStat = Date.now();
-    if (this.storeRulesOn) this.unsubscribe = this.store.subscribe(RULES_CHANNEL, () => (this.storeRules = null));
+    if (this.storeRulesOn)
+      this.unsubscribe = this.store.subscribe(RULES_CHANNEL, () => {
+        this.generation++;
+        this.storeRules = null;
+      });
   }
 
   close(): void {
@@ -142,22 +171,40 @@ export class RuleSet {
     );
   }
 
-  private async loadStoreRules(): Promise<Script[]> {
-    if (!this.storeRulesOn) return [];
+  private async loadStoreRules(): Promise<PinnedRules> {
+    if (!this.storeRulesOn) return { scripts: [] };
     if (this.storeRules) return this.storeRules;
-    const [all, version] = await Promise.all([this.store.hgetall(RULES_KEY), this.store.get(RULES_VERSION_KEY)]);
-    const out: Script[] = [];
-    for (const name of Object.keys(all).sort()) {
-      const c = this.compile(all[name]!, name);
-      if (c) out.push({ name, compiled: c, ...(version !== null ? { version } : {}) });
+    const generation = this.generation;
+    let all: Record<string, string>, rawMeta: Record<string, string>, version: string | null;
+    try {
+      [all, rawMeta, version] = await Promise.all([this.store.hgetall(RULES_KEY), this.store.hgetall(RULES_META_KEY), this.store.get(RULES_VERSION_KEY)]);
+    } catch (e) {
+      if (!this.lastGood) throw e;
+      logEvent(this.log, 'warn', 'plugin.sieve.store_unavailable', { err: e, version: this.lastGood.version }, 'store rules unreadable; running the last rule set read');
+      return this.lastGood;
     }
-    this.storeRules = out;
-    return out;
+    const meta: Record<string, Partial<RuleMeta>> = {};
+    for (const [name, json] of Object.entries(rawMeta)) meta[name] = parseMeta(json);
+    const scripts: Script[] = [];
+    for (const r of orderRules(all, meta, (name, text) => {
+      const c = this.compile(text, name);
+      return c !== null && asksOnlyEnvelope(c);
+    })) {
+      if (!r.active) continue;
+      const c = this.compile(r.script, r.name);
+      if (c) scripts.push({ name: r.name, compiled: c, stage: r.stage, ...(version !== null ? { version } : {}) });
+    }
+    const loaded: PinnedRules = { scripts, ...(version !== null ? { version } : {}) };
+    this.lastGood = loaded;
+    if (generation === this.generation) this.storeRules = loaded;
+    return loaded;
   }
 
-  async current(): Promise<Script[]> {
+  /** The scripts a transaction starting now runs (copies: a later reload does not change them). */
+  async current(): Promise<PinnedRules> {
     await this.refreshFiles();
-    return [...this.files, ...(await this.loadStoreRules())];
+    const store = await this.loadStoreRules();
+    return { scripts: [...this.files.map((f) => ({ name: f.name, compiled: f.compiled, version: f.version })), ...store.scripts], ...(store.version !== undefined ? { version: store.version } : {}) };
   }
 
   /** RFC 6609 include at the gateway: a store rule, else NAME.sieve next to the first file. */
@@ -203,13 +250,28 @@ export default definePlugin({
     state.rules.close();
   },
   hooks: {
+    mail: (ctx) => pin(ctx),
     rcpt: (ctx) => early(ctx),
     data: (ctx) => gateway(ctx),
   },
 });
 
+/** MAIL: takes the rule set this transaction will run (see the header) and traces its version. */
+async function pin(ctx: Ctx): Promise<Verdict> {
+  const pinned = await ctx.state.rules.current();
+  ctx.notes.pinned = pinned;
+  if (pinned.version !== undefined) ctx.trace?.({ verdict: 'next', version: pinned.version, detail: `admin rules version ${pinned.version}` });
+  return next();
+}
+
+/** The transaction's pinned rule set; the current one when MAIL did not run the plugin. */
+async function pinned(ctx: Ctx): Promise<Script[]> {
+  const p = (ctx.notes.pinned as PinnedRules | undefined) ?? (await ctx.state.rules.current());
+  return p.scripts;
+}
+
 async function gateway(ctx: Ctx): Promise<Verdict> {
-  const scripts = await ctx.state.rules.current();
+  const scripts = await pinned(ctx);
   if (scripts.length === 0 || !ctx.message || !ctx.tx) return next();
   const raw = await ctx.message.raw();
   const recipients = ctx.tx.recipients.length > 0 ? ctx.tx.recipients.map((r) => r.address) : ctx.tx.envelope.recipients.map((r) => r.address);
@@ -266,16 +328,17 @@ async function gateway(ctx: Ctx): Promise<Verdict> {
 
 /**
  * RCPT stage: the admin scripts that ask only envelope questions (sieve/analyze.ts), as many as
- * lead the list, run for this recipient before the message exists; a reject there refuses the
+ * lead the list and are not store rules of stage data, run for this recipient before the
+ * message exists; a reject there refuses the
  * recipient (550 5.7.1 at RCPT). Nothing else they decide is acted on here: the data stage runs
  * every script again with the message and does the rest.
  */
 async function early(ctx: Ctx): Promise<Verdict> {
   if (!ctx.tx || !ctx.rcpt) return next();
-  const scripts = await ctx.state.rules.current();
+  const scripts = await pinned(ctx);
   const lead: Script[] = [];
   for (const s of scripts) {
-    if (!asksOnlyEnvelope(s.compiled)) break;
+    if (s.stage === 'data' || !asksOnlyEnvelope(s.compiled)) break;
     lead.push(s);
   }
   if (lead.length === 0) return next();

@@ -5,8 +5,9 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile, utimes } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import plugin, { applyHeaderEdits, RULES_CHANNEL, RULES_KEY } from './index.js';
+import plugin, { applyHeaderEdits, RULES_CHANNEL, RULES_KEY, RULES_META_KEY, RULES_VERSION_KEY } from './index.js';
 import { testPlugin } from '../../src/pipeline/harness.js';
+import { MemoryStore } from '../../src/store/memory.js';
 import { createMessage } from '../../src/pipeline/message.js';
 import { applyReroute } from '../../src/smtp/session.js';
 
@@ -139,6 +140,115 @@ describe('sieve plugin: loading and caching', () => {
     await utimes(file, later, later);
     await new Promise((res) => setTimeout(res, 1100));
     assert.equal((await h.run('data', { message: MSG })).verdict.kind, 'discard');
+    await h.close();
+  });
+});
+
+describe('sieve plugin: store rule stage, order, activation and pinning', () => {
+  const EARLY = 'require ["reject", "envelope"]; if envelope :localpart "from" "mallory" { reject "early"; }';
+  const FOLDER = (f: string) => `require "fileinto"; fileinto "${f}";`;
+  const meta = (stage: string, position: number, active = true) => JSON.stringify({ stage, position, active });
+  const announce = async (h: ReturnType<typeof testPlugin>) => {
+    await h.store.publish(RULES_CHANNEL, '{}');
+    await new Promise((res) => setImmediate(res));
+  };
+
+  it('inactive rules do not run; position decides the order; a stage-data rule does not run at RCPT', async () => {
+    const h = testPlugin(plugin, {});
+    await h.store.hset(RULES_KEY, 'a', FOLDER('A'));
+    await h.store.hset(RULES_KEY, 'b', FOLDER('B'));
+    await h.store.hset(RULES_KEY, 'early', EARLY);
+    await h.store.hset(RULES_META_KEY, 'a', meta('data', 2));
+    await h.store.hset(RULES_META_KEY, 'b', meta('data', 1));
+    const folders = async () => {
+      const v = (await h.run('data', { message: MSG })).verdict;
+      return v.kind === 'reroute' ? v.plan?.['rcpt@example.test'] : v.kind;
+    };
+    assert.deepEqual(await folders(), ['B']);
+    await h.store.hset(RULES_META_KEY, 'b', meta('data', 1, false));
+    await announce(h);
+    assert.deepEqual(await folders(), ['A']);
+    // Without metadata, the envelope-only rule is at stage rcpt and refuses at RCPT.
+    const rcpt = () => h.run('rcpt', { rcpt: 'x@example.test', tx: { mailFrom: 'mallory@evil.test' } });
+    assert.equal((await rcpt()).verdict.kind, 'reject');
+    await h.store.hset(RULES_META_KEY, 'early', meta('data', 3));
+    await announce(h);
+    assert.equal((await rcpt()).verdict.kind, 'next', 'stage data: not run at RCPT');
+    await h.store.hset(RULES_META_KEY, 'early', meta('rcpt', 1, false));
+    await announce(h);
+    assert.equal((await rcpt()).verdict.kind, 'next', 'inactive: not run at all');
+    await h.close();
+  });
+
+  it('MAIL pins the rule set: RCPT and DATA of that transaction run it after a change; the version is traced', async () => {
+    const h = testPlugin(plugin, {});
+    await h.store.hset(RULES_KEY, 'r', FOLDER('Old'));
+    await h.store.set(RULES_VERSION_KEY, '7');
+    const mail = await h.run('mail', {});
+    assert.deepEqual(
+      mail.trace.filter((t) => t.version).map((t) => [t.stage, t.verdict, t.version]),
+      [['mail', 'next', '7']],
+    );
+    await h.store.hset(RULES_KEY, 'r', FOLDER('New'));
+    await h.store.set(RULES_VERSION_KEY, '8');
+    await announce(h);
+    const old = await h.run('data', { message: MSG });
+    assert.equal(old.verdict.kind === 'reroute' && old.verdict.plan?.['rcpt@example.test']?.[0], 'Old');
+    assert.ok(old.trace.some((t) => t.rule === 'r' && t.version === '7'));
+    // The next transaction (fresh notes, as the SMTP session gives each MAIL) runs version 8.
+    h.newConnection();
+    await h.run('mail', {});
+    const now = await h.run('data', { message: MSG });
+    assert.equal(now.verdict.kind === 'reroute' && now.verdict.plan?.['rcpt@example.test']?.[0], 'New');
+    assert.ok(now.trace.some((t) => t.rule === 'r' && t.version === '8'));
+    await h.close();
+  });
+
+  it('a change event during a read does not leave the older read cached', async () => {
+    class SlowStore extends MemoryStore {
+      gate: Promise<void> | null = null;
+      override async hgetall(key: string): Promise<Record<string, string>> {
+        const v = await super.hgetall(key);
+        if (this.gate && key === RULES_KEY) await this.gate;
+        return v;
+      }
+    }
+    const store = new SlowStore();
+    const h = testPlugin(plugin, {}, { store });
+    await store.hset(RULES_KEY, 'r', FOLDER('Old'));
+    let open!: () => void;
+    store.gate = new Promise((res) => (open = res));
+    const slow = h.run('data', { message: MSG });
+    await new Promise((res) => setTimeout(res, 10));
+    await store.hset(RULES_KEY, 'r', FOLDER('New'));
+    await announce(h);
+    store.gate = null;
+    open();
+    await slow;
+    const v = (await h.run('data', { message: MSG })).verdict;
+    assert.equal(v.kind === 'reroute' && v.plan?.['rcpt@example.test']?.[0], 'New');
+    await h.close();
+  });
+
+  it('when the store cannot be read, the last rule set read keeps running', async () => {
+    class FlakyStore extends MemoryStore {
+      down = false;
+      override async hgetall(key: string): Promise<Record<string, string>> {
+        if (this.down) throw new Error('store unavailable');
+        return super.hgetall(key);
+      }
+    }
+    const store = new FlakyStore();
+    const h = testPlugin(plugin, {}, { store });
+    await store.hset(RULES_KEY, 'r', FOLDER('Kept'));
+    const folder = async () => {
+      const v = (await h.run('data', { message: MSG })).verdict;
+      return v.kind === 'reroute' ? v.plan?.['rcpt@example.test']?.[0] : v.kind;
+    };
+    assert.equal(await folder(), 'Kept');
+    store.down = true;
+    await announce(h);
+    assert.equal(await folder(), 'Kept');
     await h.close();
   });
 });

@@ -15,6 +15,8 @@
 // Not scanned: messages over max_size, and (unless scan_relaying) mail from authenticated users
 // and trusted networks; both traced. spamd unreachable, too slow (hook `timeout`) or answering
 // an error → the hook fails: 451 4.3.0, or `next` with on_error: fail-open.
+// Metrics (besides the host's per-hook ones): postern_spamassassin_score, a histogram of the
+// scores spamd gave (messages not scanned are not in it).
 // Config keys read: host, port, socket, connect_timeout, command, user, max_size, tag_score,
 // quarantine_score, quarantine_folder, reject_score, reject_text, add_headers, spamtest_max,
 // scan_relaying; global sieve.spamtest.max.
@@ -25,10 +27,13 @@ import { createMessage } from '../../src/pipeline/message.js';
 import { describeEndpoint, endpointOf, type Endpoint } from '../../src/pipeline/scanner/connection.js';
 import { recordScan } from '../../src/pipeline/scanner/results.js';
 import { logEvent } from '../../src/log/logger.js';
+import { pluginHistogram, SPAM_SCORE_BUCKETS } from '../../src/pipeline/metrics.js';
 import { configSchema, type SpamassassinConfig } from './config.js';
 import { spamdRequest, type SpamdCommand, type SpamdResult } from './spamd.js';
 
 export const SPAMD_PORT = 783;
+
+const scores = pluginHistogram('postern_spamassassin_score', 'Spam scores spamd gave to scanned messages', [], SPAM_SCORE_BUCKETS);
 
 /** The headers this plugin writes (and removes from incoming mail). */
 const OWN_HEADERS = ['X-Spam-Status', 'X-Spam-Score', 'X-Spam-Flag', 'X-Spam-Report', 'X-Spam-Level', 'X-Spam-Checker-Version'];
@@ -69,6 +74,7 @@ async function check(ctx: Ctx): Promise<Verdict> {
   const r = await spamdRequest(ctx.state.endpoint, command, raw, { user: c.user, connectTimeoutMs: c.connect_timeout, signal: ctx.signal });
   const ms = Math.round(performance.now() - started);
 
+  scores.observe(ctx, {}, r.score);
   const tagged = c.tag_score !== undefined ? r.score >= c.tag_score : r.spam;
   const required = c.tag_score ?? r.required;
   recordScan(ctx.message, { spam: { score: r.score, max: ctx.state.spamtestMax, scanner: 'spamassassin' } });

@@ -38,3 +38,18 @@ export function inRanges(ip: string, ranges: readonly Range[]): boolean {
   if (!a) return false;
   return ranges.some(([net, bits]) => net.kind() === a.kind() && a.match(net, bits));
 }
+
+/**
+ * The network a client belongs to, as "192.0.2.0/24" or "2001:db8:1:2::/64" (the address masked
+ * to `v4` or `v6` bits; an IPv4-mapped IPv6 address counts as IPv4); null for a non-address.
+ * Greylisting and rate limits count per network: one IPv6 host is given a whole /64 (RFC 6177),
+ * and can send from any address in it.
+ */
+export function clientNetwork(ip: string, v4: number, v6: number): string | null {
+  const a = parseClient(ip);
+  if (!a) return null;
+  const bits = a.kind() === 'ipv4' ? v4 : v6;
+  const cidr = `${a.toString()}/${bits}`;
+  const base = a.kind() === 'ipv4' ? ipaddr.IPv4.networkAddressFromCIDR(cidr) : ipaddr.IPv6.networkAddressFromCIDR(cidr);
+  return `${base.toString()}/${bits}`;
+}

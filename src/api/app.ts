@@ -34,6 +34,9 @@ import { registerUserSieveRoutes } from './routes/user-sieve.js';
 import { registerQueueRoutes } from './routes/queue.js';
 import { registerPolicyListRoutes } from './routes/policy-lists.js';
 import { registerVerifyListRoutes } from './routes/verify-lists.js';
+import { registerRelayRouteRoutes } from './routes/relay-routes.js';
+import { registerRateLimitRoutes } from './routes/rate-limits.js';
+import { registerDnsblRoutes } from './routes/dnsbl.js';
 
 /** openapi.yaml: next to src/ under tsx, one level further up from dist/src after the build. */
 export function openapiPath(): string {
@@ -129,12 +132,18 @@ export async function buildApi(deps: ApiDeps): Promise<BuiltApi> {
   registerRelayRoutes(app, ctx);
   registerPolicyListRoutes(app, ctx);
   registerVerifyListRoutes(app, ctx);
+  registerRelayRouteRoutes(app, ctx);
+  registerRateLimitRoutes(app, ctx);
+  registerDnsblRoutes(app, ctx);
   registerDirectoryRoutes(app, ctx);
   registerUserSieveRoutes(app, ctx);
   registerQueueRoutes(app, ctx);
   registerDryRunRoutes(app, ctx);
   registerAuditRoutes(app, ctx);
 
-  app.addHook('onClose', async () => ctx.auth.close());
+  app.addHook('onClose', async () => {
+    ctx.rules.close();
+    ctx.auth.close();
+  });
   return { app, ctx, routes };
 }

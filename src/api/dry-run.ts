@@ -18,7 +18,9 @@ import type { Envelope, EnvelopeRecipient } from '../queue/envelope.js';
 import { createMessage } from '../pipeline/message.js';
 import { parseAddress } from '../address/address.js';
 import { inRanges, parseRange } from '../address/cidr.js';
-import { RouteTable } from '../delivery/routes.js';
+import type { RouteTable } from '../delivery/routes.js';
+import { LiveRoutes, withoutCredentials } from '../policy/routes.js';
+import type { Store } from '../store/store.js';
 import { classMatches, Replies, replyFromVerdict, SmtpReply, type EnhancedCode } from '../smtp/replies.js';
 import { applyReroute } from '../smtp/session.js';
 
@@ -41,9 +43,10 @@ export interface DryRunResult {
   trace: TraceEntry[];
 }
 
-export async function dryRun(input: DryRunInput, deps: { config: Config; pipeline: Pipeline; directory: Directory }): Promise<DryRunResult> {
+export async function dryRun(input: DryRunInput, deps: { config: Config; pipeline: Pipeline; directory: Directory; store?: Store }): Promise<DryRunResult> {
   const { config, pipeline, directory } = deps;
-  const routes = new RouteTable(config.routes);
+  // The config's routes and the store's, as the SMTP front end and the router see them now.
+  const routes = await new LiveRoutes(config.routes, deps.store).table();
   const env = input.envelope;
   const trace: TraceEntry[] = [];
   const id = `DRYRUN${randomBytes(5).toString('hex').toUpperCase()}`;
@@ -57,6 +60,8 @@ export async function dryRun(input: DryRunInput, deps: { config: Config; pipelin
     helo: env.helo.toLowerCase(),
     secure: false,
     relaying: inRanges(env.client, config.relay.networks.map(parseRange)),
+    // Not traffic: no Prometheus metric (the runner's or a plugin's) counts a dry-run.
+    dryRun: true,
   };
   const notes = new Map<string, Record<string, unknown>>();
   const everyone = (reply: SmtpReply): DryRunResult => ({
@@ -184,6 +189,6 @@ async function whereTo(r: EnvelopeRecipient, directory: Directory, routes: Route
     if (res.kind === 'alias') return { kind: 'alias', targets: res.targets };
   }
   const route = routes.find(domain);
-  if (route) return { kind: 'route', nexthop: typeof route.route === 'string' ? route.route : (route.route as { nexthop: string }).nexthop };
+  if (route) return { kind: 'route', nexthop: withoutCredentials(typeof route.route === 'string' ? route.route : (route.route as { nexthop: string }).nexthop) };
   return { kind: 'mx', domain };
 }

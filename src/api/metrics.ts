@@ -2,7 +2,9 @@
 //   postern_messages_total{outcome,code}        transactions that ended at DATA, by outcome (queued,
 //                                               delivered, rerouted, quarantined, discarded,
 //                                               rejected, tempfail, error) and reply code
-//   postern_plugin_duration_seconds{plugin,stage} time each plugin hook took (from the trace)
+//   postern_plugin_duration_seconds{plugin,stage} time each plugin hook took, and
+//   postern_plugin_verdicts_total{plugin,stage,verdict} and each plugin's own metrics: recorded
+//                                               by the plugin host (src/pipeline/metrics.ts)
 //   postern_rule_hits_total{rule,verdict}       Sieve rules (and other named rules) that acted
 //   postern_queue_targets{state}                queued deliveries by state (pending, deferred, held, …)
 //   postern_api_requests_total{method,route,status}
@@ -12,6 +14,7 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { ManagedQueue } from '../queue/manager.js';
 import type { TraceEntry } from '../pipeline/types.js';
+import { pluginRegistry } from '../pipeline/metrics.js';
 
 export const gatewayRegistry = new Registry();
 
@@ -22,13 +25,6 @@ const messages = new Counter({
   registers: [gatewayRegistry],
 });
 
-const pluginTime = new Histogram({
-  name: 'postern_plugin_duration_seconds',
-  help: 'Plugin hook run time, per plugin and stage',
-  labelNames: ['plugin', 'stage'] as const,
-  buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
-  registers: [gatewayRegistry],
-});
 const ruleHits = new Counter({ name: 'postern_rule_hits_total', help: 'Rules that acted, by verdict', labelNames: ['rule', 'verdict'] as const, registers: [gatewayRegistry] });
 
 /** Since-start counts for GET /v1/stats (this process only). */
@@ -51,7 +47,6 @@ export function countTransaction(outcome: string, code: number, trace: readonly 
       r.verdicts[t.verdict] = (r.verdicts[t.verdict] ?? 0) + 1;
       continue;
     }
-    pluginTime.observe({ plugin: t.plugin, stage: t.stage }, t.ms / 1000);
     const key = `${t.plugin}\0${t.stage}`;
     let p = plugins.get(key);
     if (!p) plugins.set(key, (p = { plugin: t.plugin, stage: t.stage, calls: 0, total_ms: 0, max_ms: 0 }));
@@ -109,6 +104,6 @@ export class ApiMetrics {
   }
 
   async text(): Promise<string> {
-    return (await gatewayRegistry.metrics()) + (await this.registry.metrics());
+    return (await gatewayRegistry.metrics()) + (await pluginRegistry.metrics()) + (await this.registry.metrics());
   }
 }

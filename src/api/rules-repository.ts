@@ -1,21 +1,29 @@
 // The admin Sieve rules the gateway runs (plugins/sieve), versioned. Keys:
 //   sieve:rules            hash name → script text: the live rule set, what plugins/sieve reads
+//   sieve:rules:meta       hash name → JSON { stage, position, active } (sieve/rule-order.ts)
 //   sieve:rules:version    the id of the live version (plugins/sieve puts it in the trace)
 //   sieve:rules:versions   hash id → JSON RuleSetVersion: every version, a full snapshot each
+//                          (scripts and metadata, so a rollback restores order and activation)
 //   sieve:rules:seq        counter giving version ids (1, 2, …), shared by every node
 //   sieve:rules:lock       SET NX with a TTL: one writer at a time across nodes
-// Every change (put, delete, rollback) writes the live hash, then a new snapshot, then the version
-// pointer, and publishes { version } on the `rules` channel; readers reload on that event. The
-// first change made when no version exists yet first records the rules already there, possibly
-// none, as version 1 ("import"), so a rollback can always go back to before the first change.
-// The newest MAX_VERSIONS snapshots are kept.
+// Every change (put, settings, order, delete, rollback) writes the live hashes, then a new
+// snapshot, then the version pointer, and publishes { version } on the `rules` channel; readers
+// reload on that event. The first change made when no version exists yet first records the rules
+// already there, possibly none, as version 1 ("import"), so a rollback can always go back to
+// before the first change. The newest MAX_VERSIONS snapshots are kept.
+//
+// A rule at stage rcpt runs before the message exists, so its script must ask only envelope
+// questions (sieve/analyze.ts); a change that would leave another script there is refused (422).
 import { randomBytes } from 'node:crypto';
 import type { Store } from '../store/store.js';
 import { compile } from '../sieve/compile.js';
+import { asksOnlyEnvelope } from '../sieve/analyze.js';
 import type { SieveError } from '../sieve/ast.js';
+import { orderRules, parseMeta, serializeMeta, type OrderedRule, type RuleMeta, type RuleStage } from '../sieve/rule-order.js';
 import { ApiProblem } from './errors.js';
 
 export const RULES_KEY = 'sieve:rules';
+export const META_KEY = 'sieve:rules:meta';
 export const RULES_CHANNEL = 'rules';
 export const VERSION_KEY = 'sieve:rules:version';
 export const VERSIONS_KEY = 'sieve:rules:versions';
@@ -30,7 +38,13 @@ export const RULE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 /** Path segments under /v1/rules that are not rules. */
 export const RESERVED_RULE_NAMES = new Set(['versions']);
 
-export type RuleChange = { op: 'import' } | { op: 'put'; name: string } | { op: 'delete'; name: string } | { op: 'rollback'; to: number };
+export type RuleChange =
+  | { op: 'import' }
+  | { op: 'put'; name: string }
+  | { op: 'settings'; name: string }
+  | { op: 'delete'; name: string }
+  | { op: 'order'; stage: RuleStage }
+  | { op: 'rollback'; to: number };
 
 export interface RuleSetVersion {
   id: number;
@@ -38,11 +52,17 @@ export interface RuleSetVersion {
   token: string;
   change: RuleChange;
   rules: Record<string, string>;
+  /** Stage, position and activation of each rule; absent in versions made before they existed. */
+  meta?: Record<string, RuleMeta>;
 }
 
-export interface Rule {
-  name: string;
-  script: string;
+/** A rule with its place: what the API shows, in run order (sieve/rule-order.ts). */
+export type Rule = OrderedRule;
+
+/** What a change decides: the new scripts and the metadata of the rules that keep or get some. */
+export interface RuleSetDraft {
+  scripts: Record<string, string>;
+  meta: Record<string, Partial<RuleMeta> | undefined>;
 }
 
 const field = (id: number) => String(id).padStart(12, '0');
@@ -51,7 +71,9 @@ export class RuleRepository {
   constructor(
     private readonly store: Store,
     private readonly maxRedirects: number,
-  ) {}
+  ) {
+    this.unsubscribe = store.subscribe(RULES_CHANNEL, () => this.forget());
+  }
 
   /** The compile errors of `script`, or [] when it compiles (with the gateway's limits). */
   check(script: string): SieveError[] {
@@ -59,43 +81,117 @@ export class RuleRepository {
     return r.ok ? [] : r.errors;
   }
 
+  private readonly envelopeOnlyByText = new Map<string, boolean>();
+
+  /** True when `script` compiles and asks only envelope questions (may run at stage rcpt). */
+  envelopeOnly(script: string): boolean {
+    let known = this.envelopeOnlyByText.get(script);
+    if (known === undefined) {
+      const r = compile(script, { limits: { maxRedirects: this.maxRedirects } });
+      known = r.ok && asksOnlyEnvelope(r.script);
+      if (this.envelopeOnlyByText.size > 1000) this.envelopeOnlyByText.clear();
+      this.envelopeOnlyByText.set(script, known);
+    }
+    return known;
+  }
+
+  /** Orders scripts and metadata as plugins/sieve runs them. */
+  order(scripts: Record<string, string>, meta: Record<string, Partial<RuleMeta> | undefined>): Rule[] {
+    return orderRules(scripts, meta, (_name, script) => this.envelopeOnly(script));
+  }
+
+  /** The rules of a kept version, in the order they ran. */
+  rulesOf(v: RuleSetVersion): Rule[] {
+    return this.order(v.rules, v.meta ?? {});
+  }
+
   async version(): Promise<number> {
     return Number((await this.store.get(VERSION_KEY)) ?? 0);
   }
 
-  async list(): Promise<{ version: number; rules: Rule[] }> {
-    const [all, version] = await Promise.all([this.store.hgetall(RULES_KEY), this.version()]);
-    return { version, rules: Object.keys(all).sort().map((name) => ({ name, script: all[name]! })) };
+  /**
+   * The live rules as last read, kept until an event on the `rules` channel (every change, on any
+   * node, publishes one; the store sends one after a reconnection too), as plugins/sieve keeps
+   * its compiled rules: reads between changes cost no store round-trip. Writers set the version
+   * pointer only after the rules are written, so rules read after it are at least that version's.
+   * Version 0 (rules put into the store by hand, never through a change) is not kept.
+   */
+  private cached: { version: number; rules: Rule[] } | null = null;
+  /** Bumped by each event: a read that began before one must not be kept after it. */
+  private generation = 0;
+  private readonly unsubscribe: () => void;
+
+  /** Stops listening for change events (the API's close). */
+  close(): void {
+    this.unsubscribe();
   }
 
-  async get(name: string): Promise<Rule | null> {
-    const script = await this.store.hget(RULES_KEY, name);
-    return script === null ? null : { name, script };
+  private forget(): void {
+    this.generation++;
+    this.cached = null;
+  }
+
+  /** The live rules in run order, and the live version. The array is shared: do not modify it. */
+  async list(): Promise<{ version: number; rules: Rule[] }> {
+    if (this.cached) return this.cached;
+    const generation = this.generation;
+    const version = await this.version();
+    const [scripts, meta] = await Promise.all([this.store.hgetall(RULES_KEY), this.store.hgetall(META_KEY)]);
+    const live = { version, rules: this.order(scripts, parsedMeta(meta)) };
+    if (version !== 0 && generation === this.generation) this.cached = live;
+    return live;
+  }
+
+  async get(name: string): Promise<{ version: number; rule: Rule | null }> {
+    const { version, rules } = await this.list();
+    return { version, rule: rules.find((r) => r.name === name) ?? null };
   }
 
   /**
    * Applies `change` to the live rule set under the lock. `decide` sees the current rules and
    * returns the new set (or throws: 404, 412, …); nothing is written when it throws.
    */
-  async change(token: string, change: RuleChange, decide: (current: Record<string, string>) => Record<string, string>): Promise<RuleSetVersion> {
+  async change(token: string, change: RuleChange, decide: (current: Rule[]) => RuleSetDraft): Promise<{ version: RuleSetVersion; rules: Rule[] }> {
     return this.locked(async () => {
-      const [current, live] = await Promise.all([this.store.hgetall(RULES_KEY), this.store.get(VERSION_KEY)]);
-      const next = decide(current);
+      const [scripts, rawMeta, live] = await Promise.all([this.store.hgetall(RULES_KEY), this.store.hgetall(META_KEY), this.store.get(VERSION_KEY)]);
+      const current = this.order(scripts, parsedMeta(rawMeta));
+      const draft = decide(current);
+      const next = this.order(draft.scripts, draft.meta);
+      const early = next.find((r) => r.stage === 'rcpt' && !this.envelopeOnly(r.script));
+      if (early) {
+        throw new ApiProblem('unprocessable', `rule ${early.name} would be at stage rcpt, which runs before the message exists, but its script reads the message or asks for outside facts; put it at stage data`);
+      }
       if (live === null) await this.snapshot(token, { op: 'import' }, current);
-      // The writes below are independent: issued together, a driver can commit them as one batch.
-      const gone = Object.keys(current).filter((n) => !(n in next));
+      // The rule writes are independent: issued together, a driver can commit them as one batch.
+      // The new version pointer goes after them (see `cached`).
+      const gone = Object.keys(scripts).filter((n) => !(n in draft.scripts));
+      const goneMeta = Object.keys(rawMeta).filter((n) => !(n in draft.scripts));
       const writes: Promise<unknown>[] = [];
       if (gone.length) writes.push(this.store.hdel(RULES_KEY, ...gone));
-      for (const [name, script] of Object.entries(next)) if (current[name] !== script) writes.push(this.store.hset(RULES_KEY, name, script));
-      const [v] = await Promise.all([this.snapshot(token, change, next), ...writes]);
+      if (goneMeta.length) writes.push(this.store.hdel(META_KEY, ...goneMeta));
+      for (const r of next) {
+        if (scripts[r.name] !== r.script) writes.push(this.store.hset(RULES_KEY, r.name, r.script));
+        const m = serializeMeta(r);
+        if (rawMeta[r.name] !== m) writes.push(this.store.hset(META_KEY, r.name, m));
+      }
+      await Promise.all(writes);
+      const v = await this.snapshot(token, change, next);
       await this.store.publish(RULES_CHANNEL, JSON.stringify({ version: v.id }));
-      return v;
+      // This node's next read sees the change even before its own event comes back.
+      this.forget();
+      return { version: v, rules: next };
     });
   }
 
-  private async snapshot(token: string, change: RuleChange, rules: Record<string, string>): Promise<RuleSetVersion> {
+  private async snapshot(token: string, change: RuleChange, ordered: Rule[]): Promise<RuleSetVersion> {
     const id = await this.store.incr(SEQ_KEY);
-    const v: RuleSetVersion = { id, created_at: new Date().toISOString(), token, change, rules };
+    const rules: Record<string, string> = {};
+    const meta: Record<string, RuleMeta> = {};
+    for (const r of ordered) {
+      rules[r.name] = r.script;
+      meta[r.name] = { stage: r.stage, position: r.position, active: r.active };
+    }
+    const v: RuleSetVersion = { id, created_at: new Date().toISOString(), token, change, rules, meta };
     await Promise.all([
       this.store.hset(VERSIONS_KEY, field(id), JSON.stringify(v)),
       this.store.set(VERSION_KEY, String(id)),
@@ -118,12 +214,12 @@ export class RuleRepository {
     return raw === null ? null : (JSON.parse(raw) as RuleSetVersion);
   }
 
-  /** Makes a new version whose rules are those of version `id`. */
-  async rollback(token: string, id: number): Promise<RuleSetVersion> {
+  /** Makes a new version whose rules, order and activation are those of version `id`. */
+  async rollback(token: string, id: number): Promise<{ version: RuleSetVersion; rules: Rule[] }> {
     const target = await this.getVersion(id);
     if (!target) throw new ApiProblem('not-found', `rule set version ${id} does not exist (or is older than the ${MAX_VERSIONS} kept)`);
     if ((await this.version()) === id) throw new ApiProblem('conflict', `version ${id} is already the live rule set`);
-    return this.change(token, { op: 'rollback', to: id }, () => ({ ...target.rules }));
+    return this.change(token, { op: 'rollback', to: id }, () => ({ scripts: { ...target.rules }, meta: { ...(target.meta ?? {}) } }));
   }
 
   /** Writers on this node queue here first, so only one of them at a time polls the store lock. */
@@ -149,4 +245,10 @@ export class RuleRepository {
       if ((await this.store.get(LOCK_KEY)) === me) await this.store.del(LOCK_KEY);
     }
   }
+}
+
+function parsedMeta(raw: Record<string, string>): Record<string, Partial<RuleMeta>> {
+  const out: Record<string, Partial<RuleMeta>> = {};
+  for (const [name, json] of Object.entries(raw)) out[name] = parseMeta(json);
+  return out;
 }

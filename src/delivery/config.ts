@@ -40,6 +40,12 @@ export const routeSchema = z.union([
       verify: z.enum(['none', 'callout', 'list']).default('none'),
       /** Absent: the defaults of calloutSchema. */
       callout: calloutSchema.optional(),
+      /**
+       * Tell the next hop who the client was (src/transport/forward-client.ts), when it offers
+       * the command: `xclient`, `xforward`, `auto` (XCLIENT, else XFORWARD) or `none`.
+       * Absent: `xclient` for `mode: proxy`, `none` for `mode: queue`.
+       */
+      forward_client: z.enum(['none', 'xclient', 'xforward', 'auto']).optional(),
     })
     .strict(),
 ]);

@@ -8,15 +8,17 @@
 //      Postfix transport maps); no route → delivery by MX lookup (done by the transport later).
 // The router only decides; it writes nothing.
 //
-// Config keys: `domains.local`, `routes`.
+// Config keys: `domains.local`, `routes` (plus the store's routes when `routes` is a LiveRoutes,
+// src/policy/routes.ts: looked up afresh for each recipient, so an API change applies at once).
 import type { Config } from '../config/load.js';
 import type { RouteConfig } from './config.js';
 import type { Directory } from '../directory/directory.js';
 import { AddressError, parseAddress } from '../address/address.js';
-import { RouteTable } from './routes.js';
+import { staticRoutes, type RouteSource } from '../policy/routes.js';
+import type { RouteTable } from './routes.js';
 
 export type RemoteVia =
-  | { type: 'route'; nexthop: string; mode: RouteConfig['mode']; verify: RouteConfig['verify']; match: string }
+  | { type: 'route'; nexthop: string; mode: RouteConfig['mode']; verify: RouteConfig['verify']; match: string; forward_client?: 'none' | 'xclient' | 'xforward' | 'auto' }
   | { type: 'mx' };
 
 export type RouteTarget =
@@ -33,15 +35,15 @@ export type RoutingResult =
 export interface Router {
   route(address: string): Promise<RoutingResult>;
   /** Next hop for a remote address (no directory lookup). */
-  remote(address: string, domain: string): RouteTarget & { kind: 'remote' };
+  remote(address: string, domain: string): Promise<RouteTarget & { kind: 'remote' }>;
 }
 
-export function createRouter(opts: { config: Pick<Config, 'domains' | 'routes'>; directory: Directory }): Router {
+export function createRouter(opts: { config: Pick<Config, 'domains' | 'routes'>; directory: Directory; routes?: RouteSource }): Router {
   const localDomains = new Set(opts.config.domains.local.map((d) => d.toLowerCase()));
-  const routes = new RouteTable(opts.config.routes);
+  const source = opts.routes ?? staticRoutes(opts.config.routes);
   const isLocal = (domain: string) => localDomains.has(domain) || opts.directory.isLocalDomain(domain);
 
-  const remote = (address: string, domain: string): RouteTarget & { kind: 'remote' } => {
+  const via = (routes: RouteTable, address: string, domain: string): RouteTarget & { kind: 'remote' } => {
     const m = routes.find(domain);
     return m ? { kind: 'remote', address, domain, via: { type: 'route', ...m.route, match: m.key } } : { kind: 'remote', address, domain, via: { type: 'mx' } };
   };
@@ -56,11 +58,12 @@ export function createRouter(opts: { config: Pick<Config, 'domains' | 'routes'>;
   };
 
   return {
-    remote,
+    remote: async (address, domain) => via(await source.table(), address, domain),
     async route(address) {
       const p = parse(address);
       if (!p) return { status: 'invalid', reason: 'malformed address' };
-      if (!isLocal(p.domain)) return { status: 'ok', targets: [remote(p.address, p.domain)] };
+      const routes = await source.table();
+      if (!isLocal(p.domain)) return { status: 'ok', targets: [via(routes, p.address, p.domain)] };
       const x = await opts.directory.expand(p.address);
       if (!x || (x.local.length === 0 && x.remote.length === 0)) return { status: 'unknown' };
       const targets: RouteTarget[] = x.local.map((l) => ({ kind: 'local' as const, user: l.user, address: l.address, ...(l.detail ? { detail: l.detail } : {}) }));
@@ -70,7 +73,7 @@ export function createRouter(opts: { config: Pick<Config, 'domains' | 'routes'>;
         // An alias target in one of our own domains that the directory left unexpanded is still
         // not ours to relay; treat it as unknown rather than loop it through the MX.
         if (isLocal(rp.domain)) continue;
-        targets.push(remote(rp.address, rp.domain));
+        targets.push(via(routes, rp.address, rp.domain));
       }
       if (targets.length === 0) return { status: 'unknown' };
       return { status: 'ok', targets };

@@ -2,7 +2,7 @@
 // relay-acl plugin and the router (which next hop?). A key "corp.example" matches that domain
 // exactly; a key ".corp.example" matches every subdomain of it (not corp.example itself). The
 // exact key wins, then the nearest wildcard.
-// Config keys read: routes.
+// Config keys read: routes (src/policy/routes.ts adds the routes kept in the store on top).
 import type { RouteConfig } from './config.js';
 
 export interface RouteMatch {
@@ -16,6 +16,13 @@ export class RouteTable {
 
   constructor(routes: Record<string, RouteConfig>) {
     for (const [k, v] of Object.entries(routes)) this.byKey.set(k.toLowerCase().replace(/\.$/, ''), v);
+  }
+
+  /** From key/route pairs in order; of two equal keys (after normalising) the later one wins. */
+  static fromEntries(entries: Iterable<[string, RouteConfig]>): RouteTable {
+    const t = new RouteTable({});
+    for (const [k, v] of entries) t.byKey.set(k.toLowerCase().replace(/\.$/, ''), v);
+    return t;
   }
 
   find(domain: string): RouteMatch | null {

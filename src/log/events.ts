@@ -43,6 +43,7 @@ export const LOG_EVENTS = [
   'plugin.sieve.rule',
   'plugin.sieve.compile_error',
   'plugin.sieve.reloaded',
+  'plugin.sieve.store_unavailable',
   'sieve.user.compile_error',
   'sieve.user.runtime_error',
   'sieve.user.reject',

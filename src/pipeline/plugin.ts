@@ -36,6 +36,8 @@ export interface SessionInfo {
   authUser?: string;
   /** True when this client may relay to foreign domains (trusted network or authenticated). */
   relaying: boolean;
+  /** A REST dry-run, not traffic: nothing is stored and no metric counts it. */
+  dryRun?: boolean;
 }
 
 /** SASL attempt facts, for the `auth` stage only. */

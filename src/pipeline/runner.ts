@@ -16,6 +16,8 @@
 //   - Every hook run appends one TraceEntry; every verdict is logged (plugin.verdict, debug);
 //     errors as plugin.error (error) and timeouts as plugin.timeout (warn).
 //   - Each plugin's scratch is input.notes.get(<plugin name>), created on first use.
+//   - Every hook run is also counted in Prometheus (metrics.ts): its time by plugin and stage,
+//     and its verdict (the trace entry's) by plugin, stage and verdict.
 // Observers (delivered/deferred/bounced) run in parallel, under the same deadline; their errors
 // are logged and swallowed. close() calls each plugin's close(state) once, in reverse chain order.
 //
@@ -31,6 +33,7 @@ import type { DeliveryEvent, Hook, HookContext, Observer, ObserverStage, PluginD
 import { STAGES } from './plugin.js';
 import type { Pipeline, StageInput, StageResult, TraceEntry } from './types.js';
 import { next, tempfail, type Verdict } from './verdict.js';
+import { recordHook } from './metrics.js';
 
 /** Per-hook deadline when the entry sets no `timeout`. Long enough for a DNS retry or a spamd scan. */
 export const DEFAULT_HOOK_TIMEOUT_MS = 10_000;
@@ -107,6 +110,7 @@ export function createPipeline(plugins: LoadedPlugin[], deps: PipelineDeps): Pip
         const v = outcome.verdict;
         const entry: TraceEntry = { ...base, verdict: v.kind, ...describe(v) };
         trace.push(entry);
+        recordHook(input, p.name, stage, v.kind, ms);
         logEvent(log, 'debug', 'plugin.verdict', { stage, verdict: v.kind, code: entry.code, enhanced: entry.enhanced, ms, rcpt }, entry.detail);
         if (v.kind !== 'next') return { verdict: v, trace };
         continue;
@@ -121,6 +125,7 @@ export function createPipeline(plugins: LoadedPlugin[], deps: PipelineDeps): Pip
             ? 'aborted: the client went away'
             : errorText(outcome.error);
       const failOpen = p.onError === 'fail-open' && outcome.kind !== 'aborted';
+      recordHook(input, p.name, stage, outcome.kind === 'timeout' ? 'timeout' : 'error', ms);
       trace.push({
         ...base,
         verdict: outcome.kind === 'timeout' ? 'timeout' : 'error',

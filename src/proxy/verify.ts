@@ -14,7 +14,9 @@
 // Every decision is returned with a trace entry (plugin "verify", stage rcpt), which the session
 // adds to the transaction's trace. Similar to Postfix's reject_unverified_recipient and Haraka's
 // rcpt_to.* plugins.
-// Config keys read: routes.<domain>.{nexthop, verify, callout.*}, hostname.
+// Probe connections follow the route's TLS policy and credentials, as mail does (STARTTLS,
+// AUTH: backend-client.ts `establish`).
+// Config keys read: routes.<domain>.{nexthop, verify, callout.*}, hostname, outbound.tls.
 import type { Logger } from 'pino';
 import type { CalloutConfig, RouteConfig } from '../delivery/config.js';
 import type { TraceEntry } from '../pipeline/types.js';
@@ -22,7 +24,9 @@ import type { Store } from '../store/store.js';
 import { logEvent } from '../log/logger.js';
 import { SmtpReply } from '../smtp/replies.js';
 import { parseNexthop } from '../transport/outbound.js';
-import { BackendError, BackendSession, formatReply, type BackendReply } from './backend-client.js';
+import { BackendError, type BackendSession, formatReply, type BackendReply } from './backend-client.js';
+import { connectBackend } from './backend-pool.js';
+import type { TlsPolicy } from '../transport/tls-policy.js';
 
 export const CALLOUT_DEFAULTS: CalloutConfig = { positive_ttl: 3_600_000, negative_ttl: 600_000, timeout: 30_000, on_unreachable: 'tempfail' };
 
@@ -53,7 +57,10 @@ class ProbePool {
   /** Connections opened so far (tests and metrics). */
   opened = 0;
 
-  constructor(private readonly helo: string) {}
+  constructor(
+    private readonly helo: string,
+    private readonly tls: TlsPolicy,
+  ) {}
 
   async acquire(nexthop: string, timeoutMs: number): Promise<{ s: BackendSession; reused: boolean }> {
     const list = this.idle.get(nexthop) ?? [];
@@ -62,13 +69,10 @@ class ProbePool {
       clearTimeout(e.timer);
       if (!e.s.closed) return { s: e.s, reused: true };
     }
-    const s = await BackendSession.open(parseNexthop(nexthop), { helo: this.helo, timeoutMs });
+    // The route's TLS policy and credentials hold for probes as for mail (backend-pool.ts).
+    const hop = parseNexthop(nexthop);
+    const s = await connectBackend(hop, { helo: this.helo, timeoutMs, tls: hop.protocol === 'lmtp' || hop.socketPath ? 'none' : this.tls });
     this.opened++;
-    const g = await s.greet();
-    if (g.code !== 250) {
-      s.destroy();
-      throw new BackendError(`backend refused ${s.lmtp ? 'LHLO' : 'EHLO'}: ${formatReply(g)}`, 'protocol');
-    }
     return { s, reused: false };
   }
 
@@ -100,9 +104,10 @@ export class RecipientVerifier {
   private readonly pool: ProbePool;
 
   constructor(
-    private readonly deps: { store: Store; log: Logger; hostname: string },
+    /** `tls`: the policy for routes without `?tls=` (`outbound.tls`; default opportunistic). */
+    private readonly deps: { store: Store; log: Logger; hostname: string; tls?: TlsPolicy },
   ) {
-    this.pool = new ProbePool(deps.hostname);
+    this.pool = new ProbePool(deps.hostname, deps.tls ?? 'opportunistic');
   }
 
   /** Probe connections opened since start. */

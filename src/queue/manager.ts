@@ -45,6 +45,7 @@ import { DirSyncer } from './dir-sync.js';
 import { Spool } from './spool.js';
 import { newQueueId } from './queue-id.js';
 import { retryDelay } from './backoff.js';
+import { LiveRoutes, type RouteSource, withoutCredentials } from '../policy/routes.js';
 import { createRouter, type RemoteVia, type Router, type RouteTarget } from '../delivery/router.js';
 import { LocalDelivery, targetKey, type IntentStore } from '../delivery/local.js';
 import { DeliveryError, DeliveryErrors } from '../delivery/errors.js';
@@ -53,6 +54,7 @@ import type { Outbound, OutboundResult } from '../transport/outbound.js';
 import { destinationKey } from '../transport/outbound.js';
 import type { OutRecipient } from '../transport/smtp-client.js';
 import { buildDsn, countReceived, MAX_RECEIVED, wants, type DsnAction, type DsnRecipient } from './dsn.js';
+import { clientFromSource } from '../transport/forward-client.js';
 
 export type TargetStatus = 'pending' | 'deferred' | 'done' | 'failed' | 'held';
 
@@ -117,6 +119,8 @@ export interface QueueOptions {
   mbox?: MboxOptions;
   /** The SMTP/LMTP client. Without it remote targets are held in the spool. */
   outbound?: Outbound;
+  /** Next hops; default: `routes` of the config plus the store's (src/policy/routes.ts). */
+  routes?: RouteSource;
 }
 
 export interface ManagedQueue extends MessageQueue {
@@ -162,7 +166,7 @@ class QueueManager implements ManagedQueue {
 
   constructor(private readonly opts: QueueOptions) {
     this.spool = new Spool(opts.config.data_dir, this.syncer);
-    this.router = createRouter({ config: opts.config, directory: opts.directory });
+    this.router = createRouter({ config: opts.config, directory: opts.directory, routes: opts.routes ?? new LiveRoutes(opts.config.routes, opts.store) });
     // Per-user Sieve (delivery/sieve.ts) needs the store and a way to queue redirects, vacation
     // replies and refusals: through `accept`, like any message.
     this.local = new LocalDelivery(opts.config, this.syncer, opts.mbox, {
@@ -574,6 +578,8 @@ class QueueManager implements ManagedQueue {
         ...(envelope.ret ? { ret: envelope.ret } : {}),
         ...(envelope.envid ? { envid: envelope.envid } : {}),
         ...(envelope.smtputf8 ? { smtputf8: true } : {}),
+        // Sent on only where a route's forward_client asks for it (XCLIENT/XFORWARD).
+        client: clientFromSource(envelope.source, id),
         message,
       });
     } catch (e) {
@@ -843,7 +849,7 @@ class QueueManager implements ManagedQueue {
   }
 
   private held(id: string, t: TargetState): void {
-    const via = t.via?.type === 'route' ? t.via.nexthop : 'mx';
+    const via = t.via?.type === 'route' ? withoutCredentials(t.via.nexthop) : 'mx';
     logEvent(this.log, 'info', 'queue.held', { qid: id, rcpt: t.address, via }, 'remote recipient held for the relay client');
   }
 

@@ -29,10 +29,12 @@ import type { Envelope, EnvelopeRecipient, ListenerKind } from '../queue/envelop
 import type { MessageQueue, RecipientOutcome } from '../queue/queue.js';
 import { AddressError, parseAddress } from '../address/address.js';
 import { inRanges, parseRange, type Range } from '../address/cidr.js';
-import { RouteTable } from '../delivery/routes.js';
+import type { RouteTable } from '../delivery/routes.js';
+import { staticRoutes, type RouteSource } from '../policy/routes.js';
 import { logEvent } from '../log/logger.js';
 import { countTransaction } from '../api/metrics.js';
 import type { RecipientVerifier } from '../proxy/verify.js';
+import type { BackendPool } from '../proxy/backend-pool.js';
 import { InlineTransaction, ProxyReplies } from '../proxy/inline.js';
 import { DataGuard, type DataViolation } from './data-guard.js';
 import type { MailParams, RcptParams } from './params.js';
@@ -40,6 +42,9 @@ import { applyEdits, splitCopies, type MessageCopy } from './copies.js';
 import { receivedHeader, withKeyword } from './received.js';
 import { classMatches, Replies, replyFromVerdict, SmtpReply, type EnhancedCode } from './replies.js';
 import type { ConnectionController, ConnectionPolicy, PosternConnection } from './connection.js';
+
+/** The abort reason of every session whose client went away (one shared, immutable value). */
+const CONNECTION_CLOSED = Object.freeze(new Error('client connection closed'));
 
 export type CreatedMessage = MessageAccess & { render(): Buffer };
 
@@ -54,6 +59,10 @@ export interface SmtpDeps {
   createMessage: (raw: Buffer) => CreatedMessage;
   /** Recipient verification for routes with `verify: callout | list` (src/proxy/verify.ts). */
   verifier?: RecipientVerifier;
+  /** Backend connections kept between in-line proxy transactions (src/proxy/backend-pool.ts). */
+  backends?: BackendPool;
+  /** Next hops: the config's `routes`, plus the store's in the daemon (src/policy/routes.ts). */
+  routes?: RouteSource;
 }
 
 /** Connection counts shared by every listener (smtp.max_connections and _per_ip). */
@@ -136,7 +145,7 @@ function violationReply(v: DataViolation): SmtpReply {
 export class SessionController implements ConnectionController {
   private readonly states = new WeakMap<object, ConnState>();
   private readonly trustedNetworks: Range[];
-  private readonly routes: RouteTable;
+  private readonly routes: RouteSource;
 
   constructor(
     private readonly deps: SmtpDeps,
@@ -146,7 +155,7 @@ export class SessionController implements ConnectionController {
   ) {
     // relay.networks is validated by the config schema, so every entry parses.
     this.trustedNetworks = deps.config.relay.networks.map(parseRange);
-    this.routes = new RouteTable(deps.config.routes);
+    this.routes = deps.routes ?? staticRoutes(deps.config.routes);
   }
 
   private get cfg() {
@@ -182,7 +191,8 @@ export class SessionController implements ConnectionController {
     const st = this.states.get(conn.session);
     if (!st || !st.counted) return;
     st.counted = false;
-    st.abort.abort();
+    // With a reason given, abort() does not build a DOMException (and its stack) per connection.
+    st.abort.abort(CONNECTION_CLOSED);
     dropTx(st);
     this.counter.remove(conn.remoteAddress);
     logEvent(st.log, 'debug', 'smtp.disconnect', {});
@@ -433,21 +443,25 @@ export class SessionController implements ConnectionController {
     if (refused) return this.logged(st, new SmtpReply(refused.code, refused.enhanced, refused.text, { ...refused.opts, evt: 'smtp.rcpt.rejected' }), { rcpt: rcpt.address });
     const pluginAccepted = r.verdict.kind === 'accept';
     const tricky = parsed.tricks.length > 0;
+    // Read at most once per RCPT, and only when needed: routes added over the API apply from
+    // the next recipient on.
+    let table: RouteTable | undefined;
+    const routes = async () => (table ??= await this.routes.table(st.log));
     if (!tricky && this.deps.directory.isLocalDomain(parsed.domain)) {
       const res = await this.deps.directory.resolve(parsed.address);
       if (res.kind === 'unknown') return this.logged(st, Replies.userUnknown(), { rcpt: rcpt.address });
-    } else if (!(st.info.relaying || pluginAccepted || (!tricky && this.routes.has(parsed.domain)))) {
+    } else if (!(st.info.relaying || pluginAccepted || (!tricky && (await routes()).has(parsed.domain)))) {
       return this.logged(st, Replies.relayDenied(), { rcpt: rcpt.address, tricks: parsed.tricks });
     } else if (!tricky && this.deps.verifier) {
       // A routed domain may ask its next hop (or a list) first: no accepting what it would refuse.
-      const match = this.routes.find(parsed.domain);
+      const match = (await routes()).find(parsed.domain);
       const d = match ? await this.deps.verifier.verify(match.route, parsed.address, parsed.domain) : null;
       if (d) {
         tx.trace.push(d.trace);
         if (d.reply) return this.logged(st, d.reply, { rcpt: rcpt.address, verify: d.trace.detail });
       }
     }
-    const refusedByProxy = await this.proxyRcpt(st, tx, parsed.address, parsed.domain, !tricky && !this.deps.directory.isLocalDomain(parsed.domain));
+    const refusedByProxy = await this.proxyRcpt(st, tx, parsed.address, parsed.domain, !tricky && !this.deps.directory.isLocalDomain(parsed.domain), routes);
     if (refusedByProxy) return this.logged(st, refusedByProxy, { rcpt: rcpt.address, proxy: tx.dest });
     tx.rcpts.set(address.address.toLowerCase(), rcpt);
     return null;
@@ -459,8 +473,8 @@ export class SessionController implements ConnectionController {
    * next hop, or the queue) hears 452 4.5.3 and comes back in the next transaction (RFC 5321
    * §3.3). Returns the refusal, or null when the recipient may be added.
    */
-  private async proxyRcpt(st: ConnState, tx: Tx, address: string, domain: string, routable: boolean): Promise<SmtpReply | null> {
-    const match = routable ? this.routes.find(domain) : null;
+  private async proxyRcpt(st: ConnState, tx: Tx, address: string, domain: string, routable: boolean, routes: () => Promise<RouteTable>): Promise<SmtpReply | null> {
+    const match = routable ? (await routes()).find(domain) : null;
     const proxied = match && match.route.mode === 'proxy' ? match.route : null;
     const dest = proxied ? `proxy:${proxied.nexthop}` : 'queue';
     if (tx.dest && tx.dest !== dest) return ProxyReplies.otherDestination();
@@ -472,8 +486,11 @@ export class SessionController implements ConnectionController {
     let reply: SmtpReply;
     try {
       if (!tx.inline) {
-        tx.inline = await InlineTransaction.open(proxied, this.deps.config.hostname, { remoteAddress: st.info.remoteAddress, remotePort: st.info.remotePort, clientHostname: st.info.clientHostname, helo: st.info.helo, authUser: st.info.authUser, ehlo: st.ehlo }, tx.envelope);
-        logEvent(st.log, 'info', 'proxy.session', { nexthop: proxied.nexthop, xclient: tx.inline.xclient, lmtp: tx.inline.lmtp });
+        tx.inline = await InlineTransaction.open(proxied, this.deps.config.hostname, { remoteAddress: st.info.remoteAddress, remotePort: st.info.remotePort, clientHostname: st.info.clientHostname, helo: st.info.helo, authUser: st.info.authUser, ehlo: st.ehlo }, tx.envelope, {
+          ...(this.deps.backends ? { pool: this.deps.backends } : {}),
+          tls: this.deps.config.outbound.tls,
+        });
+        logEvent(st.log, 'info', 'proxy.session', { nexthop: proxied.nexthop, xclient: tx.inline.xclient, lmtp: tx.inline.lmtp, tls: tx.inline.secure, reused: tx.inline.reused });
       }
       reply = await tx.inline.rcpt(address);
     } catch (e) {

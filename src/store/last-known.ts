@@ -26,7 +26,7 @@ interface Slot {
 }
 
 /** The default `store.last_known`: what the accept path and delivery read. */
-export const DEFAULT_LAST_KNOWN = ['dir:', 'policy:', 'sieve:rules', 'sieve:rules:version', 'sieve:scripts:', 'sieve:active:', 'api:tokens'];
+export const DEFAULT_LAST_KNOWN = ['dir:', 'policy:', 'sieve:rules', 'sieve:rules:meta', 'sieve:rules:version', 'sieve:scripts:', 'sieve:active:', 'api:tokens'];
 
 export const DEFAULT_MAX_KEYS = 200_000;
 

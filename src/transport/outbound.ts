@@ -7,15 +7,18 @@
 //     host (RFC 5321 §5.1 "try the next"); what is still open at the end is deferred;
 //   - null MX → 556 5.1.10 (RFC 7505 §4.2), no mail host → 550 5.1.2, DNS trouble → 451 4.4.3;
 //   - opportunistic TLS whose handshake fails is tried again in clear on the same address;
-//   - concurrency: at most `outbound.concurrency.total` sessions in use at once, and
-//     `outbound.concurrency.per_domain` per destination; callers wait their turn;
+//   - concurrency: at most `outbound.concurrency.total` deliveries at once, and
+//     `outbound.concurrency.per_domain` per destination; callers wait their turn. The same limits
+//     bound open connections, idle cached ones included (pool.ts);
 //   - connection reuse (pool.ts): a session stays open for the next message to the same host;
+//   - a route's `forward_client` (forward-client.ts): the message's original client goes to the
+//     next hop with XCLIENT or XFORWARD when it offers them (never for MX delivery);
 //   - per-destination back-off: when no host of a destination could be reached at all, further
 //     deliveries to it are deferred without connecting until its back-off ends (it grows with
 //     `outbound.retry` and resets on the first success). Results then carry `retryAt`.
 //
 // Config keys: `hostname`, `outbound.mx_port`, `outbound.tls`, `outbound.retry`,
-// `outbound.concurrency`, `outbound.reuse`.
+// `outbound.concurrency`, `outbound.reuse`, `routes.<domain>.forward_client`.
 import { isIP } from 'node:net';
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
@@ -28,6 +31,7 @@ import { MxResolver } from './mx.js';
 import { ConnectionPool } from './pool.js';
 import { sendSession, type ClientOptions, type Destination, type OutMessage, type RcptResult } from './smtp-client.js';
 import { TLS_POLICIES, type TlsPolicy } from './tls-policy.js';
+import { routeForwardMode, type ForwardClientMode } from './forward-client.js';
 
 export interface OutboundResult extends RcptResult {
   /** "dns; host" of the server that gave the final answer (RFC 3464 §2.3.5). */
@@ -115,7 +119,13 @@ export class Outbound {
     this.mx = new MxResolver(opts.dns);
     const ob = opts.config.outbound;
     this.total = new Semaphore(ob.concurrency.total);
-    this.pool = new ConnectionPool({ maxMessages: ob.reuse.max_messages, idleTimeoutMs: ob.reuse.idle_timeout, idleLimit: ob.concurrency.per_domain });
+    this.pool = new ConnectionPool({
+      maxMessages: ob.reuse.max_messages,
+      idleTimeoutMs: ob.reuse.idle_timeout,
+      idleLimit: ob.concurrency.per_domain,
+      total: ob.concurrency.total,
+      perDestination: ob.concurrency.per_domain,
+    });
     this.session = opts.session ?? ((dest, msg, clientOpts) => this.pool.send(dest, msg, clientOpts));
   }
 
@@ -175,6 +185,8 @@ export class Outbound {
       return settleAll({ status: 'temp', code: 451, enhanced: '4.4.3', text: why, remote: false });
     }
 
+    const key = destinationKey(domain, via);
+    const forwardClient = this.forwardMode(via);
     let open = msg.recipients;
     let lastTemp: OutboundResult | null = null;
     for (const c of candidates.slice(0, MAX_ADDRESSES)) {
@@ -189,6 +201,8 @@ export class Outbound {
         tls: hop?.tls ?? (hop?.protocol === 'lmtp' ? 'none' : this.opts.config.outbound.tls),
         ...(hop?.socketPath ? { socketPath: hop.socketPath } : {}),
         ...(hop?.auth ? { auth: hop.auth } : {}),
+        ...(forwardClient !== 'none' ? { forwardClient } : {}),
+        destination: key,
       };
       const clientOpts: ClientOptions = { hostname: this.opts.config.hostname, ...this.opts.client };
       let s = await this.session(dest, { ...msg, recipients: open }, clientOpts);
@@ -209,11 +223,19 @@ export class Outbound {
         }
       }
       logEvent(this.opts.log, 'debug', 'outbound.session', { host: c.name, address: c.address, rcpts: open.length, deferred: still.length });
+      // The next hop would not take the original client: the mail went as from us.
+      if (s.forwardRefused) logEvent(this.opts.log, 'warn', 'outbound.session', { host: c.name, address: c.address, forwardRefused: s.forwardRefused }, 'next hop refused the original client');
       open = still;
     }
     if (candidates.length === 0 && open.length) return settleAll({ status: 'temp', code: 451, enhanced: '4.4.1', text: 'no address to connect to', remote: false });
     for (const rc of open) if (!final.has(rc.address)) final.set(rc.address, lastTemp ?? { status: 'temp', code: 451, enhanced: '4.4.1', text: 'not delivered', remote: false });
     return final;
+  }
+
+  /** The route's `forward_client`; MX delivery never forwards (the next hop is not ours). */
+  private forwardMode(via: RemoteVia): ForwardClientMode {
+    // `via` carries the route's own settings, whether it came from the config or the store.
+    return via.type === 'route' ? routeForwardMode(via) : 'none';
   }
 
   /** Addresses to try, in order. Throws PermanentRouteError for null MX / no mail host. */

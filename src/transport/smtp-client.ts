@@ -13,7 +13,15 @@
 //     (RFC 6531 §3.2): 553 5.6.7;
 //   - SIZE smaller than the message (RFC 1870 §6): 552 5.3.4;
 //   - DSN (RFC 3461 §4) offered: RET and ENVID on MAIL, NOTIFY and ORCPT on each RCPT, with each
-//     recipient's own values.
+//     recipient's own values;
+//   - the original client (forward-client.ts), when the destination asks for it and the next hop
+//     offers the command: XCLIENT (answered 220, then EHLO again under the client's HELO name)
+//     or XFORWARD, before MAIL. XCLIENT lasts for the connection, and servers do not offer it
+//     again once it is in effect, so a connection speaking for one client carries only that
+//     client's later mail (`canCarry`; pool.ts opens another for anyone else). nodemailer has no
+//     such command; it goes out through the library's own command queue (`_sendCommand` /
+//     `_responseActions`) and the second EHLO is parsed by its EHLO handler, which refreshes the
+//     extension list.
 // The result has one entry per recipient: 'sent' (2xx), 'temp' (4xx, or the connection failed
 // before that recipient had its answer) or 'perm' (5xx). LMTP (RFC 2033 §4.2) gives one reply
 // per accepted recipient after DATA; SMTP's one reply after DATA applies to all of them.
@@ -23,6 +31,7 @@ import { connect as netConnect, type Socket } from 'node:net';
 import SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
 import type { DsnNotify } from '../queue/envelope.js';
 import { downgradeTo7bit } from './downgrade.js';
+import { chooseCommand, clientIdentity, forwardCommands, offeredAttributes, type ForwardClientMode, type ForwardedClient } from './forward-client.js';
 import { tlsOptions, type TlsPolicy } from './tls-policy.js';
 
 export interface Destination {
@@ -38,6 +47,10 @@ export interface Destination {
   secure?: boolean;
   tls: TlsPolicy;
   auth?: { user: string; pass: string };
+  /** Send the original client with XCLIENT/XFORWARD when offered (a route's `forward_client`). */
+  forwardClient?: ForwardClientMode;
+  /** The concurrency budget this connection counts toward (outbound.ts `destinationKey`). */
+  destination?: string;
 }
 
 export interface OutRecipient {
@@ -54,6 +67,8 @@ export interface OutMessage {
   envid?: string;
   /** The client used SMTPUTF8 (RFC 6531). */
   smtputf8?: boolean;
+  /** Who sent it to us; forwarded when `Destination.forwardClient` asks for it. */
+  client?: ForwardedClient;
   message: Buffer;
 }
 
@@ -73,6 +88,8 @@ export interface SessionResult {
   remoteMta: string;
   /** The next hop offered DSN: it took over notifying (RFC 3461 §4.1 "relayed" otherwise). */
   dsn: boolean;
+  /** The next hop refused XCLIENT/XFORWARD for good; the message went as from us (for the log). */
+  forwardRefused?: string;
   results: Map<string, RcptResult>;
 }
 
@@ -104,6 +121,11 @@ export function parseReply(response: string | undefined, fallbackCode: number): 
 type Conn = SMTPConnection & {
   _ehloLines?: string[];
   _supportedExtensions: string[];
+  _supportedAuth: string[];
+  _responseActions: ((str: string) => void)[];
+  _sendCommand: (str: string) => void;
+  _actionEHLO: (str: string) => void;
+  _socket?: Socket;
   _maxAllowedSize: number;
   _recipientQueue?: string[];
   _getDsnRcptToArgs: () => string;
@@ -147,7 +169,7 @@ export async function openSession(dest: Destination, opts: ClientOptions): Promi
     socketTimeout: opts.socketTimeoutMs ?? 300_000,
     logger: false,
   }) as Conn;
-  const session = new ClientSession(dest, conn);
+  const session = new ClientSession(dest, conn, opts.hostname);
   try {
     await session.step<void>((cb) => conn.connect((err) => cb(err)));
     // Commands and the message go out in several small writes, each answered by the peer: with
@@ -192,6 +214,13 @@ export class ClientSession {
   messages = 0;
   /** False once anything went wrong on the connection (it is then only closed). */
   reusable = true;
+  /**
+   * The client an accepted XCLIENT made this connection speak for (its attributes last for the
+   * whole connection, XCLIENT_README), as `clientIdentity`; null while it speaks for us.
+   */
+  impersonating: string | null = null;
+  /** This transaction's XCLIENT/XFORWARD was refused for good (the mail went as from us). */
+  private forwardRefused: string | undefined;
   private lastError: SMTPConnection.SMTPError | null = null;
   private ended = false;
   private readonly closedListeners: (() => void)[] = [];
@@ -199,6 +228,8 @@ export class ClientSession {
   constructor(
     readonly dest: Destination,
     private readonly conn: Conn,
+    /** Our EHLO name. */
+    private readonly hostname: string,
   ) {
     // Errors arrive as events as well as callbacks; the first one of each step wins.
     conn.on('error', (e) => {
@@ -266,16 +297,116 @@ export class ClientSession {
     }
   }
 
+  /** The EHLO parameters of `keyword` ("XCLIENT" → "NAME ADDR …"), undefined when not offered. */
+  private offered(keyword: string): string | undefined {
+    for (const l of this.conn._ehloLines ?? []) {
+      const [k, ...rest] = l.trim().split(/\s+/);
+      if (k?.toUpperCase() === keyword) return rest.join(' ');
+    }
+    return undefined;
+  }
+
+  /** Which command would carry `msg`'s client now; null: none (not asked for, or not offered). */
+  private forwardCommand(msg: OutMessage): 'XCLIENT' | 'XFORWARD' | null {
+    if (!msg.client || !this.dest.forwardClient || this.dest.forwardClient === 'none' || this.dest.protocol === 'lmtp') return null;
+    return chooseCommand(this.dest.forwardClient, { xclient: this.offered('XCLIENT'), xforward: this.offered('XFORWARD') });
+  }
+
+  /**
+   * Whether this (reset) connection may carry `msg`. One that speaks for a client carries only
+   * that client's mail, unless the server takes XCLIENT again: neither Postfix (3.x) nor
+   * smtp-server offers XCLIENT once it is in effect, so in practice a connection is reused for
+   * the same client only, and another client's message gets a new connection.
+   */
+  canCarry(msg: OutMessage): boolean {
+    if (this.impersonating === null) return true;
+    if (msg.client && this.dest.forwardClient && clientIdentity(msg.client) === this.impersonating) return true;
+    return this.forwardCommand(msg) === 'XCLIENT';
+  }
+
+  private note(): { forwardRefused?: string } {
+    return this.forwardRefused ? { forwardRefused: this.forwardRefused } : {};
+  }
+
+  /** Sends one command through the library's queue and returns the server's reply text. */
+  private raw(line: string): Promise<string> {
+    return this.step<string>((cb) => {
+      this.conn._responseActions.push((str) => cb(null, str));
+      this.conn._sendCommand(line);
+    });
+  }
+
+  /** EHLO again (after XCLIENT), letting the library parse the reply into its extension list. */
+  private async ehloAgain(name: string): Promise<void> {
+    const conn = this.conn;
+    conn._supportedExtensions = [];
+    conn._supportedAuth = [];
+    conn._maxAllowedSize = 0;
+    let onConnect: (() => void) | undefined;
+    try {
+      await this.step<void>((cb) => {
+        onConnect = () => cb(null);
+        conn.once('connect', onConnect);
+        conn._responseActions.push((str) => conn._actionEHLO(str));
+        conn._sendCommand(`EHLO ${name}`);
+      });
+    } finally {
+      if (onConnect) conn.off('connect', onConnect);
+    }
+  }
+
+  /**
+   * XCLIENT or XFORWARD for `msg`'s client, before MAIL. A permanent refusal (5yz: say, 501 for
+   * an IPv6 ADDR at a server without IPv6, or 550 not authorized) leaves the session as it was,
+   * so the message goes on as from us and the refusal is reported in `forwardRefused`; a
+   * temporary one (4yz, 421) is the failure every recipient gets (the connection is then not
+   * reused). Returns that failure, else null.
+   */
+  private async forward(msg: OutMessage): Promise<RcptResult | null> {
+    const command = this.forwardCommand(msg);
+    // Already speaking for this very client (a reused connection): nothing to send.
+    if (this.impersonating !== null && msg.client && clientIdentity(msg.client) === this.impersonating) return null;
+    if (!command) return null;
+    const attrs = offeredAttributes(this.offered(command)) ?? new Set<string>();
+    const client = msg.client!;
+    const want = command === 'XCLIENT' ? '220' : '250';
+    try {
+      for (const line of forwardCommands(command, attrs, client)) {
+        const reply = await this.raw(line);
+        if (!reply.startsWith(want)) {
+          const r = parseReply(reply, 451);
+          if (r.code >= 500 && this.impersonating === null) {
+            this.forwardRefused = `${command} refused: ${r.code} ${r.enhanced} ${r.text}`;
+            return null;
+          }
+          this.reusable = false;
+          return { status: 'temp', code: 451, enhanced: '4.7.0', text: `next hop refused ${command}: ${r.code} ${r.text}`, remote: false };
+        }
+        if (command === 'XCLIENT') this.impersonating = clientIdentity(client);
+      }
+      // XCLIENT_README: after 220 the session starts again; Postfix takes the HELO name from
+      // this EHLO, so it carries the client's own when that is a usable word.
+      if (command === 'XCLIENT') await this.ehloAgain(client.helo && /^[\x21-\x7e]{1,255}$/.test(client.helo) ? client.helo : this.hostname);
+    } catch (e) {
+      this.reusable = false;
+      return sessionFailure(e as SMTPConnection.SMTPError, 'connect');
+    }
+    return null;
+  }
+
   /** One transaction: MAIL, RCPT*, DATA. Every recipient gets a result. */
   async transact(msg: OutMessage): Promise<SessionResult> {
     const remoteMta = `dns; ${this.dest.name}`;
     const results = new Map<string, RcptResult>();
     const all = (r: RcptResult, dsn = false): SessionResult => {
       for (const rc of msg.recipients) results.set(rc.address, r);
-      return { remoteMta, dsn, results };
+      return { remoteMta, dsn, results, ...this.note() };
     };
     const conn = this.conn;
     this.messages++;
+    this.forwardRefused = undefined;
+    const refused = await this.forward(msg);
+    if (refused) return all(refused);
     const ext = new Set(conn._supportedExtensions.map((x) => x.toUpperCase()));
     let body = msg.message;
     let eightBit = is8bit(body);
@@ -329,7 +460,7 @@ export class ClientSession {
         // Every RCPT was refused: each has its own reply.
         for (const re of err.rejectedErrors) results.set(re.recipient ?? '', fromReply(re.response, 451));
         for (const rc of msg.recipients) if (!results.has(rc.address)) results.set(rc.address, sessionFailure(err, 'transaction'));
-        return { remoteMta, dsn, results };
+        return { remoteMta, dsn, results, ...this.note() };
       }
       return all(sessionFailure(err, 'transaction'), dsn);
     }
@@ -341,7 +472,25 @@ export class ClientSession {
     for (const rc of msg.recipients) {
       results.set(rc.address, rejected.get(rc.address) ?? (info.accepted.includes(rc.address) ? { ...ok, status: 'sent' } : ok));
     }
-    return { remoteMta, dsn, results };
+    return { remoteMta, dsn, results, ...this.note() };
+  }
+
+  /**
+   * Resolves once the socket is closed on both sides (after `close`), so a connection limit
+   * counts it until the next hop has really let go. A peer that never closes its side is cut
+   * off after two seconds.
+   */
+  socketGone(): Promise<void> {
+    const sock = this.conn._socket;
+    if (!sock || sock.closed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const t = setTimeout(() => sock.destroy(), 2000);
+      t.unref();
+      sock.once('close', () => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
   }
 
   /** QUIT when the connection is still up, then close. Safe to call more than once. */

@@ -2,6 +2,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { assertProblem, READER, startApi, type TestApi } from './harness.js';
+import { pluginRegistry } from '../../src/pipeline/metrics.js';
+import { grew, parseExposition } from '../helpers/prometheus.js';
 
 const RULE = 'require ["reject", "fileinto"];\n# refuse obvious spam\nif header :contains "subject" "casino" {\n  reject "no gambling";\n}\nif address :domain "from" "news.example" { fileinto "News"; }\n';
 const MESSAGE = 'From: a@sender.example\r\nTo: alice@example.test\r\nSubject: Big CASINO win\r\n\r\nhello\r\n';
@@ -38,6 +40,16 @@ describe('POST /v1/test (dry-run)', () => {
     assert.deepEqual([...new Set(body.trace.map((t) => t.stage))], ['connect', 'mail', 'rcpt', 'data']);
     // Nothing was stored: the store holds the same keys as before.
     assert.deepEqual((await api.store.keys('')).sort(), keysBefore);
+  });
+
+  it('is not traffic: no plugin metric counts it', async () => {
+    const before = parseExposition(await pluginRegistry.metrics());
+    const body = (await dry({})).json<Result>();
+    assert.ok(body.trace.some((t) => t.plugin === 'sieve' && t.verdict === 'reject'), 'the chain ran');
+    const after = parseExposition(await pluginRegistry.metrics());
+    for (const [plugin, stage, verdict] of [['relay-acl', 'rcpt', 'next'], ['sieve', 'data', 'reject']] as const) {
+      assert.equal(grew(before, after, 'postern_plugin_verdicts_total', { plugin, stage, verdict }), 0, `${plugin} ${stage} ${verdict}`);
+    }
   });
 
   it('an accepted message: the outcome per recipient says where it would go', async () => {

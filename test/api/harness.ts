@@ -68,7 +68,7 @@ export function checkResponse(method: string, path: string, status: number, cont
 }
 
 export interface ApiCall {
-  method?: 'GET' | 'POST' | 'PUT' | 'DELETE';
+  method?: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
   url: string;
   token?: string | null;
   body?: unknown;

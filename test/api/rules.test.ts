@@ -119,7 +119,7 @@ describe('/v1/rules', () => {
     assert.equal(firstPut.token, 'writer');
 
     const one = await api.call({ url: `/v1/rules/versions/${firstPut.id}` });
-    assert.deepEqual(one.json<{ rules: unknown[] }>().rules, [{ name: '10-spam', script: REJECT_SPAM }]);
+    assert.deepEqual(one.json<{ rules: unknown[] }>().rules, [{ name: '10-spam', script: REJECT_SPAM, stage: 'data', position: 1, active: true }]);
 
     const rb = await api.call({ method: 'POST', url: `/v1/rules/versions/${firstPut.id}/rollback`, token: WRITER });
     assert.equal(rb.status, 200);
@@ -156,13 +156,36 @@ describe('/v1/rules', () => {
     assert.deepEqual(events.map((e) => JSON.parse(e) as unknown), [{ version: r.json().version }]);
   });
 
+  it('GET answers from a cache that a change made through another node drops (rules channel)', async () => {
+    const other = await startApi({}, { store: api.store });
+    try {
+      const before = (await other.call({ url: '/v1/rules' })).json<{ version: number; rules: { name: string }[] }>();
+      assert.deepEqual(await other.call({ url: '/v1/rules' }).then((r) => r.json()), before, 'the same answer again');
+      const put = await api.call({ method: 'PUT', url: '/v1/rules/30-other-node', body: { script: DISCARD } });
+      const seen = await waitFor(
+        () => other.call({ url: '/v1/rules' }).then((r) => r.json<{ version: number; rules: { name: string }[] }>()),
+        (b) => b.version === put.json().version,
+      );
+      assert.ok(seen.rules.some((r) => r.name === '30-other-node'));
+      assert.equal((await other.call({ url: '/v1/rules/30-other-node' })).status, 200);
+      await api.call({ method: 'DELETE', url: '/v1/rules/30-other-node' });
+      await waitFor(
+        () => other.call({ url: '/v1/rules/30-other-node' }).then((r) => r.status),
+        (status) => status === 404,
+      );
+      assertProblem(await other.call({ url: '/v1/rules/30-other-node' }), 404, 'not-found');
+    } finally {
+      await other.close();
+    }
+  });
+
   it('the audit log has who, what, before and after', async () => {
     const r = await api.call({ url: '/v1/audit?resource=rules/10-spam&limit=5' });
     assert.equal(r.status, 200);
     const entries = r.json<{ entries: { token: string; action: string; before: unknown; after: { script: string } | null }[] }>().entries;
     const replaced = entries.find((e) => e.action === 'rules.put' && e.before !== null)!;
     assert.equal(replaced.token, 'writer');
-    assert.deepEqual(replaced.before, { name: '10-spam', script: REJECT_SPAM });
+    assert.deepEqual(replaced.before, { name: '10-spam', script: REJECT_SPAM, stage: 'data', position: 1, active: true });
     assert.equal(replaced.after!.script, REJECT_SPAM + '# v2\n');
     assertProblem(await api.call({ url: '/v1/audit', token: WRITER }), 403, 'forbidden');
     assertProblem(await api.call({ url: '/v1/audit?limit=0' }), 400, 'bad-request');

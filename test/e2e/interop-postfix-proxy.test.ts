@@ -63,7 +63,10 @@ describe('interop: Postern in front of Postfix (callout, in-line proxy, XCLIENT)
     await s2.cmd('RCPT TO:<alice@corp.example>', '250');
     s2.close();
     assert.equal(await pf!.smtpdConnections(), probes, 'no new connection to Postfix within the TTL');
-    const verify = d!.logs.filter((l) => l.evt === 'proxy.verify').map((l) => String(l.detail));
+    // The daemon's log lines reach us through its stdout, possibly after the replies.
+    const decisions = () => d!.logs.filter((l) => l.evt === 'proxy.verify').map((l) => String(l.detail));
+    await until('the four decisions were logged', () => decisions().length >= 4, 10_000);
+    const verify = decisions();
     assert.equal(verify.length, 4);
     assert.ok(verify.slice(2).every((x) => x.startsWith('callout cache:')), verify.join(' | '));
   });

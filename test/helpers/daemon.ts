@@ -10,6 +10,8 @@ import { runCommand, type CommandResult } from './run-command.js';
 
 export const REPO = resolve(import.meta.dirname, '..', '..');
 export const CLI = join(REPO, 'src', 'cli.ts');
+/** The installed entry point, which runs the build in dist/. */
+export const BIN = join(REPO, 'bin', 'postern.cjs');
 /** tsx's loader by URL: a bare `--import tsx` resolves from the child's cwd, a temp dir here. */
 export const TSX = import.meta.resolve('tsx');
 
@@ -53,7 +55,10 @@ export async function startDaemon(config: Record<string, unknown> = {}, opts: { 
   // POSTERN_DAEMON_NODE_ARGS passes node flags to the daemon only, e.g. `--cpu-prof` when
   // profiling a benchmark (node refuses --cpu-prof in NODE_OPTIONS).
   const nodeArgs = process.env.POSTERN_DAEMON_NODE_ARGS?.split(/\s+/).filter(Boolean) ?? [];
-  const proc = spawn(process.execPath, [...nodeArgs, '--import', TSX, CLI, 'start', '--config', configFile], {
+  // POSTERN_DAEMON_BUILT=1 runs the compiled daemon (bin/postern.cjs → dist/, as `npm start`
+  // does) instead of the sources through tsx; the benchmarks use it, after building.
+  const entry = process.env.POSTERN_DAEMON_BUILT === '1' ? [BIN] : ['--import', TSX, CLI];
+  const proc = spawn(process.execPath, [...nodeArgs, ...entry, 'start', '--config', configFile], {
     cwd: dir,
     stdio: ['ignore', 'pipe', 'pipe'],
     // As bin/postern.cjs sets it: tsx loads the CLI as ES modules, which start the pool first.

@@ -7,7 +7,8 @@
 //     Maildir under `mail/<domain>/<user>`, owned by `nobody` (virtual_uid_maps);
 //   - `relayDomains` + `transport` / `relayhost`: domains it passes on, e.g. to Postern;
 //   - `mynetworks`: clients that may relay anywhere; `main`: any other main.cf setting (such
-//     as smtpd_authorized_xclient_hosts), winning over the helper's.
+//     as smtpd_authorized_xclient_hosts, or smtpd_tls_* for STARTTLS: tlsmgr runs for it),
+//     winning over the helper's.
 // Unknown recipients in a mailbox domain are refused at RCPT (550 5.1.1), as Postfix does.
 //
 // `stop()` runs `postfix -c DIR stop`, waits for the master to exit, and SIGKILLs any process of
@@ -90,6 +91,7 @@ discard   unix  -       -       n       -       -       discard
 virtual   unix  -       n       n       -       -       virtual
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
 postlog   unix-dgram n  -       n       -       1       postlogd
 `;
 

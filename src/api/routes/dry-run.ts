@@ -27,6 +27,6 @@ export function registerDryRunRoutes(app: FastifyInstance, ctx: ApiContext): voi
   app.post('/v1/test', { config: { scope: 'read' } }, async (req) => {
     const input = parseInput(body, req.body, 'body');
     if (!ctx.pipeline || !ctx.directory) throw new ApiProblem('unprocessable', 'this API instance has no plugin chain to run');
-    return dryRun(input, { config: ctx.config, pipeline: ctx.pipeline, directory: ctx.directory });
+    return dryRun(input, { config: ctx.config, pipeline: ctx.pipeline, directory: ctx.directory, store: ctx.store });
   });
 }

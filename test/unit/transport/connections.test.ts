@@ -115,3 +115,40 @@ test('total limit: eight messages at once for two destinations use at most three
   assert.equal(sink.messages.length, 8);
   assert.equal(sink.maxActive, 3, 'three simultaneous connections, never more');
 });
+
+test('total limit counts idle cached connections: a new destination closes an idle one first', async () => {
+  const { sink, outbound } = await setup('127.0.0.67', ['first.test', 'second.test'], { dataDelayMs: 200 });
+  const ob = outbound({ concurrency: { total: 2, per_domain: 2 }, reuse: { idle_timeout: '1h' } });
+  const rs = await Promise.all([0, 1].map((i) => send(ob, 'first.test', i)));
+  assert.ok(rs.every((r, i) => r.get(`r${i}@first.test`)!.status === 'sent'));
+  assert.equal(ob.pool.idleCount, 2, 'both connections kept for first.test');
+  assert.equal(sink.active, 2);
+  // Another destination: it cannot use first.test's sessions, and a third connection would
+  // exceed the total, so the longest-idle one is closed before it opens.
+  const r = await send(ob, 'second.test', 2);
+  assert.equal(r.get('r2@second.test')!.status, 'sent');
+  assert.equal(sink.connections, 3);
+  assert.equal(sink.maxActive, 2, 'never more than two open at the sink');
+  assert.equal(ob.pool.openCount, 2);
+});
+
+test('per-destination limit counts idle cached connections: the second MX host waits for the first to be closed', async () => {
+  // Two MX hosts for one domain; the first defers one of the two recipients (451), so that
+  // recipient goes to the second host while the first host's session sits idle.
+  const seen: number[] = [];
+  const box: { ob?: Outbound } = {};
+  const first = await startSink({ rcpt: (a) => (a.startsWith('later@') ? { code: 451, message: '4.3.0 Try the other host' } : null) }, 0, '127.0.0.68');
+  const second = await startSink({ rcpt: () => (seen.push(box.ob!.pool.openCount), null) }, first.port, '127.0.0.69');
+  sinks.push(first, second);
+  const dns = await startDnsServer({ records: { 'two-mx.test': { MX: [{ exchange: 'a.two-mx.test', priority: 10 }, { exchange: 'b.two-mx.test', priority: 20 }] }, 'a.two-mx.test': { A: ['127.0.0.68'] }, 'b.two-mx.test': { A: ['127.0.0.69'] } } });
+  dnsServers.push(dns);
+  const config = fromObject({ hostname: 'mx.example.test', data_dir: '/nonexistent', dns: { servers: [dns.server], timeout: '1s', tries: 1 }, outbound: { mx_port: first.port, tls: 'none', concurrency: { total: 10, per_domain: 1 }, reuse: { idle_timeout: '1h' } } }, null);
+  const ob = (box.ob = new Outbound({ config, dns: createResolver(config.dns), log: silentLogger(), client: { connectTimeoutMs: 2000 } }));
+  outbounds.push(ob);
+  const r = await ob.deliver('two-mx.test', { type: 'mx' }, { mailFrom: 'a@example.test', recipients: [{ address: 'now@two-mx.test' }, { address: 'later@two-mx.test' }], message: msg(0) });
+  assert.equal(r.get('now@two-mx.test')!.status, 'sent');
+  assert.equal(r.get('later@two-mx.test')!.status, 'sent');
+  assert.deepEqual(seen, [1], 'one connection open for the destination while the second host was in use');
+  assert.equal(first.active, 0, "the first host's idle connection was closed before the second opened");
+  assert.equal(first.messages.length + second.messages.length, 2);
+});
