@@ -30,7 +30,7 @@ import { next, tempfail, type Enhanced, type Verdict } from '../../src/pipeline/
 import { clientNetwork, inRanges, parseRange, type Range } from '../../src/address/cidr.js';
 import { logEvent } from '../../src/log/logger.js';
 import { pluginCounter } from '../../src/pipeline/metrics.js';
-import { rateLimitPolicies, type StoredRateLimit } from '../../src/policy/rate-limits.js';
+import { humanWindow, rateLimitPolicies, type StoredRateLimit } from '../../src/policy/rate-limits.js';
 import type { PolicyHash } from '../../src/policy/store-hash.js';
 import { configSchema, type Limit, type RateLimitConfig } from './config.js';
 
@@ -92,7 +92,7 @@ async function check(ctx: Ctx, stage: 'mail' | 'rcpt', t: number): Promise<Verdi
   if (counted.length === 0) return next();
   const over = counted.find((x) => x.count >= x.limit.max);
   if (over) {
-    const window = human(over.limit.window);
+    const window = humanWindow(over.limit.window);
     hits.inc(ctx, { policy: `${over.limit.key} ${over.limit.max}/${window}` });
     logEvent(ctx.log, 'info', 'plugin.ratelimit.exceeded', { key: over.limit.key, label: over.label, count: over.count, max: over.limit.max, window: over.limit.window }, `rate limit exceeded: ${over.label}`);
     ctx.trace?.({ verdict: 'tempfail', detail: `over the limit: ${over.label} ${over.count}/${over.limit.max} per ${window}` });
@@ -100,7 +100,7 @@ async function check(ctx: Ctx, stage: 'mail' | 'rcpt', t: number): Promise<Verdi
     return tempfail(c.enhanced as Enhanced, text, over.limit.reply, over.limit.reply === 421 ? { disconnect: true } : {});
   }
   await Promise.all(counted.map((x) => ctx.store.incr(x.key, { ttlMs: 2 * x.limit.window })));
-  ctx.trace?.({ verdict: 'next', detail: `within limits: ${counted.map((x) => `${x.label} ${x.count + 1}/${x.limit.max} per ${human(x.limit.window)}`).join('; ')}` });
+  ctx.trace?.({ verdict: 'next', detail: `within limits: ${counted.map((x) => `${x.label} ${x.count + 1}/${x.limit.max} per ${humanWindow(x.limit.window)}`).join('; ')}` });
   return next();
 }
 
@@ -132,13 +132,3 @@ export function clientKey(ip: string, v4: number, v6: number): string | null {
   return Number(bits) === (addr.includes(':') ? 128 : 32) ? addr : net;
 }
 
-function human(ms: number): string {
-  for (const [unit, n] of [
-    ['d', 86_400_000],
-    ['h', 3_600_000],
-    ['m', 60_000],
-    ['s', 1000],
-  ] as const)
-    if (ms % n === 0) return `${ms / n}${unit}`;
-  return `${ms}ms`;
-}

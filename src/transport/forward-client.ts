@@ -17,6 +17,7 @@
 //
 // Config keys: `routes.<domain>.forward_client` (the caller passes the mode).
 import { isIP } from 'node:net';
+import type { Envelope } from '../queue/envelope.js';
 
 /** `routes.<d>.forward_client`: which command carries the client, when the next hop offers it. */
 export type ForwardClientMode = 'none' | 'xclient' | 'xforward' | 'auto';
@@ -54,16 +55,8 @@ export function clientIdentity(c: ForwardedClient): string {
   return JSON.stringify([c.addr ?? '', c.name ?? '', c.helo ?? '', c.login ?? '', c.proto]);
 }
 
-/** What the envelope keeps about its client (queue/envelope.ts `source`). */
-export interface EnvelopeSourceLike {
-  listener: string;
-  remoteAddress: string;
-  remotePort?: number;
-  clientHostname?: string;
-  helo?: string;
-  authUser?: string;
-  protocol: string;
-}
+/** What the envelope keeps about its client (queue/envelope.ts `source`) that is sent on. */
+export type EnvelopeSourceLike = Pick<Envelope['source'], 'remoteAddress' | 'remotePort' | 'clientHostname' | 'helo' | 'authUser' | 'protocol'> & { listener: string };
 
 const UNAVAILABLE = '[UNAVAILABLE]';
 const MAX_COMMAND = 512 - 2; // RFC 5321 §4.5.3.1.4: 512 octets with the CRLF

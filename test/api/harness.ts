@@ -147,3 +147,26 @@ export function assertProblem(r: ApiAnswer, status: number, kind: string): Recor
   assert.equal(p.status, status);
   return p;
 }
+
+/** An answer of `daemonApi`: the status and the JSON body. */
+export interface DaemonAnswer {
+  status: number;
+  json<T = Record<string, unknown>>(): T;
+}
+
+/**
+ * A REST client for a running daemon (its `api` listener) with one bearer token; every answer
+ * is checked against openapi.yaml, as the in-process harness checks its own.
+ */
+export function daemonApi(apiPort: number, token: string): (method: string, path: string, body?: unknown) => Promise<DaemonAnswer> {
+  return async (method, path, body) => {
+    const r = await fetch(`http://127.0.0.1:${apiPort}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+    });
+    const text = await r.text();
+    checkResponse(method, path, r.status, r.headers.get('content-type') ?? undefined, text);
+    return { status: r.status, json: <T,>() => JSON.parse(text) as T };
+  };
+}

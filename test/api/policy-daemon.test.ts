@@ -19,24 +19,13 @@ import { startSink, type RunningSink } from '../helpers/smtp-sink.js';
 import { openSmtp } from '../helpers/smtp-client.js';
 import { startRedisServer } from '../helpers/redis-server.js';
 import { waitFor } from '../helpers/wait.js';
-import { checkResponse } from './harness.js';
+import { daemonApi } from './harness.js';
 
 const TOKEN = 'policy-daemon-token-0123456789';
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
 /** A REST client for one daemon; every answer is checked against openapi.yaml. */
-function restClient(d: RunningDaemon) {
-  return async (method: string, path: string, body?: unknown) => {
-    const r = await fetch(`http://127.0.0.1:${d.ports.api}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${TOKEN}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-    });
-    const text = await r.text();
-    checkResponse(method, path, r.status, r.headers.get('content-type') ?? undefined, text);
-    return { status: r.status, json: () => JSON.parse(text) as Record<string, unknown> };
-  };
-}
+const restClient = (d: RunningDaemon) => daemonApi(d.ports.api!, TOKEN);
 
 /** The greeting (or refusal) a client at `localAddress` gets, then its EHLO reply. */
 async function greet(port: number, localAddress: string): Promise<string> {

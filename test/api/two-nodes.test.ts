@@ -15,7 +15,7 @@ import { Redis } from 'ioredis';
 import { removeDir, startDaemon, type RunningDaemon } from '../helpers/daemon.js';
 import { openSmtp, type SmtpTranscript } from '../helpers/smtp-client.js';
 import { waitFor } from '../helpers/wait.js';
-import { checkResponse } from './harness.js';
+import { daemonApi } from './harness.js';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const PREFIX = `postern-test:${process.pid}-${randomBytes(4).toString('hex')}:nodes:`;
@@ -39,16 +39,7 @@ async function deleteKeys(prefix: string): Promise<void> {
 }
 
 /** An API call on one node, its answer checked against openapi.yaml. */
-async function api(d: RunningDaemon, method: string, path: string, body?: unknown): Promise<{ status: number; json: <T = Record<string, unknown>>() => T }> {
-  const r = await fetch(`http://127.0.0.1:${d.ports.api}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${TOKEN}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-  });
-  const text = await r.text();
-  checkResponse(method, path, r.status, r.headers.get('content-type') ?? undefined, text);
-  return { status: r.status, json: <T,>() => JSON.parse(text) as T };
-}
+const api = (d: RunningDaemon, method: string, path: string, body?: unknown) => daemonApi(d.ports.api!, TOKEN)(method, path, body);
 
 /** Opens a session from 127.0.0.1 and gets as far as an accepted RCPT; returns the RCPT reply. */
 async function upToRcpt(port: number, rcpt: string): Promise<{ s: SmtpTranscript; rcpt: string }> {

@@ -20,7 +20,7 @@ export async function requireExecutables(what: string, paths: string[], debianPa
     }
   }
   if (missing.length) {
-    throw new Error(`${what} is not installed (missing ${missing.join(', ')}): install it with \`apt-get install ${debianPackages.join(' ')}\` (as .ci/run does)`);
+    throw new Error(`${what} is not installed (missing ${missing.join(', ')}): install it with \`apt-get install -y ${debianPackages.join(' ')}\` (as .ci/run does)`);
   }
 }
 
@@ -149,11 +149,22 @@ export interface ScannerDaemon extends SupervisedDaemon {
  * fails with the daemon's output if it exits first. A failed first start stops the process and
  * removes `dir` before rethrowing.
  */
-export async function superviseDaemon(o: { name: string; command: string; args: string[]; dir: string; ready: (alive: { v: boolean }) => Promise<void> }): Promise<SupervisedDaemon> {
+export async function superviseDaemon(o: {
+  name: string;
+  command: string;
+  args: string[];
+  dir: string;
+  ready: (alive: { v: boolean }) => Promise<void>;
+  /**
+   * Run it as the leader of its own process group and signal the whole group: for daemons whose
+   * workers outlive their master and rename themselves (rspamd), so no marker finds them.
+   */
+  group?: boolean;
+}): Promise<SupervisedDaemon> {
   let proc: ChildProcess | null = null;
   const start = async () => {
     let output = '';
-    const p = spawn(o.command, o.args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(o.command, o.args, { stdio: ['ignore', 'pipe', 'pipe'], detached: o.group === true });
     proc = p;
     p.stdout!.on('data', (c: Buffer) => (output += c.toString()));
     p.stderr!.on('data', (c: Buffer) => (output += c.toString()));
@@ -173,10 +184,15 @@ export async function superviseDaemon(o: { name: string; command: string; args: 
   const stop = async () => {
     const p = proc;
     proc = null;
-    if (!p || p.exitCode !== null) return;
-    const gone = new Promise<void>((r) => p.once('exit', () => r()));
-    p.kill('SIGTERM');
-    await gone;
+    if (!p) return;
+    if (p.exitCode === null && p.signalCode === null) {
+      const gone = new Promise<void>((r) => p.once('exit', () => r()));
+      if (o.group && p.pid) signalGroup(p.pid, 'SIGTERM');
+      else p.kill('SIGTERM');
+      await gone;
+    }
+    // Workers the master did not take down with it (or left when it died first) go too.
+    if (o.group && p.pid) await sweepGroup(p.pid);
   };
   const close = async () => {
     await stop();
@@ -187,4 +203,28 @@ export async function superviseDaemon(o: { name: string; command: string; args: 
     throw e;
   });
   return { start, stop, close };
+}
+
+function signalGroup(pgid: number, signal: NodeJS.Signals | 0): boolean {
+  try {
+    process.kill(-pgid, signal);
+    return true;
+  } catch {
+    return false; // ESRCH: nobody is left in the group
+  }
+}
+
+/** Waits up to 5 s for the process group to empty, then SIGKILLs whatever is left and waits. */
+async function sweepGroup(pgid: number): Promise<void> {
+  const emptyWithin = async (ms: number) => {
+    const end = Date.now() + ms;
+    while (signalGroup(pgid, 0)) {
+      if (Date.now() > end) return false;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return true;
+  };
+  if (await emptyWithin(5_000)) return;
+  signalGroup(pgid, 'SIGKILL');
+  await emptyWithin(5_000);
 }
