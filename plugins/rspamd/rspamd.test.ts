@@ -2,7 +2,8 @@
 // replies are as Debian's rspamd 3.4 gave them (trimmed to a few symbols), the others follow
 // rspamd's protocol documentation (actions, milter add/remove headers, subject, smtp_message).
 // Checked: the request (method, path, envelope headers, body), every action's verdict, header
-// edits, spamtest results, the unix socket, the failure policy and option errors.
+// edits, spamtest results, the unix socket, the failure policy and option errors. A real rspamd
+// (GTUBE, a clean message, rspamd stopped) is in test/e2e/rspamd.test.ts.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
