@@ -78,13 +78,23 @@ export function createPipeline(plugins: LoadedPlugin[], deps: PipelineDeps): Pip
     for (const p of plugins) {
       const hook = p.def.hooks[stage] as Hook<unknown, unknown> | undefined;
       if (typeof hook !== 'function') continue;
-      const log = logs.get(p.name)!.child({ sid: input.session.id });
+      // The per-session child logger is made only when something logs through it: most hooks of
+      // a busy gateway log nothing at the configured level, and a child per hook run is a cost.
+      const pluginLog = logs.get(p.name)!;
+      let child: Logger | undefined;
+      const log = (): Logger => (child ??= pluginLog.child({ sid: input.session.id }));
       let notes = input.notes.get(p.name);
       if (!notes) input.notes.set(p.name, (notes = {}));
 
       const started = performance.now();
       const own: TraceEntry[] = [];
       const outcome = await invoke(p, stage, hook, log, input.signal, (signal) => ({
+        get log() {
+          return log();
+        },
+        get signal() {
+          return signal();
+        },
         plugin: p.name,
         config: p.config,
         state: p.state,
@@ -94,11 +104,9 @@ export function createPipeline(plugins: LoadedPlugin[], deps: PipelineDeps): Pip
         auth: input.auth,
         message: input.message,
         notes: notes!,
-        log,
         dns: deps.dns,
         store: deps.store,
         directory: deps.directory,
-        signal,
         trace: (e) => own.push({ stage, plugin: p.name, ms: 0, ...(rcpt !== undefined ? { rcpt } : {}), ...e }),
       }));
       const ms = Math.round((performance.now() - started) * 100) / 100;
@@ -111,7 +119,7 @@ export function createPipeline(plugins: LoadedPlugin[], deps: PipelineDeps): Pip
         const entry: TraceEntry = { ...base, verdict: v.kind, ...describe(v) };
         trace.push(entry);
         recordHook(input, p.name, stage, v.kind, ms);
-        logEvent(log, 'debug', 'plugin.verdict', { stage, verdict: v.kind, code: entry.code, enhanced: entry.enhanced, ms, rcpt }, entry.detail);
+        if (pluginLog.isLevelEnabled('debug')) logEvent(log(), 'debug', 'plugin.verdict', { stage, verdict: v.kind, code: entry.code, enhanced: entry.enhanced, ms, rcpt }, entry.detail);
         if (v.kind !== 'next') return { verdict: v, trace };
         continue;
       }
@@ -134,11 +142,11 @@ export function createPipeline(plugins: LoadedPlugin[], deps: PipelineDeps): Pip
         detail: failOpen ? `${reason} (on_error: fail-open)` : reason,
       });
       if (outcome.kind === 'timeout') {
-        logEvent(log, 'warn', 'plugin.timeout', { stage, ms, timeout: p.timeoutMs, failOpen, rcpt }, reason);
+        logEvent(log(), 'warn', 'plugin.timeout', { stage, ms, timeout: p.timeoutMs, failOpen, rcpt }, reason);
       } else if (outcome.kind === 'aborted') {
-        logEvent(log, 'info', 'plugin.error', { stage, ms, rcpt }, reason);
+        logEvent(log(), 'info', 'plugin.error', { stage, ms, rcpt }, reason);
       } else {
-        logEvent(log, 'error', 'plugin.error', { stage, ms, failOpen, rcpt, err: outcome.error }, reason);
+        logEvent(log(), 'error', 'plugin.error', { stage, ms, failOpen, rcpt, err: outcome.error }, reason);
       }
       if (failOpen) continue;
       return { verdict: failed, trace };
@@ -154,24 +162,38 @@ export function createPipeline(plugins: LoadedPlugin[], deps: PipelineDeps): Pip
     p: LoadedPlugin,
     stage: Stage,
     hook: Hook<unknown, unknown>,
-    log: Logger,
+    log: () => Logger,
     outer: AbortSignal | undefined,
-    makeCtx: (signal: AbortSignal) => HookContext<unknown, unknown>,
+    makeCtx: (signal: () => AbortSignal) => HookContext<unknown, unknown>,
   ): Promise<Outcome> {
     if (outer?.aborted) return { kind: 'aborted' };
     // One controller per hook, fed by the deadline and by the caller's signal; the listener on the
-    // caller's (long-lived) signal is removed when the hook is done, so nothing accumulates.
-    const ctl = new AbortController();
+    // caller's (long-lived) signal is removed when the hook is done, so nothing accumulates. The
+    // controller is made when the hook first reads ctx.signal (most hooks never do); one made
+    // after the deadline or the caller's abort starts out aborted with the same reason.
+    let ctl: AbortController | undefined;
+    let aborted: { reason: unknown } | undefined;
+    const abort = (reason: unknown) => {
+      aborted ??= { reason };
+      ctl?.abort(reason);
+    };
+    const signal = (): AbortSignal => {
+      if (!ctl) {
+        ctl = new AbortController();
+        if (aborted) ctl.abort(aborted.reason);
+      }
+      return ctl.signal;
+    };
     let timer: NodeJS.Timeout | undefined;
     let onOuter: (() => void) | undefined;
     const stop = new Promise<Outcome>((resolve) => {
       timer = setTimeout(() => {
-        ctl.abort(new HookTimeoutError(p.name, stage, p.timeoutMs));
+        abort(new HookTimeoutError(p.name, stage, p.timeoutMs));
         resolve({ kind: 'timeout' });
       }, p.timeoutMs);
       if (outer) {
         onOuter = () => {
-          ctl.abort(outer.reason);
+          abort(outer.reason);
           resolve({ kind: 'aborted' });
         };
         outer.addEventListener('abort', onOuter, { once: true });
@@ -179,7 +201,7 @@ export function createPipeline(plugins: LoadedPlugin[], deps: PipelineDeps): Pip
     });
     let done = false;
     // `new Promise(r => r(hook(ctx)))` also catches a synchronous throw from a non-async hook.
-    const fromHook = new Promise<Verdict>((resolve) => resolve(hook(makeCtx(ctl.signal)))).then(
+    const fromHook = new Promise<Verdict>((resolve) => resolve(hook(makeCtx(signal)))).then(
       (verdict): Outcome => {
         const problem = checkVerdict(verdict, stage);
         return problem ? { kind: 'error', error: new Error(`invalid verdict: ${problem}`) } : { kind: 'verdict', verdict };
@@ -195,9 +217,9 @@ export function createPipeline(plugins: LoadedPlugin[], deps: PipelineDeps): Pip
       if (outer && onOuter) outer.removeEventListener('abort', onOuter);
       void fromHook.then((late) => {
         // The race was lost by the hook: whatever it says now comes too late.
-        if (done && (ctl.signal.aborted || outer?.aborted)) {
+        if (done && (aborted || outer?.aborted)) {
           const what = late.kind === 'verdict' ? late.verdict.kind : late.kind === 'error' ? `error: ${errorText(late.error)}` : late.kind;
-          logEvent(log, 'warn', 'plugin.double_resolution', { stage, late: what }, 'hook settled after the runner moved on; ignored');
+          logEvent(log(), 'warn', 'plugin.double_resolution', { stage, late: what }, 'hook settled after the runner moved on; ignored');
         }
       });
     }
