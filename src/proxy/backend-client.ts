@@ -268,6 +268,13 @@ export class BackendSession {
   async starttls(name: string, verify: boolean): Promise<void> {
     const r = await this.command('STARTTLS');
     if (r.code !== 220) throw new BackendError(`backend refused STARTTLS: ${formatReply(r)}`, 'tls');
+    // Anything already received after the 220 came in clear before the handshake: a man in the
+    // middle's injection (the CVE-2011-0411 class). Read as replies after TLS, it would put every
+    // later reply one step out of line, so the connection is dropped instead.
+    if (this.pending.length || this.buf) {
+      this.destroy();
+      throw new BackendError('backend sent data after its STARTTLS 220, before the TLS handshake', 'tls');
+    }
     const plain = this.sock;
     this.detach();
     this.features.clear();

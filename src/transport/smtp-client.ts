@@ -129,7 +129,24 @@ type Conn = SMTPConnection & {
   _maxAllowedSize: number;
   _recipientQueue?: string[];
   _getDsnRcptToArgs: () => string;
+  _responseQueue: string[];
+  _remainder: string;
+  _upgradeConnection: (cb: (err: Error | null, secured?: boolean) => void) => void;
 };
+
+/**
+ * Replies received in clear after the STARTTLS 220, before the handshake, are a man in the
+ * middle's injection (the CVE-2011-0411 class): nodemailer would keep them and read them as the
+ * answers to the commands sent over TLS, one step out of line. The upgrade is refused instead,
+ * which fails the connection as a TLS failure (ETLS).
+ */
+function refuseInjectedStarttls(conn: Conn): void {
+  const upgrade = conn._upgradeConnection.bind(conn);
+  conn._upgradeConnection = (cb) => {
+    if (conn._responseQueue.length || conn._remainder) return cb(new Error('the server sent data after its STARTTLS 220, before the TLS handshake'));
+    upgrade(cb);
+  };
+}
 
 function localFailure(status: 'temp' | 'perm', code: number, enhanced: string, text: string): RcptResult {
   return { status, code, enhanced, text, remote: false };
@@ -169,6 +186,7 @@ export async function openSession(dest: Destination, opts: ClientOptions): Promi
     socketTimeout: opts.socketTimeoutMs ?? 300_000,
     logger: false,
   }) as Conn;
+  refuseInjectedStarttls(conn);
   const session = new ClientSession(dest, conn, opts.hostname);
   try {
     await session.step<void>((cb) => conn.connect((err) => cb(err)));

@@ -4,6 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:net';
+import { TLSSocket } from 'node:tls';
 import { startDnsServer, type RunningDnsServer } from '../../helpers/dns-server.js';
 import { startSink, type RunningSink } from '../../helpers/smtp-sink.js';
 import { testTls } from '../../helpers/tls.js';
@@ -211,5 +212,58 @@ test('IPv6: an AAAA-only MX at ::1 gets the mail; an AAAA that does not answer f
   } finally {
     await six.stop();
     await four.stop();
+  }
+});
+
+test('required: replies injected in clear after the STARTTLS 220 fail the connection (4.7.5), nothing is sent', async () => {
+  const { key, cert: serverCert } = await testTls();
+  const rcpts: string[] = [];
+  const sockets = new Set<import('node:net').Socket>();
+  const server = createServer((sock) => {
+    sockets.add(sock);
+    sock.on('error', () => undefined);
+    sock.write('220 inject.test ESMTP\r\n');
+    let buf = '';
+    const onPlain = (c: Buffer) => {
+      buf += c.toString('latin1');
+      if (/^EHLO/im.test(buf) && !/STARTTLS/i.test(buf)) {
+        buf = '';
+        sock.write('250-inject.test\r\n250 STARTTLS\r\n');
+      } else if (/STARTTLS/i.test(buf)) {
+        sock.off('data', onPlain);
+        // The injection: a whole EHLO answer sent in clear before the handshake.
+        sock.write('220 2.0.0 go ahead\r\n250-injected\r\n250 SIZE 10\r\n');
+        const t = new TLSSocket(sock, { isServer: true, key, cert: serverCert });
+        t.on('error', () => undefined);
+        let lines = '';
+        t.on('data', (d: Buffer) => {
+          lines += d.toString('latin1');
+          let i: number;
+          while ((i = lines.indexOf('\r\n')) >= 0) {
+            const line = lines.slice(0, i);
+            lines = lines.slice(i + 2);
+            const verb = line.slice(0, 4).toUpperCase();
+            if (verb === 'EHLO') t.write('250-inject.test\r\n250 8BITMIME\r\n');
+            else if (verb === 'RCPT') {
+              rcpts.push(line);
+              t.write('250 2.1.5 ok\r\n');
+            } else t.write('250 2.0.0 ok\r\n');
+          }
+        });
+      }
+    };
+    sock.on('data', onPlain);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.75', () => r()));
+  try {
+    const port = (server.address() as { port: number }).port;
+    const via: RemoteVia = { type: 'route', nexthop: `smtp://127.0.0.75:${port}?tls=required`, mode: 'queue', verify: 'none', match: 'inject.test' };
+    const r = await send(outbound('required'), 'inject.test', via);
+    assert.deepEqual([r.status, r.enhanced], ['temp', '4.7.5'], r.text);
+    assert.match(r.text, /after its STARTTLS 220/);
+    assert.deepEqual(rcpts, []);
+  } finally {
+    for (const s of sockets) s.destroy();
+    await new Promise<void>((r) => server.close(() => r()));
   }
 });
