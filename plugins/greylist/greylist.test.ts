@@ -54,6 +54,20 @@ for (const driver of STORE_DRIVERS) {
       };
     };
 
+    it('a dry-run session is judged but records no triplet', async () => {
+      const t = await setup({ delay: '5m' });
+      t.h.newConnection({ remoteAddress: '192.0.2.10', dryRun: true });
+      const keys = async () => (await t.store.keys('greylist:')).sort();
+      const r1 = await t.rcpt();
+      assert.equal(r1.verdict.kind, 'tempfail');
+      assert.deepEqual(await keys(), []);
+      // Traffic from the same triplet is still a first attempt.
+      t.h.newConnection({ remoteAddress: '192.0.2.10' });
+      assert.match((await t.rcpt()).trace[0]!.detail ?? '', /new triplet/);
+      assert.equal((await keys()).length, 1);
+      await t.close();
+    });
+
     it('first attempt 451 4.7.1; too early 451 again; after the delay accepted; then known', async () => {
       const t = await setup({ delay: '5m' });
       const r1 = await t.rcpt();

@@ -100,8 +100,11 @@ async function check(ctx: Ctx, t: number): Promise<Verdict> {
   }
   // New, or its window (retry or expiry) is over: start over. ifAbsent keeps the earliest
   // first-seen time when two nodes see the same new triplet at once.
+  // A dry-run (REST POST /v1/test) says what would happen and records no triplet.
   const fresh: Entry = { first: t };
-  if (entry) await ctx.store.set(key, JSON.stringify(fresh), { ttlMs: c.retry_window });
+  if (ctx.session.dryRun) {
+    /* nothing stored */
+  } else if (entry) await ctx.store.set(key, JSON.stringify(fresh), { ttlMs: c.retry_window });
   else await ctx.store.set(key, JSON.stringify(fresh), { ttlMs: c.retry_window, ifAbsent: true });
   counted(ctx, 'new');
   return defer(ctx, triplet, entry ? 'window over, new first attempt' : 'new triplet');
@@ -109,6 +112,10 @@ async function check(ctx: Ctx, t: number): Promise<Verdict> {
 
 async function pass(ctx: Ctx, key: string, entry: Entry, t: number, net: string, why: string): Promise<Verdict> {
   const c = ctx.config;
+  if (ctx.session.dryRun) {
+    ctx.trace?.({ verdict: 'next', detail: `passed: ${why}` });
+    return next();
+  }
   await ctx.store.set(key, JSON.stringify({ first: entry.first, passed: t }), { ttlMs: c.expiry });
   if (c.auto_allow_after > 0) {
     const n = await ctx.store.incr(`greylist:n:${net}`, { ttlMs: c.expiry });

@@ -99,7 +99,8 @@ async function check(ctx: Ctx, stage: 'mail' | 'rcpt', t: number): Promise<Verdi
     const text = c.text.replaceAll('{key}', over.label).replaceAll('{max}', String(over.limit.max)).replaceAll('{window}', window);
     return tempfail(c.enhanced as Enhanced, text, over.limit.reply, over.limit.reply === 421 ? { disconnect: true } : {});
   }
-  await Promise.all(counted.map((x) => ctx.store.incr(x.key, { ttlMs: 2 * x.limit.window })));
+  // A dry-run (REST POST /v1/test) is judged against the counts but spends none of the quota.
+  if (!ctx.session.dryRun) await Promise.all(counted.map((x) => ctx.store.incr(x.key, { ttlMs: 2 * x.limit.window })));
   ctx.trace?.({ verdict: 'next', detail: `within limits: ${counted.map((x) => `${x.label} ${x.count + 1}/${x.limit.max} per ${humanWindow(x.limit.window)}`).join('; ')}` });
   return next();
 }

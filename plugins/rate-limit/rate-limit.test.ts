@@ -48,6 +48,16 @@ for (const driver of STORE_DRIVERS) {
       };
     };
 
+    it('a dry-run session is judged against the counts but spends none of the quota', async () => {
+      const t = await setup({ limits: [{ key: 'client_ip', max: 1, window: '1h' }] });
+      t.h.newConnection({ remoteAddress: '192.0.2.10', dryRun: true });
+      for (let i = 0; i < 3; i++) assert.equal((await t.mail()).verdict.kind, 'next');
+      t.h.newConnection({ remoteAddress: '192.0.2.10' });
+      assert.equal((await t.mail()).verdict.kind, 'next', 'the real message still has its quota');
+      assert.equal((await t.mail()).verdict.kind, 'tempfail');
+      await t.close();
+    });
+
     it('per client IP: max messages per window, then 451 4.7.0 naming the key; the window slides', async () => {
       const t = await setup({ limits: [{ key: 'client_ip', max: 3, window: '1h' }] });
       for (let i = 1; i <= 3; i++) {

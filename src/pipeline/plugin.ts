@@ -36,7 +36,10 @@ export interface SessionInfo {
   authUser?: string;
   /** True when this client may relay to foreign domains (trusted network or authenticated). */
   relaying: boolean;
-  /** A REST dry-run, not traffic: nothing is stored and no metric counts it. */
+  /**
+   * A REST dry-run, not traffic: no metric counts it, and the built-in plugins store nothing
+   * for it (no greylist triplet, no rate-limit count).
+   */
   dryRun?: boolean;
 }
 

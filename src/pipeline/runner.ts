@@ -88,27 +88,39 @@ export function createPipeline(plugins: LoadedPlugin[], deps: PipelineDeps): Pip
 
       const started = performance.now();
       const own: TraceEntry[] = [];
-      const outcome = await invoke(p, stage, hook, log, input.signal, (signal) => ({
-        get log() {
-          return log();
-        },
-        get signal() {
-          return signal();
-        },
-        plugin: p.name,
-        config: p.config,
-        state: p.state,
-        session: input.session,
-        tx: input.tx,
-        rcpt: input.rcpt,
-        auth: input.auth,
-        message: input.message,
-        notes: notes!,
-        dns: deps.dns,
-        store: deps.store,
-        directory: deps.directory,
-        trace: (e) => own.push({ stage, plugin: p.name, ms: 0, ...(rcpt !== undefined ? { rcpt } : {}), ...e }),
-      }));
+      // ctx.log and ctx.signal are made on first read; a plugin may still replace either (a plain
+      // field before), so each getter has a setter.
+      const outcome = await invoke(p, stage, hook, log, input.signal, (signal) => {
+        let ownLog: Logger | undefined;
+        let ownSignal: AbortSignal | undefined;
+        return {
+          get log() {
+            return ownLog ?? log();
+          },
+          set log(v: Logger) {
+            ownLog = v;
+          },
+          get signal() {
+            return ownSignal ?? signal();
+          },
+          set signal(v: AbortSignal) {
+            ownSignal = v;
+          },
+          plugin: p.name,
+          config: p.config,
+          state: p.state,
+          session: input.session,
+          tx: input.tx,
+          rcpt: input.rcpt,
+          auth: input.auth,
+          message: input.message,
+          notes: notes!,
+          dns: deps.dns,
+          store: deps.store,
+          directory: deps.directory,
+          trace: (e) => own.push({ stage, plugin: p.name, ms: 0, ...(rcpt !== undefined ? { rcpt } : {}), ...e }),
+        };
+      });
       const ms = Math.round((performance.now() - started) * 100) / 100;
       const base = { stage, plugin: p.name, ms, ...(rcpt !== undefined ? { rcpt } : {}) };
       // The plugin's own entries (rules that acted) come before the hook's; a late one is dropped.

@@ -41,10 +41,14 @@ export type PublicRoute = Omit<StoredRoute, 'auth'> & { auth?: { username: strin
 const LABEL = '[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?';
 const DOMAIN_KEY = new RegExp(`^\\.?(?=.{1,253}$)${LABEL}(?:\\.${LABEL})*$`);
 
-/** The normalised route key, or null when `s` is neither a domain nor a ".domain" wildcard. */
+/**
+ * The normalised route key, or null when `s` is neither a domain nor a ".domain" wildcard. At
+ * least two labels: a routed domain is one we relay for, from anyone, so "com" or ".com" would
+ * open the gateway to a whole top-level domain.
+ */
 export function routeKey(s: string): string | null {
   const k = s.trim().toLowerCase().replace(/\.$/, '');
-  return DOMAIN_KEY.test(k) ? k : null;
+  return DOMAIN_KEY.test(k) && k.replace(/^\./, '').includes('.') ? k : null;
 }
 
 /**

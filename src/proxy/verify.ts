@@ -27,6 +27,7 @@ import { parseNexthop } from '../transport/outbound.js';
 import { BackendError, type BackendSession, formatReply, type BackendReply } from './backend-client.js';
 import { connectBackend } from './backend-pool.js';
 import type { TlsPolicy } from '../transport/tls-policy.js';
+import { withoutCredentials } from '../policy/routes.js';
 
 export const CALLOUT_DEFAULTS: CalloutConfig = { positive_ttl: 3_600_000, negative_ttl: 600_000, timeout: 30_000, on_unreachable: 'tempfail' };
 
@@ -165,7 +166,7 @@ export class RecipientVerifier {
       answer = r.answer;
       reused = r.reused;
     } catch (e) {
-      const why = `callout ${route.nexthop}: ${(e as Error).message}`;
+      const why = `callout ${withoutCredentials(route.nexthop)}: ${(e as Error).message}`;
       if (cfg.on_unreachable === 'accept') return { reply: null, detail: `${why}; accepted (on_unreachable: accept)` };
       return { reply: VerifyReplies.unavailable(why), detail: why };
     }
@@ -173,13 +174,13 @@ export class RecipientVerifier {
     const how = reused ? 'reused connection' : 'new connection';
     if (answer.code >= 200 && answer.code < 300) {
       await this.remember(key, { ok: true, reply: said }, cfg.positive_ttl);
-      return { reply: null, detail: `callout ${route.nexthop} (${how}): accepted (${said})` };
+      return { reply: null, detail: `callout ${withoutCredentials(route.nexthop)} (${how}): accepted (${said})` };
     }
     if (answer.code >= 500) {
       await this.remember(key, { ok: false, reply: said }, cfg.negative_ttl);
-      return { reply: VerifyReplies.unknown(`next hop said ${said}`), detail: `callout ${route.nexthop} (${how}): refused (${said})` };
+      return { reply: VerifyReplies.unknown(`next hop said ${said}`), detail: `callout ${withoutCredentials(route.nexthop)} (${how}): refused (${said})` };
     }
-    const why = `callout ${route.nexthop} (${how}): temporary answer (${said})`;
+    const why = `callout ${withoutCredentials(route.nexthop)} (${how}): temporary answer (${said})`;
     if (cfg.on_unreachable === 'accept') return { reply: null, detail: `${why}; accepted (on_unreachable: accept)` };
     return { reply: VerifyReplies.unavailable(why), detail: why };
   }

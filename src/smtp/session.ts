@@ -30,7 +30,7 @@ import type { MessageQueue, RecipientOutcome } from '../queue/queue.js';
 import { AddressError, parseAddress } from '../address/address.js';
 import { inRanges, parseRange, type Range } from '../address/cidr.js';
 import type { RouteTable } from '../delivery/routes.js';
-import { staticRoutes, type RouteSource } from '../policy/routes.js';
+import { staticRoutes, withoutCredentials, type RouteSource } from '../policy/routes.js';
 import { logEvent } from '../log/logger.js';
 import { countTransaction } from '../api/metrics.js';
 import type { RecipientVerifier } from '../proxy/verify.js';
@@ -43,8 +43,19 @@ import { receivedHeader, withKeyword } from './received.js';
 import { classMatches, Replies, replyFromVerdict, SmtpReply, type EnhancedCode } from './replies.js';
 import type { ConnectionController, ConnectionPolicy, PosternConnection } from './connection.js';
 
-/** The abort reason of every session whose client went away (one shared, immutable value). */
-const CONNECTION_CLOSED = Object.freeze(new Error('client connection closed'));
+/**
+ * The abort reason of a session whose client went away. Made without a stack trace: abort()
+ * without a reason would build a DOMException and its stack for every connection.
+ */
+class ConnectionClosed extends Error {
+  constructor() {
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
+    super('client connection closed');
+    Error.stackTraceLimit = limit;
+    this.name = 'ConnectionClosed';
+  }
+}
 
 export type CreatedMessage = MessageAccess & { render(): Buffer };
 
@@ -191,8 +202,7 @@ export class SessionController implements ConnectionController {
     const st = this.states.get(conn.session);
     if (!st || !st.counted) return;
     st.counted = false;
-    // With a reason given, abort() does not build a DOMException (and its stack) per connection.
-    st.abort.abort(CONNECTION_CLOSED);
+    st.abort.abort(new ConnectionClosed());
     dropTx(st);
     this.counter.remove(conn.remoteAddress);
     logEvent(st.log, 'debug', 'smtp.disconnect', {});
@@ -462,7 +472,7 @@ export class SessionController implements ConnectionController {
       }
     }
     const refusedByProxy = await this.proxyRcpt(st, tx, parsed.address, parsed.domain, !tricky && !this.deps.directory.isLocalDomain(parsed.domain), routes);
-    if (refusedByProxy) return this.logged(st, refusedByProxy, { rcpt: rcpt.address, proxy: tx.dest });
+    if (refusedByProxy) return this.logged(st, refusedByProxy, { rcpt: rcpt.address, proxy: tx.dest && withoutCredentials(tx.dest.replace(/^proxy:/, '')) });
     tx.rcpts.set(address.address.toLowerCase(), rcpt);
     return null;
   }
@@ -490,13 +500,13 @@ export class SessionController implements ConnectionController {
           ...(this.deps.backends ? { pool: this.deps.backends } : {}),
           tls: this.deps.config.outbound.tls,
         });
-        logEvent(st.log, 'info', 'proxy.session', { nexthop: proxied.nexthop, xclient: tx.inline.xclient, lmtp: tx.inline.lmtp, tls: tx.inline.secure, reused: tx.inline.reused });
+        logEvent(st.log, 'info', 'proxy.session', { nexthop: withoutCredentials(proxied.nexthop), xclient: tx.inline.xclient, lmtp: tx.inline.lmtp, tls: tx.inline.secure, reused: tx.inline.reused });
       }
       reply = await tx.inline.rcpt(address);
     } catch (e) {
       reply = e instanceof SmtpReply ? e : ProxyReplies.backendFailed(e);
     }
-    tx.trace.push({ stage: 'rcpt', plugin: 'proxy', verdict: reply.code < 300 ? 'next' : reply.code >= 500 ? 'reject' : 'tempfail', ms: Date.now() - t0, rcpt: address, code: reply.code, enhanced: reply.enhanced, detail: `${proxied.nexthop}: ${reply.toString()}` });
+    tx.trace.push({ stage: 'rcpt', plugin: 'proxy', verdict: reply.code < 300 ? 'next' : reply.code >= 500 ? 'reject' : 'tempfail', ms: Date.now() - t0, rcpt: address, code: reply.code, enhanced: reply.enhanced, detail: `${withoutCredentials(proxied.nexthop)}: ${reply.toString()}` });
     if (reply.code >= 300) return reply;
     tx.dest = dest;
     return null;
@@ -669,7 +679,7 @@ export class SessionController implements ConnectionController {
     const replies = await inline.data(bytes);
     const byAddr = new Map<string, SmtpReply>();
     inline.accepted.forEach((a, i) => byAddr.set(a.toLowerCase(), replies[i]!));
-    const extra = { nexthop: inline.nexthop, backend: replies.map((r) => r.toString()) };
+    const extra = { nexthop: withoutCredentials(inline.nexthop), backend: replies.map((r) => r.toString()) };
     // RFC 2033 §4.2: one reply per accepted RCPT, in order.
     if (this.policy.lmtp) return finish('proxied', recipients.map((r) => byAddr.get(r.address.toLowerCase()) ?? ProxyReplies.backendFailed('no reply for this recipient')).map((x) => (x.code < 300 ? x.message : x)) as R, extra);
     const ok = replies.filter((r) => r.code < 300);

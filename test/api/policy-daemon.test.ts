@@ -16,6 +16,7 @@ import { Redis } from 'ioredis';
 import { removeDir, startDaemon, type RunningDaemon } from '../helpers/daemon.js';
 import { startDnsServer, type RunningDnsServer } from '../helpers/dns-server.js';
 import { startSink, type RunningSink } from '../helpers/smtp-sink.js';
+import { testTls } from '../helpers/tls.js';
 import { openSmtp } from '../helpers/smtp-client.js';
 import { startRedisServer } from '../helpers/redis-server.js';
 import { waitFor } from '../helpers/wait.js';
@@ -80,7 +81,7 @@ describe('routes, rate limits and DNSBL zones over REST, in a running daemon', (
   before(async () => {
     // RFC 5782 §5 test entry: 127.0.0.2 is listed.
     dns = await startDnsServer({ records: { '2.0.0.127.bl.test': { A: ['127.0.0.2'] } } });
-    sink = await startSink({ auth: { user: 'relay', pass: 'p@ss:word' } });
+    sink = await startSink({ tls: await testTls(), auth: { user: 'relay', pass: 'p@ss:word' } });
     d = await startDaemon(daemonConfig(dns.port), { timeoutMs: 60_000 });
     api = restClient(d);
   });
@@ -93,7 +94,7 @@ describe('routes, rate limits and DNSBL zones over REST, in a running daemon', (
 
   it('a route PUT makes mail for its domain go to that next hop, with its credentials; DELETE takes it back', async () => {
     assert.match((await transaction(d.ports.smtp!, 'a@sender.example', 'x@corp.example')).rcpt!, /^554 5\.7\.1/, 'not routed yet: relay denied');
-    const put = await api('PUT', '/v1/policies/relay/routes/corp.example', { nexthop: `smtp://127.0.0.1:${sink.port}`, auth: { username: 'relay', password: 'p@ss:word' } });
+    const put = await api('PUT', '/v1/policies/relay/routes/corp.example', { nexthop: `smtp://127.0.0.1:${sink.port}`, tls: 'required', auth: { username: 'relay', password: 'p@ss:word' } });
     assert.equal(put.status, 201);
     const t = await transaction(d.ports.smtp!, 'a@sender.example', 'x@corp.example');
     assert.match(t.data ?? t.rcpt ?? t.mail, /^250/);

@@ -109,12 +109,17 @@ describe('/v1/policies/relay/routes', () => {
       ['ok.example', { nexthop: 'lmtp://10.0.0.5', auth: { username: 'u', password: 'p' } }, /\/body\/auth/],
       ['ok.example', { nexthop: 'smtp://10.0.0.5', tls: 'sometimes' }, /\/body\/tls/],
       ['ok.example', { nexthop: 'smtp://10.0.0.5', auth: { username: 'u' } }, /\/body\/auth\/password/],
+      ['ok.example', { nexthop: 'smtp://10.0.0.5', auth: { username: 'u', password: 'p' } }, /\/body\/tls: credentials are sent only over TLS/],
+      ['ok.example', { nexthop: 'smtp://10.0.0.5', tls: 'opportunistic', auth: { username: 'u', password: 'p' } }, /\/body\/tls/],
       ['ok.example', { nexthop: 'smtp://10.0.0.5', mode: 'fast' }, /\/body\/mode/],
       ['ok.example', { nexthop: 'smtp://10.0.0.5', forward_client: 'always' }, /\/body\/forward_client/],
       ['ok.example', { nexthop: 'smtp://10.0.0.5', note: 'x' }, /note/],
       ['ok.example', {}, /\/body\/nexthop/],
       ['not_a domain!', { nexthop: 'smtp://10.0.0.5' }, /\/path\/domain/],
       ['..example', { nexthop: 'smtp://10.0.0.5' }, /\/path\/domain/],
+      // A whole top-level domain would be relayed for anyone.
+      ['com', { nexthop: 'smtp://10.0.0.5' }, /\/path\/domain/],
+      ['.com', { nexthop: 'smtp://10.0.0.5' }, /\/path\/domain/],
     ];
     for (const [key, body, why] of bad) {
       const p = assertProblem(await api.call({ method: 'PUT', url: `${base}/${encodeURIComponent(key)}`, body }), 400, 'bad-request');

@@ -172,7 +172,8 @@ describe('in-line proxy: STARTTLS and AUTH towards the backend', () => {
     s.close();
     assert.deepEqual(secure.messages.map(({ to, secure: sec, user }) => ({ to, sec, user })), [{ to: ['alice@tls.example'], sec: true, user: 'gw' }]);
     // Log lines arrive through the daemon's stdout, possibly after the replies.
-    const logged = await waitFor(() => d.logs.find((l) => l.evt === 'proxy.session' && l.nexthop === `smtp://gw:s3cret@127.0.0.1:${secure.port}?tls=required`), (l) => l !== undefined);
+    // The next hop is logged without its credentials.
+    const logged = await waitFor(() => d.logs.find((l) => l.evt === 'proxy.session' && l.nexthop === `smtp://***@127.0.0.1:${secure.port}?tls=required`), (l) => l !== undefined);
     assert.equal(logged?.tls, true);
   });
 
@@ -214,6 +215,12 @@ describe('in-line proxy: STARTTLS and AUTH towards the backend', () => {
     await s.cmd('MAIL FROM:<sender@remote.example>', '250');
     await s.cmd('RCPT TO:<carol@probe-notls.example>', '451 4.4.3');
     s.close();
+  });
+
+  it('the route password is in no log line (proxy sessions, transactions, callouts)', async () => {
+    await waitFor(() => d.logs.filter((l) => l.evt === 'proxy.session' || l.evt === 'smtp.transaction').length, (n) => n >= 2);
+    const leaks = d.logs.filter((l) => JSON.stringify(l).includes('s3cret'));
+    assert.deepEqual(leaks, []);
   });
 });
 

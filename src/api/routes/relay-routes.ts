@@ -37,6 +37,11 @@ const routeBody = z
     if (problem) c.addIssue({ code: 'custom', path: ['nexthop'], message: problem });
     if (b.nexthop.startsWith('lmtp+unix:') && b.tls) c.addIssue({ code: 'custom', path: ['tls'], message: 'an lmtp+unix: next hop has no TLS' });
     if (b.auth && !/^smtps?:/.test(b.nexthop)) c.addIssue({ code: 'custom', path: ['auth'], message: 'credentials are for smtp:// and smtps:// next hops' });
+    // A password sent in clear (no STARTTLS offered, or one stripped on the way) is a password
+    // given away: credentials go only over TLS that must succeed.
+    else if (b.auth && !b.nexthop.startsWith('smtps:') && b.tls !== 'required' && b.tls !== 'verify') {
+      c.addIssue({ code: 'custom', path: ['tls'], message: 'credentials are sent only over TLS: set tls to required or verify (or use smtps://)' });
+    }
   });
 
 const domainParam = z.object({

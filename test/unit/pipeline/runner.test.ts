@@ -260,3 +260,39 @@ test('every verdict is logged as plugin.verdict at debug', async () => {
   assert.equal(v.plugin, 'v');
   await p.close();
 });
+
+test('ctx.log and ctx.signal: read late they still abort on the deadline; a plugin may replace both', async () => {
+  let lateSignal: AbortSignal | undefined;
+  const { p, lines } = chain([
+    entry(
+      plugin('replaces', {
+        mail: async (ctx) => {
+          ctx.log = ctx.log.child({ mine: true });
+          const own = new AbortController();
+          ctx.signal = own.signal;
+          assert.equal(ctx.signal, own.signal);
+          ctx.log.info({ evt: 'test.own_log' }, 'from the plugin');
+          return next();
+        },
+      }),
+    ),
+    entry(
+      plugin('late-reader', {
+        rcpt: async (ctx) => {
+          // The signal is first read after the deadline has passed.
+          await new Promise((r) => setTimeout(r, 80));
+          lateSignal = ctx.signal;
+          return next();
+        },
+      }),
+      { timeoutMs: 30 },
+    ),
+  ]);
+  assert.equal((await p.run('mail', input())).verdict.kind, 'next');
+  assert.ok(lines.some((l) => l.evt === 'test.own_log' && l.mine === true));
+  const r = await p.run('rcpt', input({ rcpt: { address: 'x@example.test' } }));
+  assert.equal(r.trace[0]!.verdict, 'timeout');
+  await new Promise((res) => setTimeout(res, 100));
+  assert.equal(lateSignal?.aborted, true, 'a signal made after the deadline starts aborted');
+  await p.close();
+});

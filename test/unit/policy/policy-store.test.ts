@@ -49,7 +49,10 @@ describe('route fields', () => {
     const cases: [string, string | null][] = [
       ['Corp.Example.', 'corp.example'],
       ['.Sub.Example', '.sub.example'],
-      ['localhost', 'localhost'],
+      // One label is refused: a routed domain is relayed for anyone.
+      ['localhost', null],
+      ['com', null],
+      ['.com', null],
       ['..example', null],
       ['a b.example', null],
       ['-x.example', null],
