@@ -64,7 +64,10 @@ export class BackendPool {
    * `connectBackend` throws. `reused` tells which.
    */
   async acquire(key: string, hop: ParsedNexthop, opts: BackendOptions, mode: ForwardClientMode, client: ForwardedClient): Promise<{ s: BackendSession; reused: boolean }> {
-    for (let e = this.take(key); e; e = this.take(key)) {
+    // A session speaking for another client stays idle for that client; a closed one is
+    // taken out and dropped.
+    const fits = (e: BackendSession) => e.closed || e.canCarry(mode, client);
+    for (let e = this.take(key, fits); e; e = this.take(key, fits)) {
       e.setRef(true);
       if (!e.closed && e.canCarry(mode, client)) {
         const r = await e.command('RSET').catch(() => null);
@@ -123,10 +126,19 @@ export class BackendPool {
     this.idle.clear();
   }
 
-  private take(key: string): BackendSession | undefined {
+  /** The most recently idle session of `key` that `fits`, out of the idle list. */
+  private take(key: string, fits: (s: BackendSession) => boolean): BackendSession | undefined {
     const list = this.idle.get(key);
-    const e = list?.pop();
-    if (list && list.length === 0) this.idle.delete(key);
+    if (!list) return undefined;
+    let at = -1;
+    for (let j = list.length - 1; j >= 0; j--) {
+      if (fits(list[j]!.s)) {
+        at = j;
+        break;
+      }
+    }
+    const e = at >= 0 ? list.splice(at, 1)[0] : undefined;
+    if (list.length === 0) this.idle.delete(key);
     if (!e) return undefined;
     clearTimeout(e.timer);
     return e.s;

@@ -71,7 +71,10 @@ export class ConnectionPool {
   /** Sends one message over a pooled session or a new one. Never throws. */
   async send(dest: Destination, msg: OutMessage, clientOpts: ClientOptions): Promise<SessionResult> {
     const key = poolKey(dest);
-    for (let s = this.take(key); s; s = this.take(key)) {
+    // Only a session that may carry this message is taken (one speaking for another client
+    // stays idle for that client's next message); one whose RSET fails is closed.
+    const fits = (s: ClientSession) => s.canCarry(msg);
+    for (let s = this.take(key, fits); s; s = this.take(key, fits)) {
       s.setRef(true);
       if ((await s.reset()) && s.canCarry(msg)) return this.finish(key, s, await s.transact(msg));
       void this.closeSession(s);
@@ -168,10 +171,19 @@ export class ConnectionPool {
     return best;
   }
 
-  private take(key: string): ClientSession | undefined {
+  /** The most recently idle session of `key` that `fits`, out of the idle list. */
+  private take(key: string, fits: (s: ClientSession) => boolean): ClientSession | undefined {
     const list = this.idle.get(key);
-    const i = list?.pop();
-    if (list && list.length === 0) this.idle.delete(key);
+    if (!list) return undefined;
+    let at = -1;
+    for (let j = list.length - 1; j >= 0; j--) {
+      if (fits(list[j]!.session)) {
+        at = j;
+        break;
+      }
+    }
+    const i = at >= 0 ? list.splice(at, 1)[0] : undefined;
+    if (list.length === 0) this.idle.delete(key);
     if (!i) return undefined;
     clearTimeout(i.timer);
     return i.session;

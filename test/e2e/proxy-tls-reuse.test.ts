@@ -303,6 +303,12 @@ describe('in-line proxy: backend connection reuse', () => {
     b.close();
     assert.deepEqual(xc.messages.slice(-3).map((m) => [m.to[0], m.addr]), [['x1@xc.example', '192.0.2.10'], ['x2@xc.example', '192.0.2.10'], ['x3@xc.example', '192.0.2.11']]);
     assert.equal(xc.connections - before, 2, "the first client's two transactions over one connection, the second client on its own");
+    // The first client comes back: its connection was kept idle while the second one was served.
+    const again = await client(d.ports.smtp!, '192.0.2.10');
+    await transaction(again, ['x4@xc.example']);
+    again.close();
+    assert.deepEqual(xc.messages.at(-1)!.addr, '192.0.2.10');
+    assert.equal(xc.connections - before, 2, "the first client's connection is reused, not closed by the second client's mail");
   });
 
   it('forward_client: xforward names each transaction\'s client, and the connection serves every client', { timeout: 30_000 }, async () => {
