@@ -8,9 +8,8 @@ import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import nodemailer from 'nodemailer';
-import { startDaemon, removeDir, type RunningDaemon } from '../helpers/daemon.js';
 import { readMaildir, waitFor } from '../helpers/wait.js';
+import { startAliceGateway, type AliceGateway } from '../helpers/alice-gateway.js';
 import { EICAR, EICAR_FOUND, startClamd, type RunningClamd } from '../helpers/clamd.js';
 
 const RULES = `require ["virustest", "editheader"];
@@ -19,26 +18,19 @@ if virustest "1" { addheader "X-Gateway-Virustest" "1"; }
 
 describe('clamav end to end', () => {
   let clamd: RunningClamd;
-  let d: RunningDaemon;
-  let t: nodemailer.Transporter;
-  const send = (subject: string, attachments: { filename: string; content: string }[] = []) =>
-    t.sendMail({ from: 'sender@remote.example', to: 'alice@example.test', subject, text: 'Hello.', attachments });
+  let g: AliceGateway;
+  const send = (subject: string, attachments: { filename: string; content: string }[] = []) => g.send(subject, { text: 'Hello.', attachments });
 
   before(async () => {
     clamd = await startClamd();
     const dir = await mkdtemp(join(tmpdir(), 'postern-e2e-clamav-'));
     await mkdir(join(dir, 'rules'));
     await writeFile(join(dir, 'rules', 'gateway.sieve'), RULES);
-    d = await startDaemon({ plugins: ['relay-acl', { clamav: { host: '127.0.0.1', port: clamd.port } }, { sieve: { scripts: ['rules/gateway.sieve'] } }] }, { dir });
-    const r = await d.cli(['user', 'add', 'alice@example.test', '--password-stdin'], 'pw-alice\n');
-    assert.equal(r.code, 0, r.stderr);
-    t = nodemailer.createTransport({ host: '127.0.0.1', port: d.ports.smtp, secure: false, tls: { rejectUnauthorized: false } });
+    g = await startAliceGateway({ plugins: ['relay-acl', { clamav: { host: '127.0.0.1', port: clamd.port } }, { sieve: { scripts: ['rules/gateway.sieve'] } }] }, { dir });
   });
   after(async () => {
-    t?.close();
-    await d?.stop();
+    await g?.stop();
     await clamd?.close();
-    if (d) await removeDir(d.dir);
   });
 
   it('refuses EICAR in a base64 attachment with 554 5.7.1 naming the signature', async () => {
@@ -51,7 +43,7 @@ describe('clamav end to end', () => {
   it('delivers a clean message with X-Virus-Status: clean and virustest 1 seen by Sieve', async () => {
     const info = await send('clean', [{ filename: 'notes.txt', content: 'nothing to see' }]);
     assert.match(info.response, /^250 /);
-    const got = await waitFor(() => readMaildir(d, 'alice'), (m) => m.some((x) => x.bytes.includes('Subject: clean')));
+    const got = await waitFor(() => readMaildir(g.d, 'alice'), (m) => m.some((x) => x.bytes.includes('Subject: clean')));
     const m = got.find((x) => x.bytes.includes('Subject: clean'));
     assert.ok(m, 'delivered');
     assert.match(m.bytes, /^X-Virus-Status: clean$/m);
@@ -69,16 +61,16 @@ describe('clamav end to end', () => {
     } finally {
       await clamd.start();
     }
-    const before = await readMaildir(d, 'alice');
+    const before = await readMaildir(g.d, 'alice');
     assert.ok(!before.some((x) => x.bytes.includes('Subject: retry-me')), 'not delivered while clamd was down');
     // The queue holds nothing for it either: the 451 came before anything was spooled.
-    const q = await d.cli(['queue', 'list']);
+    const q = await g.d.cli(['queue', 'list']);
     assert.equal(q.code, 0, q.stderr);
     assert.equal(q.stdout.trim(), 'queue is empty');
     // The client retries (as any MTA does after a 4yz) and the message arrives.
     const info = await send('retry-me');
     assert.match(info.response, /^250 /);
-    const got = await waitFor(() => readMaildir(d, 'alice'), (m) => m.some((x) => x.bytes.includes('Subject: retry-me')));
+    const got = await waitFor(() => readMaildir(g.d, 'alice'), (m) => m.some((x) => x.bytes.includes('Subject: retry-me')));
     assert.ok(got.some((x) => x.bytes.includes('Subject: retry-me') && /^X-Virus-Status: clean$/m.test(x.bytes)));
   });
 });

@@ -6,35 +6,25 @@
 // next message is scanned and delivered. A missing rspamd fails with the install command.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import nodemailer from 'nodemailer';
-import { startDaemon, removeDir, type RunningDaemon } from '../helpers/daemon.js';
-import { readMaildir, waitFor } from '../helpers/wait.js';
+import { readMaildir } from '../helpers/wait.js';
+import { startAliceGateway, type AliceGateway } from '../helpers/alice-gateway.js';
 import { GTUBE } from '../helpers/spamd.js';
 import { startRspamd, type RunningRspamd } from '../helpers/rspamd.js';
 
 describe('rspamd end to end', () => {
   let rspamd: RunningRspamd;
-  let d: RunningDaemon;
-  let t: nodemailer.Transporter;
-  const send = (subject: string, text: string) => t.sendMail({ from: 'sender@remote.example', to: 'alice@example.test', subject, text });
-  const delivered = async (subject: string) => {
-    const got = await waitFor(() => readMaildir(d, 'alice'), (m) => m.some((x) => x.bytes.includes(`Subject: ${subject}`)));
-    return got.find((x) => x.bytes.includes(`Subject: ${subject}`))?.bytes;
-  };
+  let g: AliceGateway;
+  const send = (subject: string, text: string) => g.send(subject, { text });
+  const delivered = (subject: string) => g.delivered(subject);
 
   before(async () => {
     rspamd = await startRspamd();
     // No trusted networks: the test client is an outside sender.
-    d = await startDaemon({ relay: { networks: [] }, plugins: ['relay-acl', { rspamd: { host: '127.0.0.1', port: rspamd.port } }] });
-    const r = await d.cli(['user', 'add', 'alice@example.test', '--password-stdin'], 'pw-alice\n');
-    assert.equal(r.code, 0, r.stderr);
-    t = nodemailer.createTransport({ host: '127.0.0.1', port: d.ports.smtp, secure: false, tls: { rejectUnauthorized: false } });
+    g = await startAliceGateway({ relay: { networks: [] }, plugins: ['relay-acl', { rspamd: { host: '127.0.0.1', port: rspamd.port } }] });
   });
   after(async () => {
-    t?.close();
-    await d?.stop();
+    await g?.stop();
     await rspamd?.close();
-    if (d) await removeDir(d.dir);
   });
 
   it('refuses GTUBE with 550 5.7.1 and rspamd\'s reject text', async () => {
@@ -72,7 +62,7 @@ describe('rspamd end to end', () => {
     const m = await delivered('after-restart');
     assert.ok(m);
     assert.match(m, /^X-Spamd-Result: default: False/m);
-    assert.ok(!(await readMaildir(d, 'alice')).some((x) => x.bytes.includes('Subject: while-down')));
+    assert.ok(!(await readMaildir(g.d, 'alice')).some((x) => x.bytes.includes('Subject: while-down')));
   });
 });
 

@@ -7,9 +7,8 @@ import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import nodemailer from 'nodemailer';
-import { startDaemon, removeDir, type RunningDaemon } from '../helpers/daemon.js';
-import { readMaildir, waitFor } from '../helpers/wait.js';
+import { readMaildir } from '../helpers/wait.js';
+import { startAliceGateway, type AliceGateway } from '../helpers/alice-gateway.js';
 import { GTUBE, SPAMMY_PHRASE, startSpamd, type RunningSpamd } from '../helpers/spamd.js';
 
 // spamtest scales the score against sieve.spamtest.max (10). The local rule gives 6 points and
@@ -21,33 +20,24 @@ if spamtest :value "ge" :comparator "i;ascii-numeric" "6" { addheader "X-Gateway
 
 describe('spamassassin end to end', () => {
   let spamd: RunningSpamd;
-  let d: RunningDaemon;
-  let t: nodemailer.Transporter;
-  const send = (subject: string, text: string) => t.sendMail({ from: 'sender@remote.example', to: 'alice@example.test', subject, text });
-  const delivered = async (subject: string) => {
-    const got = await waitFor(() => readMaildir(d, 'alice'), (m) => m.some((x) => x.bytes.includes(`Subject: ${subject}`)));
-    return got.find((x) => x.bytes.includes(`Subject: ${subject}`))?.bytes;
-  };
+  let g: AliceGateway;
+  const send = (subject: string, text: string) => g.send(subject, { text });
+  const delivered = (subject: string) => g.delivered(subject);
 
   before(async () => {
     spamd = await startSpamd();
     const dir = await mkdtemp(join(tmpdir(), 'postern-e2e-spamd-'));
     await mkdir(join(dir, 'rules'));
     await writeFile(join(dir, 'rules', 'gateway.sieve'), RULES);
-    d = await startDaemon(
+    g = await startAliceGateway(
       // No trusted networks: the test client is an outside sender (trusted ones are not scanned).
       { relay: { networks: [] }, plugins: ['relay-acl', { spamassassin: { host: '127.0.0.1', port: spamd.port, tag_score: 5, reject_score: 10 } }, { sieve: { scripts: ['rules/gateway.sieve'] } }] },
       { dir },
     );
-    const r = await d.cli(['user', 'add', 'alice@example.test', '--password-stdin'], 'pw-alice\n');
-    assert.equal(r.code, 0, r.stderr);
-    t = nodemailer.createTransport({ host: '127.0.0.1', port: d.ports.smtp, secure: false, tls: { rejectUnauthorized: false } });
   });
   after(async () => {
-    t?.close();
-    await d?.stop();
+    await g?.stop();
     await spamd?.close();
-    if (d) await removeDir(d.dir);
   });
 
   it('refuses GTUBE with 550 5.7.1', async () => {
@@ -87,6 +77,6 @@ describe('spamassassin end to end', () => {
     }
     await send('after-restart', 'Hello again.');
     assert.ok(await delivered('after-restart'));
-    assert.ok(!(await readMaildir(d, 'alice')).some((x) => x.bytes.includes('Subject: while-down')));
+    assert.ok(!(await readMaildir(g.d, 'alice')).some((x) => x.bytes.includes('Subject: while-down')));
   });
 });
