@@ -15,6 +15,7 @@ import { runLoad, percentile, makeMessage } from './smtp-load.js';
 import { startDaemon, removeDir } from '../test/helpers/daemon.js';
 import { startSink } from '../test/helpers/smtp-sink.js';
 import { freeLoopbackPort, waitForListener } from '../test/helpers/system-service.js';
+import { startDelayProxy, type DelayProxy } from './delay-proxy.js';
 
 export const POSTFIX_SMTP_SINK = '/usr/sbin/smtp-sink';
 const DOMAIN = 'relay.bench.test';
@@ -26,6 +27,8 @@ export interface RelayBenchOptions {
   warmup?: number;
   /** Force the in-process sink even when smtp-sink is installed. */
   nodeSink?: boolean;
+  /** Put a delay proxy (delay-proxy.ts) with this round trip between Postern and the sink. */
+  rttMs?: number;
 }
 
 /** A message counter on a loopback port. */
@@ -108,14 +111,16 @@ async function hasPostfixSink(): Promise<boolean> {
   }
 }
 
-/** Runs the relay bench and returns its JSON record (`bench: 'smtp-relay'`). */
+/** Runs the relay bench and returns its JSON record (`bench: 'smtp-relay'`, or 'smtp-relay-rtt' with `rttMs`). */
 export async function benchRelay(o: RelayBenchOptions): Promise<Record<string, unknown>> {
   const sink = !o.nodeSink && (await hasPostfixSink()) ? await startPostfixSink() : await startNodeSink();
   let d: Awaited<ReturnType<typeof startDaemon>> | undefined;
+  let proxy: DelayProxy | undefined;
   try {
+    proxy = o.rttMs ? await startDelayProxy(sink.port, o.rttMs / 2) : undefined;
     d = await startDaemon({
       log: { level: 'warn' },
-      routes: { [DOMAIN]: `smtp://127.0.0.1:${sink.port}` },
+      routes: { [DOMAIN]: `smtp://127.0.0.1:${proxy?.port ?? sink.port}` },
       outbound: { tls: 'none' },
     });
     const body = makeMessage(o.size, 'sender@example.test', `rcpt@${DOMAIN}`);
@@ -133,7 +138,8 @@ export async function benchRelay(o: RelayBenchOptions): Promise<Record<string, u
     const e2eS = (performance.now() - t0) / 1000;
     const relayed = sink.received() - base;
     return {
-      bench: 'smtp-relay',
+      bench: o.rttMs ? 'smtp-relay-rtt' : 'smtp-relay',
+      ...(o.rttMs ? { next_hop_rtt_ms: o.rttMs } : {}),
       messages: o.messages,
       accepted: r.sent,
       failed: r.failed,
@@ -154,6 +160,7 @@ export async function benchRelay(o: RelayBenchOptions): Promise<Record<string, u
     };
   } finally {
     await d?.stop();
+    await proxy?.stop();
     await sink.stop();
     if (d) await removeDir(d.dir);
   }

@@ -10,6 +10,9 @@
 //   smtp-relay    10 KB messages over 20 connections relayed through a `routes` next hop to a
 //                 loopback SMTP sink (Postfix's smtp-sink when installed): messages/s end to end,
 //                 until the sink has every message (bench/relay.ts)
+//   smtp-relay-rtt   the same (2,000 messages) with the next hop 20 ms away (a delay proxy on
+//                 loopback, bench/delay-proxy.ts): what the round trips per message cost; the
+//                 outbound client pipelines the envelope (RFC 2920), two round trips a message
 //   smtp-proxy    in-line proxy routes against queue mode, same sink (bench/proxy.ts)
 //   sieve-admin-rules, sieve-compile   the Sieve engine in-process (bench/sieve.ts)
 //   api           REST API latency, GET and PUT of a rule at 200 concurrent requests (bench/api.ts)
@@ -148,6 +151,7 @@ if (want('fsync-limit')) await benchFsync();
 if (want('smtp-maildir')) await benchSmtpMaildir(false);
 if (want('smtp-maildir-pipelined')) await benchSmtpMaildir(true);
 if (want('smtp-relay')) emit(await benchRelay({ messages: MESSAGES, connections: CONNECTIONS, size: SIZE }));
+if (want('smtp-relay-rtt')) emit(await benchRelay({ messages: Math.min(MESSAGES, 2000), connections: CONNECTIONS, size: SIZE, rttMs: 20 }));
 if (want('smtp-proxy')) emit(await benchProxy({ messages: Math.min(MESSAGES, 3000), connections: CONNECTIONS, size: SIZE }));
 if (want('sieve')) await benchSieve(emit);
 if (want('api')) for (const line of await benchApi()) emit(line);

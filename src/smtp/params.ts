@@ -36,6 +36,16 @@ export function decodeXtext(s: string): string {
   return s.replace(/\+([0-9A-F]{2})/g, (_m, h: string) => String.fromCharCode(parseInt(h, 16)));
 }
 
+/** The xtext form of `s` (UTF-8 bytes outside xchar written as "+HH"). */
+export function encodeXtext(s: string): string {
+  if (/^[\x21-\x2a\x2c-\x3c\x3e-\x7e]*$/.test(s)) return s;
+  let out = '';
+  for (const b of Buffer.from(s, 'utf8')) {
+    out += b < 0x21 || b > 0x7e || b === 0x2b || b === 0x3d ? `+${b.toString(16).toUpperCase().padStart(2, '0')}` : String.fromCharCode(b);
+  }
+  return out;
+}
+
 /** Splits "MAIL FROM:<a@b> K=V K2" into the path and the parameter list. */
 export function splitPathAndParams(line: string): { path: string; params: [string, string | true][] } | null {
   const colon = line.indexOf(':');

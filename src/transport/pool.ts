@@ -4,8 +4,9 @@
 //   - A session is keyed by what it was opened with: protocol, address, port (or unix socket),
 //     implicit TLS, TLS policy, AUTH credentials. Only a session whose transaction ended cleanly goes
 //     back to the pool; any error closes it.
-//   - A reused session gets RSET first (RFC 5321 §4.1.1.5); if that fails (the server timed
-//     out and left) it is dropped and a fresh one opened, which is not a delivery failure.
+//   - A reused session gets RSET first (RFC 5321 §4.1.1.5; with PIPELINING it heads the
+//     envelope group, smtp-client.ts); if that fails (the server timed out and left) it is
+//     dropped and a fresh one opened, which is not a delivery failure.
 //   - `outbound.reuse.max_messages` transactions per connection, then QUIT; an idle session is
 //     closed after `outbound.reuse.idle_timeout`; at most `idleLimit` idle sessions per key.
 //   - Idle sockets do not keep the process alive; `close()` QUITs every idle session.
@@ -76,7 +77,8 @@ export class ConnectionPool {
     const fits = (s: ClientSession) => s.canCarry(msg);
     for (let s = this.take(key, fits); s; s = this.take(key, fits)) {
       s.setRef(true);
-      if ((await s.reset()) && s.canCarry(msg)) return this.finish(key, s, await s.transact(msg));
+      const result = s.canCarry(msg) ? await s.transactReused(msg) : null;
+      if (result) return this.finish(key, s, result);
       void this.closeSession(s);
     }
     const budget = budgetOf(dest);

@@ -1,8 +1,13 @@
 // Outbound SMTP or LMTP sessions to one host: `openSession` connects, and each `transact` sends
 // one message to several recipients in one transaction (RFC 5321 §3.3); pool.ts keeps sessions
 // open between messages. Built on nodemailer's SMTPConnection, which does the framing: EHLO/LHLO,
-// STARTTLS (RFC 3207), AUTH (RFC 4954), PIPELINING (RFC 2920), SIZE (RFC 1870), and dot-stuffing
-// of DATA (RFC 5321 §4.5.2: a line that is just "." goes out as "..").
+// STARTTLS (RFC 3207), AUTH (RFC 4954), SIZE (RFC 1870), and dot-stuffing of DATA (RFC 5321
+// §4.5.2: a line that is just "." goes out as "..").
+//
+// PIPELINING (RFC 2920): the library waits for MAIL's reply before the RCPTs and for theirs
+// before DATA. When the next hop offers it, `sendGrouped` sends [RSET,] MAIL, every RCPT and
+// DATA in one write through the library's command queue and its body stream after the 354: two
+// round trips a message instead of five on a reused connection.
 //
 // What this module decides, before MAIL FROM, from the EHLO reply:
 //   - 8-bit body and no 8BITMIME (RFC 6152 §3): the message is converted to 7 bit (downgrade.ts:
@@ -33,6 +38,7 @@ import type { DsnNotify } from '../queue/envelope.js';
 import { downgradeTo7bit } from './downgrade.js';
 import { chooseCommand, clientIdentity, forwardCommands, offeredAttributes, type ForwardClientMode, type ForwardedClient } from './forward-client.js';
 import { tlsOptions, type TlsPolicy } from './tls-policy.js';
+import { encodeXtext } from '../smtp/params.js';
 
 export interface Destination {
   /** IP address or host name to connect to; ignored with `socketPath`. */
@@ -109,6 +115,14 @@ export function is8bit(message: Buffer): boolean {
   return false;
 }
 
+/** NOTIFY and ORCPT of one recipient (RFC 3461 §4), each its own: " NOTIFY=… ORCPT=…" or "". */
+function rcptDsnArgs(r: OutRecipient): string {
+  const args: string[] = [];
+  if (r.notify?.length) args.push(`NOTIFY=${r.notify.join(',')}`);
+  if (r.orcpt) args.push(`ORCPT=${r.orcpt}`);
+  return args.length ? ` ${args.join(' ')}` : '';
+}
+
 /** "250 2.1.5 Ok" → code, enhanced (derived from the class when absent, RFC 3463 §3.1), text. */
 export function parseReply(response: string | undefined, fallbackCode: number): { code: number; enhanced: string; text: string } {
   const last = (response ?? '').trim().split(/\r?\n/).pop() ?? '';
@@ -132,6 +146,8 @@ type Conn = SMTPConnection & {
   _responseQueue: string[];
   _remainder: string;
   _upgradeConnection: (cb: (err: Error | null, secured?: boolean) => void) => void;
+  _formatError: (message: string, type: string, response: string | false, command: string) => SMTPConnection.SMTPError;
+  _createSendStream: (cb: (err: SMTPConnection.SMTPError | null, response?: string) => void) => NodeJS.WritableStream;
 };
 
 /**
@@ -414,6 +430,19 @@ export class ClientSession {
 
   /** One transaction: MAIL, RCPT*, DATA. Every recipient gets a result. */
   async transact(msg: OutMessage): Promise<SessionResult> {
+    return (await this.run(msg, false))!;
+  }
+
+  /**
+   * The same on a session taken from the pool, which gets RSET first (RFC 5321 §4.1.1.5). Null
+   * when the RSET fails (the server timed out and left): no message went out, and the caller
+   * opens another session.
+   */
+  transactReused(msg: OutMessage): Promise<SessionResult | null> {
+    return this.run(msg, true);
+  }
+
+  private async run(msg: OutMessage, reset: boolean): Promise<SessionResult | null> {
     const remoteMta = `dns; ${this.dest.name}`;
     const results = new Map<string, RcptResult>();
     const all = (r: RcptResult, dsn = false): SessionResult => {
@@ -421,6 +450,11 @@ export class ClientSession {
       return { remoteMta, dsn, results, ...this.note() };
     };
     const conn = this.conn;
+    // RFC 2920: with PIPELINING the RSET, MAIL, every RCPT and DATA go out in one write and the
+    // body after the DATA reply, two round trips instead of five. XCLIENT/XFORWARD and LMTP keep
+    // the step-by-step path (XCLIENT restarts the session; LMTP's replies after DATA differ).
+    const grouped = this.dest.protocol === 'smtp' && conn._supportedExtensions.includes('PIPELINING') && !this.needsForward(msg);
+    if (reset && !grouped && !(await this.reset())) return null;
     this.messages++;
     this.forwardRefused = undefined;
     const refused = await this.forward(msg);
@@ -450,10 +484,7 @@ export class ClientSession {
       conn._getDsnRcptToArgs = function (this: Conn) {
         const q = this._recipientQueue ?? [];
         const r = byAddr.get(q[q.length - 1] ?? '');
-        const args: string[] = [];
-        if (r?.notify?.length) args.push(`NOTIFY=${r.notify.join(',')}`);
-        if (r?.orcpt) args.push(`ORCPT=${r.orcpt}`);
-        return args.length ? ` ${args.join(' ')}` : '';
+        return r ? rcptDsnArgs(r) : '';
       };
     }
 
@@ -469,7 +500,13 @@ export class ClientSession {
 
     let info: SMTPConnection.SentMessageInfo;
     try {
-      info = await this.step<SMTPConnection.SentMessageInfo>((cb) => conn.send(envelope, body, (err, i) => cb(err, i)));
+      if (grouped) {
+        const sent = await this.sendGrouped(msg, body, { reset, eightBit, smtputf8: needUtf8, dsn });
+        if (!sent) return null;
+        info = sent;
+      } else {
+        info = await this.step<SMTPConnection.SentMessageInfo>((cb) => conn.send(envelope, body, (err, i) => cb(err, i)));
+      }
     } catch (e) {
       // The library's state after a failed transaction is not worth trusting: no reuse.
       this.reusable = false;
@@ -491,6 +528,98 @@ export class ClientSession {
       results.set(rc.address, rejected.get(rc.address) ?? (info.accepted.includes(rc.address) ? { ...ok, status: 'sent' } : ok));
     }
     return { remoteMta, dsn, results, ...this.note() };
+  }
+
+  /** True when `msg` needs XCLIENT/XFORWARD sent first (not already speaking for its client). */
+  private needsForward(msg: OutMessage): boolean {
+    if (!this.forwardCommand(msg)) return false;
+    return !(this.impersonating !== null && msg.client && clientIdentity(msg.client) === this.impersonating);
+  }
+
+  /**
+   * One pipelined transaction (RFC 2920 §3.1): [RSET,] MAIL, RCPT…, DATA in one write, then the
+   * replies in order; the body only after a 354 with at least one recipient accepted. Results
+   * and errors have the library's shapes, so `run` reads both paths alike. Null when RSET was
+   * refused or the connection ended before its reply (nothing delivered).
+   *
+   * A 354 the body must not follow (MAIL or every RCPT refused, RSET failed) leaves the server
+   * waiting for data: the connection is closed without the final dot, so nothing is delivered,
+   * and not reused.
+   */
+  private async sendGrouped(msg: OutMessage, body: Buffer, o: { reset: boolean; eightBit: boolean; smtputf8: boolean; dsn: boolean }): Promise<SMTPConnection.SentMessageInfo | null> {
+    const conn = this.conn;
+    const bad = [msg.mailFrom, ...msg.recipients.map((r) => r.address)].find((a) => /[\r\n<>]/.test(a));
+    if (bad !== undefined) throw conn._formatError(`Invalid address ${JSON.stringify(bad)}`, 'EENVELOPE', false, 'API');
+    const ext = conn._supportedExtensions;
+    const mailArgs: string[] = [];
+    if (o.smtputf8) mailArgs.push('SMTPUTF8');
+    if (o.eightBit) mailArgs.push('BODY=8BITMIME');
+    if (ext.includes('SIZE')) mailArgs.push(`SIZE=${body.length}`);
+    if (o.dsn && msg.ret) mailArgs.push(`RET=${msg.ret}`);
+    if (o.dsn && msg.envid) mailArgs.push(`ENVID=${encodeXtext(msg.envid)}`);
+    const lines: string[] = o.reset ? ['RSET'] : [];
+    lines.push(`MAIL FROM:<${msg.mailFrom}>${mailArgs.length ? ` ${mailArgs.join(' ')}` : ''}`);
+    for (const r of msg.recipients) lines.push(`RCPT TO:<${r.address}>${o.dsn ? rcptDsnArgs(r) : ''}`);
+    lines.push('DATA');
+    const replies: string[] = [];
+    try {
+      return await this.step<SMTPConnection.SentMessageInfo | null>((cb) => {
+        let abandoned = false;
+        const abandon = (err: SMTPConnection.SMTPError | null, dataOpen: boolean) => {
+          abandoned = true;
+          cb(err, null);
+          if (dataOpen) {
+            this.reusable = false;
+            conn.close();
+          }
+        };
+        const onReply = (str: string) => {
+          if (abandoned) return;
+          replies.push(str);
+          // RSET refused (421: the server timed out): stale, whatever the rest would say.
+          if (o.reset && replies.length === 1 && !str.startsWith('2')) return abandon(null, true);
+          if (replies.length < lines.length) return;
+          let k = 0;
+          if (o.reset) k++;
+          const mail = replies[k++]!;
+          const rcpts = msg.recipients.map(() => replies[k++]!);
+          const data = replies[k]!;
+          const dataOpen = /^[23]/.test(data);
+          if (!mail.startsWith('2')) return abandon(conn._formatError('Mail command failed', 'EENVELOPE', mail, 'MAIL FROM'), dataOpen);
+          const accepted: string[] = [];
+          const rejected: string[] = [];
+          const rejectedErrors: (SMTPConnection.SMTPError & { recipient?: string })[] = [];
+          msg.recipients.forEach((r, i) => {
+            if (rcpts[i]!.startsWith('2')) return void accepted.push(r.address);
+            rejected.push(r.address);
+            rejectedErrors.push(Object.assign(conn._formatError('Recipient command failed', 'EENVELOPE', rcpts[i]!, 'RCPT TO'), { recipient: r.address }));
+          });
+          if (!accepted.length) {
+            const err = Object.assign(conn._formatError("Can't send mail - all recipients were rejected", 'EENVELOPE', rcpts[0]!, 'RCPT TO'), { rejected, rejectedErrors });
+            return abandon(err, dataOpen);
+          }
+          if (!dataOpen) return cb(conn._formatError('Data command failed', 'EENVELOPE', data, 'DATA'));
+          const stream = conn._createSendStream((err, final) => {
+            if (err) return cb(err);
+            cb(null, { accepted, rejected, rejectedErrors, response: final ?? '', envelopeTime: 0, messageTime: 0, messageSize: body.length } as SMTPConnection.SentMessageInfo);
+          });
+          stream.end(body);
+        };
+        for (let i = 0; i < lines.length; i++) conn._responseActions.push(onReply);
+        // One write(2) for the whole group.
+        const sock = conn._socket;
+        sock?.cork();
+        for (const l of lines) conn._sendCommand(l);
+        sock?.uncork();
+      });
+    } catch (e) {
+      // The connection failed before the RSET was answered, or refused it: a stale pooled session.
+      if (o.reset && (replies.length === 0 || !replies[0]!.startsWith('2'))) {
+        this.reusable = false;
+        return null;
+      }
+      throw e;
+    }
   }
 
   /**
