@@ -65,6 +65,20 @@ const octets = (s: string) => Buffer.byteLength(s, 'utf8');
  * reverse-path "<>" is not an address: callers handle it before calling this.
  */
 export function parseAddress(input: string): ParsedAddress {
+  // One message's addresses are parsed at MAIL/RCPT, by the plugins, the router and delivery:
+  // recent results are kept (a copy goes out, so a caller may change its own).
+  const hit = recent.get(input);
+  if (hit) return { ...hit, tricks: [...hit.tricks] };
+  const parsed = parseUncached(input);
+  if (recent.size >= RECENT_MAX) recent.clear();
+  recent.set(input, parsed);
+  return { ...parsed, tricks: [...parsed.tricks] };
+}
+
+const RECENT_MAX = 2000;
+const recent = new Map<string, ParsedAddress>();
+
+function parseUncached(input: string): ParsedAddress {
   let s = input.trim();
   if (s.startsWith('<') && s.endsWith('>')) s = s.slice(1, -1);
   if (CONTROL.test(s)) throw new AddressError(input, 'control character in the address');

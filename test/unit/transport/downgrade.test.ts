@@ -202,3 +202,15 @@ test('to a next hop without 8BITMIME: sent converted, without BODY=8BITMIME; Pyt
   assert.equal(sink.messages.length, before, 'nothing sent');
   ob.close();
 });
+
+test('is8bit: any octet above 0x7f, wherever it is; every 7-bit octet is not', () => {
+  const ascii = Buffer.from(Array.from({ length: 128 }, (_, i) => i));
+  assert.equal(is8bit(ascii), false);
+  for (const at of [0, 63, 127]) {
+    const b = Buffer.from(ascii);
+    b[at] = 0x80;
+    assert.equal(is8bit(b), true, `0x80 at ${at}`);
+  }
+  assert.equal(is8bit(Buffer.concat([Buffer.alloc(10_000, 0x41), Buffer.from([0xff])])), true);
+  assert.equal(is8bit(Buffer.alloc(0)), false);
+});
