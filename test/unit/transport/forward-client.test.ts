@@ -6,7 +6,6 @@
 // XCLIENT for good gets it as from us, one that refuses it for now defers it.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, type Socket } from 'node:net';
 import { SMTPServer } from 'smtp-server';
 import { addrValue, chooseCommand, clientFromSource, forwardCommands, routeForwardMode, type ForwardedClient } from '../../../src/transport/forward-client.js';
 import { createResolver } from '../../../src/dns/resolver.js';
@@ -15,6 +14,7 @@ import { fromObject } from '../../../src/config/load.js';
 import type { RemoteVia } from '../../../src/delivery/router.js';
 import { silentLogger } from '../../../src/log/logger.js';
 import { startSink, type RunningSink } from '../../helpers/smtp-sink.js';
+import { startScriptedHop } from '../../helpers/scripted-hop.js';
 
 const ALL_XCLIENT = new Set(['NAME', 'ADDR', 'PORT', 'PROTO', 'HELO', 'LOGIN']);
 const ALL_XFORWARD = new Set(['NAME', 'ADDR', 'PORT', 'PROTO', 'HELO', 'IDENT', 'SOURCE']);
@@ -168,42 +168,17 @@ describe('queued mail with forward_client: xclient, delivered by Outbound', () =
 
   /** A raw next hop that offers XCLIENT and answers it with `xclientReply`; takes mail otherwise. */
   async function startRefusing(xclientReply: string): Promise<{ port: number; messages: number; commands: string[] }> {
-    const state = { port: 0, messages: 0, commands: [] as string[] };
-    const server = createServer((sock: Socket) => {
-      let buf = '';
-      let inData = false;
-      sock.on('error', () => undefined);
-      sock.write('220 refusing.example ESMTP\r\n');
-      sock.on('data', (c: Buffer) => {
-        buf += c.toString('latin1');
-        let nl: number;
-        while ((nl = buf.indexOf('\r\n')) >= 0) {
-          const line = buf.slice(0, nl);
-          buf = buf.slice(nl + 2);
-          if (inData) {
-            if (line === '.') {
-              inData = false;
-              state.messages++;
-              sock.write('250 2.0.0 Ok\r\n');
-            }
-            continue;
-          }
-          state.commands.push(line.split(' ')[0]!.toUpperCase());
-          const cmd = line.slice(0, 4).toUpperCase();
-          if (cmd === 'EHLO') sock.write('250-refusing.example\r\n250-XCLIENT NAME ADDR PROTO HELO\r\n250 8BITMIME\r\n');
-          else if (cmd === 'XCLI') sock.write(`${xclientReply}\r\n`);
-          else if (cmd === 'DATA') {
-            inData = true;
-            sock.write('354 go ahead\r\n');
-          } else if (cmd === 'QUIT') sock.end('221 Bye\r\n');
-          else sock.write('250 2.0.0 Ok\r\n');
-        }
-      });
-    });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-    stops.push(() => new Promise((r) => server.close(() => r())));
-    state.port = (server.address() as { port: number }).port;
-    return state;
+    const hop = await startScriptedHop({ ehlo: ['XCLIENT NAME ADDR PROTO HELO', '8BITMIME'], answer: (line) => (/^XCLIENT /i.test(line) ? xclientReply : undefined) });
+    stops.push(() => hop.stop());
+    return {
+      port: hop.port,
+      get messages() {
+        return hop.connections.reduce((n, c) => n + c.bodies.length, 0);
+      },
+      get commands() {
+        return hop.connections.flatMap((c) => c.commands.map((l) => l.split(' ')[0]!.toUpperCase()));
+      },
+    };
   }
 
   it('XCLIENT refused for good (501): the mail goes as from us', async () => {
