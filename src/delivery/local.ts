@@ -24,7 +24,7 @@ import type { Store } from '../store/store.js';
 import { sieveSchema, type SieveConfig } from '../sieve/config.js';
 import type { DirSyncer } from '../queue/dir-sync.js';
 import { parseAddress } from '../address/address.js';
-import { deliveredBytes } from './trace.js';
+import { deliveredBytes, traceHeaders } from './trace.js';
 import { infoLetters, keywordLetters, MaildirWriter, splitFlags } from './maildir.js';
 import { UserSieve, type SieveStore, type Submit } from './sieve.js';
 import { MboxWriter, mboxEntry, type MboxIntent, type MboxOptions } from './mbox.js';
@@ -168,8 +168,8 @@ export class LocalDelivery {
     req = { ...req, folder: s.folder };
     const path = this.mailboxPath(req.user);
     const key = targetKey(req.user, req.folder);
-    const bytes = deliveredBytes(req.sender, req.user, req.message);
     if (this.config.mailbox.format === 'mbox') {
+      const bytes = deliveredBytes(req.sender, req.user, req.message);
       const intents = req.intents;
       const r = await this.mbox.deliver(path, req.folder, mboxEntry(req.sender, req.receivedAt, bytes), {
         checkExisting: req.checkExisting,
@@ -195,7 +195,9 @@ export class LocalDelivery {
       }
       info = infoLetters(letters, kw);
     }
-    const r = await this.maildir.deliver(path, req.folder, parts, bytes, req.checkExisting, info);
+    // The trace headers, then the message: the I/O thread writes its CRLFs as LF (trace.ts).
+    const content = { head: Buffer.from(traceHeaders(req.sender, req.user), 'utf8'), crlfMessage: req.message };
+    const r = await this.maildir.deliver(path, req.folder, parts, content, req.checkExisting, info);
     return { destination: `maildir:${r.path}`, duplicate: r.duplicate };
   }
 }

@@ -43,7 +43,16 @@ export function maildirUniquePrefix(p: Omit<MaildirNameParts, 'hostname'>): stri
   return `${sec}.M${usec}Q${p.qid}R${p.key}.`;
 }
 
-export function maildirName(p: MaildirNameParts, size: number): string {
+/** Stands for the size in a name until the I/O thread knows it (io-pool.ts; never in a path). */
+const SIZE_LATER = '\0';
+
+/**
+ * What a delivery writes: the exact bytes, or trace headers plus a message with CRLF line ends
+ * that the I/O thread writes with LF ends (trace.ts), off the main thread.
+ */
+export type MailboxContent = Buffer | { head: Buffer; crlfMessage: Buffer };
+
+export function maildirName(p: MaildirNameParts, size: number | typeof SIZE_LATER): string {
   const host = p.hostname.replace(/\//g, '\\057').replace(/:/g, '\\072').replace(/,/g, '\\054');
   return `${maildirUniquePrefix(p)}${host},S=${size}`;
 }
@@ -83,10 +92,12 @@ export class MaildirWriter {
     this.known.add(dir);
   }
 
-  /** Looks for an earlier delivery of this (qid, key) in new/ and cur/ of `dir`. */
-  async findExisting(dir: string, parts: MaildirNameParts, size: number): Promise<string | null> {
-    const exact = join(dir, 'new', maildirName(parts, size));
-    if (await stat(exact).then(() => true, () => false)) return exact;
+  /** Looks for an earlier delivery of this (qid, key) in new/ and cur/ of `dir` (`size` known: its exact name first). */
+  async findExisting(dir: string, parts: MaildirNameParts, size?: number): Promise<string | null> {
+    if (size !== undefined) {
+      const exact = join(dir, 'new', maildirName(parts, size));
+      if (await stat(exact).then(() => true, () => false)) return exact;
+    }
     const prefix = maildirUniquePrefix(parts);
     for (const sub of ['new', 'cur']) {
       const names = await readdir(join(dir, sub)).catch(() => [] as string[]);
@@ -101,30 +112,33 @@ export class MaildirWriter {
    * `checkExisting`: this may be a retry, look for an earlier copy first (costs a readdir).
    * Throws DeliveryError.
    */
-  async deliver(root: string, folder: string | undefined, parts: MaildirNameParts, bytes: Buffer, checkExisting: boolean, flags = ''): Promise<MaildirDeliveryResult> {
+  async deliver(root: string, folder: string | undefined, parts: MaildirNameParts, content: MailboxContent, checkExisting: boolean, flags = ''): Promise<MaildirDeliveryResult> {
     const dir = this.folderDir(root, folder);
+    const lf = !Buffer.isBuffer(content);
+    const bytes = lf ? [content.head, content.crlfMessage] : [content];
     try {
       await this.ensure(root, dir);
       if (checkExisting) {
-        const found = await this.findExisting(dir, parts, bytes.length);
+        const found = await this.findExisting(dir, parts, lf ? undefined : content.length);
         if (found) return { path: found, duplicate: true };
       }
-      const name = maildirName(parts, bytes.length);
+      const name = maildirName(parts, lf ? SIZE_LATER : content.length);
       const tmp = join(dir, 'tmp', name);
       // With flags the message is no longer "new" (Maildir spec: cur/ holds messages with info).
       const sub = flags ? 'cur' : 'new';
       const final = join(dir, sub, flags ? `${name}:2,${flags}` : name);
       // 'w': a leftover tmp file of the same name can only be our own interrupted attempt.
+      let written: string;
       try {
-        await writeThenRename(tmp, final, [bytes], 0o666, join(dir, sub));
+        written = await writeThenRename(tmp, final, bytes, 0o666, join(dir, sub), { lf });
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
         // The Maildir was removed under us: forget it, create it again.
         this.known.delete(dir);
         await this.ensure(root, dir);
-        await writeThenRename(tmp, final, [bytes], 0o666, join(dir, sub));
+        written = await writeThenRename(tmp, final, bytes, 0o666, join(dir, sub), { lf });
       }
-      return { path: final, duplicate: false };
+      return { path: written, duplicate: false };
     } catch (e) {
       throw fromFsError(e);
     }

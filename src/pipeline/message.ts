@@ -93,16 +93,9 @@ export function createMessage(raw: Buffer): Message {
  * when reading, so the split still works on mail that was not normalised.
  */
 function split(raw: Buffer): { fields: Field[]; separator: Buffer; body: Buffer } {
-  // latin1 maps each byte to one code unit, so string offsets are byte offsets.
-  const text = raw.toString('latin1');
-  let headerEnd = text.length;
-  let bodyStart = text.length;
-  const m = /(^|\n)(\r?\n)/.exec(text);
-  if (m) {
-    headerEnd = m.index + m[1]!.length;
-    bodyStart = headerEnd + m[2]!.length;
-  }
-  const block = text.slice(0, headerEnd);
+  const { headerEnd, bodyStart } = findEmptyLine(raw);
+  // Only the header block becomes a string (latin1: one code unit per byte); the body stays bytes.
+  const block = raw.toString('latin1', 0, headerEnd);
   const fields: Field[] = [];
   // Each physical line with its line end; a line starting with WSP continues the previous field.
   const lines = block.match(/[^\n]*\n|[^\n]+$/g) ?? [];
@@ -118,6 +111,18 @@ function split(raw: Buffer): { fields: Field[]; separator: Buffer; body: Buffer 
   }
   for (const f of fields) if (f.name) f.value = unfold(f.raw);
   return { fields, separator: raw.subarray(headerEnd, bodyStart), body: raw.subarray(bodyStart) };
+}
+
+/** Where the first empty line ("\r\n" or a bare "\n") starts and ends; both at the end when there is none. */
+function findEmptyLine(raw: Buffer): { headerEnd: number; bodyStart: number } {
+  const eol = (at: number) => (raw[at] === 0x0a ? 1 : raw[at] === 0x0d && raw[at + 1] === 0x0a ? 2 : 0);
+  const first = eol(0);
+  if (first) return { headerEnd: 0, bodyStart: first };
+  for (let nl = raw.indexOf(0x0a); nl >= 0; nl = raw.indexOf(0x0a, nl + 1)) {
+    const n = eol(nl + 1);
+    if (n) return { headerEnd: nl + 1, bodyStart: nl + 1 + n };
+  }
+  return { headerEnd: raw.length, bodyStart: raw.length };
 }
 
 /** RFC 5322 §2.2.3: unfolding removes each CRLF that is followed by WSP. */

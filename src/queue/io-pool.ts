@@ -28,7 +28,24 @@ const WORKER_SOURCE = `
 const { parentPort } = require('node:worker_threads');
 const fs = require('node:fs');
 
-function writeThenRename(tmp, target, parts, mode, syncDir) {
+// Every CRLF → LF (mailboxes store LF line ends; delivery/trace.ts), through a latin1 string:
+// one code unit per byte, so any bytes round-trip exactly.
+function crlfToLf(buf) {
+  const text = buf.toString('latin1');
+  if (!text.includes('\\r\\n')) return buf;
+  const out = Buffer.allocUnsafe(buf.length);
+  return out.subarray(0, out.write(text.replaceAll('\\r\\n', '\\n'), 0, 'latin1'));
+}
+
+function writeThenRename(tmp, target, parts, mode, syncDir, lf) {
+  if (lf) parts = parts.map((p) => crlfToLf(Buffer.from(p.buffer, p.byteOffset, p.byteLength)));
+  // A NUL (never in a path) in the names stands for the size written (Maildir's S=).
+  if (tmp.includes('\\0') || target.includes('\\0')) {
+    let size = 0;
+    for (const p of parts) size += p.byteLength;
+    tmp = tmp.replaceAll('\\0', String(size));
+    target = target.replaceAll('\\0', String(size));
+  }
   const fd = fs.openSync(tmp, 'w', mode);
   try {
     let total = 0;
@@ -56,6 +73,7 @@ function writeThenRename(tmp, target, parts, mode, syncDir) {
   fs.closeSync(fd);
   fs.renameSync(tmp, target);
   if (syncDir) fsyncDir(syncDir);
+  return target;
 }
 
 function fsyncDir(dir) {
@@ -65,11 +83,12 @@ function fsyncDir(dir) {
 
 parentPort.on('message', (req) => {
   try {
-    if (req.op === 'writeThenRename') writeThenRename(req.tmp, req.target, req.parts, req.mode, req.syncDir);
+    let path;
+    if (req.op === 'writeThenRename') path = writeThenRename(req.tmp, req.target, req.parts, req.mode, req.syncDir, req.lf);
     else if (req.op === 'fsyncDir') fsyncDir(req.path);
     else if (req.op === 'unlink') fs.unlinkSync(req.path);
     else throw new Error('unknown op ' + req.op);
-    parentPort.postMessage({ id: req.id });
+    parentPort.postMessage(path === undefined ? { id: req.id } : { id: req.id, path });
   } catch (e) {
     parentPort.postMessage({ id: req.id, error: { message: e.message, code: e.code, errno: e.errno, syscall: e.syscall, path: e.path } });
   }
@@ -77,12 +96,14 @@ parentPort.on('message', (req) => {
 `;
 
 type Request =
-  | { op: 'writeThenRename'; tmp: string; target: string; parts: Uint8Array[]; mode: number; syncDir?: string }
+  | { op: 'writeThenRename'; tmp: string; target: string; parts: Uint8Array[]; mode: number; syncDir?: string; lf?: boolean }
   | { op: 'fsyncDir'; path: string }
   | { op: 'unlink'; path: string };
 
 interface Reply {
   id: number;
+  /** writeThenRename: the target as written (size filled in). */
+  path?: string;
   error?: { message: string; code?: string; errno?: number; syscall?: string; path?: string };
 }
 
@@ -93,7 +114,7 @@ interface Thread {
 
 export class IoPool {
   private readonly threads: Thread[] = [];
-  private readonly waiting = new Map<number, { resolve: () => void; reject: (e: Error) => void; thread: Thread }>();
+  private readonly waiting = new Map<number, { resolve: (path?: string) => void; reject: (e: Error) => void; thread: Thread }>();
   private nextId = 0;
   private closed = false;
 
@@ -101,24 +122,26 @@ export class IoPool {
 
   /**
    * Writes `parts` to `tmp`, fdatasyncs, closes and renames it to `target`, then fsyncs
-   * `syncDir` (the target's folder) when given; removes `tmp` on failure.
+   * `syncDir` (the target's folder) when given; removes `tmp` on failure. `opts.lf` writes every
+   * CRLF as LF (a mailbox file), on the pool's thread. A NUL in `tmp` and `target` is replaced by
+   * the number of bytes written; resolves with the target's final name.
    */
-  writeThenRename(tmp: string, target: string, parts: Uint8Array[], mode = 0o666, syncDir?: string): Promise<void> {
+  writeThenRename(tmp: string, target: string, parts: Uint8Array[], mode = 0o666, syncDir?: string, opts: { lf?: boolean } = {}): Promise<string> {
     // One buffer that owns its memory is moved to the thread, not cloned: a clone of a view
     // copies its whole backing store (Buffer.from of a short string shares an 8 KB pool slab).
     const one = Buffer.concat(parts);
     const owned = one.byteOffset === 0 && one.byteLength === one.buffer.byteLength;
     const body = owned ? one : Uint8Array.prototype.slice.call(one);
-    return this.call({ op: 'writeThenRename', tmp, target, parts: [body], mode, ...(syncDir ? { syncDir } : {}) }, [body.buffer as ArrayBuffer]);
+    return this.call({ op: 'writeThenRename', tmp, target, parts: [body], mode, ...(syncDir ? { syncDir } : {}), ...(opts.lf ? { lf: true } : {}) }, [body.buffer as ArrayBuffer]).then((path) => path ?? target);
   }
 
   /** fsync(2) of a directory, so renames and unlinks in it are durable. */
-  fsyncDir(path: string): Promise<void> {
-    return this.call({ op: 'fsyncDir', path });
+  async fsyncDir(path: string): Promise<void> {
+    await this.call({ op: 'fsyncDir', path });
   }
 
-  unlink(path: string): Promise<void> {
-    return this.call({ op: 'unlink', path });
+  async unlink(path: string): Promise<void> {
+    await this.call({ op: 'unlink', path });
   }
 
   /** Number of threads started so far (for tests and diagnostics). */
@@ -134,11 +157,11 @@ export class IoPool {
     this.waiting.clear();
   }
 
-  private call(req: Request, transfer: ArrayBuffer[] = []): Promise<void> {
+  private call(req: Request, transfer: ArrayBuffer[] = []): Promise<string | undefined> {
     if (this.closed) return Promise.reject(new Error('I/O pool closed'));
     const thread = this.pick();
     const id = this.nextId++;
-    return new Promise<void>((resolve, reject) => {
+    return new Promise<string | undefined>((resolve, reject) => {
       this.waiting.set(id, { resolve, reject, thread });
       if (thread.pending++ === 0) thread.worker.ref();
       thread.worker.postMessage({ ...req, id }, transfer);
@@ -177,7 +200,7 @@ export class IoPool {
     this.waiting.delete(r.id);
     if (--w.thread.pending === 0) w.thread.worker.unref();
     if (r.error) w.reject(Object.assign(new Error(r.error.message), r.error));
-    else w.resolve();
+    else w.resolve(r.path);
   }
 
   /** A thread that died takes its requests with it: fail them rather than hang the callers. */

@@ -10,9 +10,10 @@
 //                             (state-map.ts lists the entry kinds), appended under the lock
 //
 // Multi-process protocol:
-//   - Reads are served from memory. Before each read the process catches up: one fstat of the
-//     journal and, when it grew, a read of the new lines. So a change made by another process is
-//     seen at the next read; pub/sub entries are picked up by an fs.watch on the folder and a
+//   - Reads are served from memory. Before a read the process catches up: one fstat of the
+//     journal and, when it grew, a read of the new lines; reads in the same event-loop turn share
+//     one look. So a change another process made before this turn began is seen by every read in
+//     it; pub/sub entries are picked up by an fs.watch on the folder and a
 //     short poll (`pollMs`), and delivered to this process's subscribers.
 //   - A write takes the lock, catches up, decides (SET NX, INCR's value and WRONGTYPE checks are
 //     made against the caught-up state, so they are atomic across processes), appends its lines
@@ -408,8 +409,22 @@ export class EmbeddedStore implements Store {
   private async catchUp(): Promise<void> {
     this.check();
     if (this.flushQueued || this.reloadQueued) await this.chain;
-    if (this.readNew(true) === 0) await this.requestReload();
+    // One look per event-loop turn: the reads one SMTP command makes (routes, ACL, directory,
+    // caches) share it, and any later turn (the next command, another client's) looks again.
+    // Our own writes are in memory already (flush applies them), so reads still see those.
+    if (this.lookedThisTurn) return;
+    if (this.readNew(true) === 0) {
+      await this.requestReload();
+      return;
+    }
+    this.lookedThisTurn = true;
+    setImmediate(this.newTurn);
   }
+
+  private lookedThisTurn = false;
+  private readonly newTurn = (): void => {
+    this.lookedThisTurn = false;
+  };
 
   /**
    * Called by the watcher (`full` false) and the poll (`full` true): picks up other processes'

@@ -1,6 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { DirSyncer } from '../../../src/queue/dir-sync.js';
 import { LocalDelivery, safeSegment, targetKey } from '../../../src/delivery/local.js';
 import { testConfig } from '../queue/helpers.js';
@@ -36,4 +38,27 @@ test('target keys differ per user and folder, and ignore spelling of the same fo
   assert.equal(targetKey('a@example.test', undefined), targetKey('A@example.test', 'INBOX'));
   assert.equal(targetKey('a@example.test', 'A/B'), targetKey('a@example.test', 'A.B'));
   assert.match(targetKey('a@example.test', undefined), /^[0-9a-f]{16}$/);
+});
+
+test('a Maildir delivery stores trace headers and the message with LF ends; S= is the stored size; a retry finds it', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'postern-local-'));
+  try {
+    const config = testConfig(dir, { mailbox: { path: '{data_dir}/mail/{domain}/{local}' } });
+    const l = new LocalDelivery(config, new DirSyncer());
+    // CRLF everywhere, plus a bare CR and a bare LF that must stay as they are.
+    const message = Buffer.from('Subject: t\r\nX-Odd: a\rb\r\n\r\nline\r\nbare\nlf\r\n\xe9\r\n', 'latin1');
+    const req = { qid: 'Q0LF', sender: 's@remote.test', receivedAt: 1_700_000_000_123, user: 'alice@example.test', message, checkExisting: false };
+    const first = await l.deliver(req);
+    assert.equal(first.duplicate, false);
+    const path = first.destination.replace(/^maildir:/, '');
+    const stored = await readFile(path);
+    const want = Buffer.concat([Buffer.from('Return-Path: <s@remote.test>\nDelivered-To: alice@example.test\n'), Buffer.from('Subject: t\nX-Odd: a\rb\n\nline\nbare\nlf\n\xe9\n', 'latin1')]);
+    assert.ok(stored.equals(want), JSON.stringify(stored.toString('latin1')));
+    assert.match(path, new RegExp(`/new/1700000000\\.M123000QQ0LFR[0-9a-f]+\\..*,S=${want.length}$`));
+    assert.deepEqual(await readdir(join(dir, 'mail', 'example.test', 'alice', 'tmp')), [], 'nothing left in tmp/');
+    const again = await l.deliver({ ...req, checkExisting: true });
+    assert.deepEqual(again, { destination: first.destination, duplicate: true });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });

@@ -123,3 +123,28 @@ test('parsed() runs mailparser once and shares the result', async () => {
   assert.match(p1.subject ?? '', /^café and +a folded +tail$/);
   assert.match(p1.text ?? '', /Body line 1/);
 });
+
+test('the header block ends at the first empty line, whatever mix of CRLF, bare LF and bare CR surrounds it', () => {
+  // The RFC 5322 §2.1 split, written as plainly as possible: the first "\n" or "\r\n" at the
+  // start or right after a "\n".
+  const expectedNames = (raw: Buffer): string[] => {
+    const text = raw.toString('latin1');
+    const m = /(^|\n)(\r?\n)/.exec(text);
+    const block = m ? text.slice(0, m.index + m[1]!.length) : text;
+    return (block.match(/[^\n]*\n|[^\n]+$/g) ?? []).filter((l) => /^[!-9;-~]+:/.test(l)).map((l) => l.slice(0, l.indexOf(':')));
+  };
+  const eols = ['\r\n', '\n', '\r'];
+  let seed = 7;
+  const pick = <T>(xs: T[]): T => xs[(seed = (seed * 1103515245 + 12345) % 2 ** 31) % xs.length]!;
+  for (let round = 0; round < 400; round++) {
+    const parts: string[] = [];
+    const n = pick([0, 1, 2, 3, 5]);
+    for (let i = 0; i < n; i++) parts.push(`H${i}: v${i}${pick(eols)}`);
+    if (pick([true, false])) parts.push(pick(['\r\n', '\n', '\r', '']));
+    for (let i = 0; i < pick([0, 1, 3]); i++) parts.push(`X-Body${i}: not a header${pick(eols)}${pick(['', '\r\n', '\n'])}`);
+    const raw = Buffer.from(parts.join(''), 'latin1');
+    const m = createMessage(raw);
+    assert.deepEqual(m.headers.list().map(([name]) => name), expectedNames(raw), JSON.stringify(raw.toString('latin1')));
+    assert.ok(m.render().equals(raw), 'unchanged: the same bytes');
+  }
+});

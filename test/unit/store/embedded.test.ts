@@ -167,6 +167,27 @@ describe('embedded store: two handles on one data_dir (as two processes)', () =>
     }
   });
 
+  it('a handle that read in this turn sees writes of the other handle from the next turn on, and its own at once', async () => {
+    const dir = freshDir();
+    const a = open(dir);
+    const b = open(dir);
+    try {
+      assert.equal(await b.get('k'), null);
+      await a.set('k', 'v1');
+      await new Promise((r) => setImmediate(r));
+      assert.equal(await b.get('k'), 'v1', 'seen in a later turn');
+      await a.set('k', 'v2');
+      await sleep(5);
+      assert.equal(await b.get('k'), 'v2');
+      // Its own writes are always there at once.
+      await b.set('k', 'v3');
+      assert.equal(await b.get('k'), 'v3');
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
   it('incr and set-if-absent stay atomic across handles', async () => {
     const dir = freshDir();
     const a = open(dir);
