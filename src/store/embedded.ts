@@ -11,9 +11,9 @@
 //
 // Multi-process protocol:
 //   - Reads are served from memory. Before a read the process catches up: one fstat of the
-//     journal and, when it grew, a read of the new lines; reads in the same event-loop turn share
-//     one look. So a change another process made before this turn began is seen by every read in
-//     it; pub/sub entries are picked up by an fs.watch on the folder and a
+//     journal and, when it grew, a read of the new lines; the reads of one callback's chain of
+//     microtasks share one look. So a change another process made before a callback began is
+//     seen by every read in it; pub/sub entries are picked up by an fs.watch on the folder and a
 //     short poll (`pollMs`), and delivered to this process's subscribers.
 //   - A write takes the lock, catches up, decides (SET NX, INCR's value and WRONGTYPE checks are
 //     made against the caught-up state, so they are atomic across processes), appends its lines
@@ -409,21 +409,27 @@ export class EmbeddedStore implements Store {
   private async catchUp(): Promise<void> {
     this.check();
     if (this.flushQueued || this.reloadQueued) await this.chain;
-    // One look per event-loop turn: the reads one SMTP command makes (routes, ACL, directory,
-    // caches) share it, and any later turn (the next command, another client's) looks again.
-    // Our own writes are in memory already (flush applies them), so reads still see those.
-    if (this.lookedThisTurn) return;
+    // One look per callback: the reads one SMTP command makes (routes, ACL, directory, caches)
+    // run as one chain of microtasks and share it; the next callback (another socket's data, a
+    // timer) looks again, even within the same event-loop iteration, because what woke it may
+    // have happened after another process's write. The flag is cleared by a tick queued from a
+    // microtask, and Node runs such ticks only once the microtask queue is empty, i.e. when
+    // this callback's chain has settled. Our own writes are in memory already (flush applies
+    // them), so reads still see those.
+    if (this.lookedThisCallback) return;
     if (this.readNew(true) === 0) {
       await this.requestReload();
       return;
     }
-    this.lookedThisTurn = true;
-    setImmediate(this.newTurn);
+    this.lookedThisCallback = true;
+    queueMicrotask(this.endOfCallback);
   }
 
-  private lookedThisTurn = false;
-  private readonly newTurn = (): void => {
-    this.lookedThisTurn = false;
+  private lookedThisCallback = false;
+  private readonly endOfCallback = (): void => {
+    process.nextTick(() => {
+      this.lookedThisCallback = false;
+    });
   };
 
   /**

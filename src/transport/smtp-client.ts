@@ -549,7 +549,12 @@ export class ClientSession {
    */
   private async sendGrouped(msg: OutMessage, body: Buffer, o: { reset: boolean; eightBit: boolean; smtputf8: boolean; dsn: boolean }): Promise<SMTPConnection.SentMessageInfo | null> {
     const conn = this.conn;
-    const bad = [msg.mailFrom, ...msg.recipients.map((r) => r.address)].find((a) => /[\r\n<>]/.test(a));
+    // The envelope checks of the library's own send (`_setEnvelope`): trimmed addresses, at least
+    // one recipient, none empty, no CR, LF or angle brackets.
+    const from = msg.mailFrom.trim();
+    const to = msg.recipients.map((r) => r.address.trim());
+    if (!to.length || to.includes('')) throw conn._formatError('No recipients defined', 'EENVELOPE', false, 'API');
+    const bad = [from, ...to].find((a) => /[\r\n<>]/.test(a));
     if (bad !== undefined) throw conn._formatError(`Invalid address ${JSON.stringify(bad)}`, 'EENVELOPE', false, 'API');
     const ext = conn._supportedExtensions;
     const mailArgs: string[] = [];
@@ -559,8 +564,8 @@ export class ClientSession {
     if (o.dsn && msg.ret) mailArgs.push(`RET=${msg.ret}`);
     if (o.dsn && msg.envid) mailArgs.push(`ENVID=${encodeXtext(msg.envid)}`);
     const lines: string[] = o.reset ? ['RSET'] : [];
-    lines.push(`MAIL FROM:<${msg.mailFrom}>${mailArgs.length ? ` ${mailArgs.join(' ')}` : ''}`);
-    for (const r of msg.recipients) lines.push(`RCPT TO:<${r.address}>${o.dsn ? rcptDsnArgs(r) : ''}`);
+    lines.push(`MAIL FROM:<${from}>${mailArgs.length ? ` ${mailArgs.join(' ')}` : ''}`);
+    msg.recipients.forEach((r, i) => lines.push(`RCPT TO:<${to[i]!}>${o.dsn ? rcptDsnArgs(r) : ''}`));
     lines.push('DATA');
     const replies: string[] = [];
     try {
@@ -585,6 +590,7 @@ export class ClientSession {
           const mail = replies[k++]!;
           const rcpts = msg.recipients.map(() => replies[k++]!);
           const data = replies[k]!;
+          // The library's rule for DATA: 354, or 250 from the servers that answer so.
           const dataOpen = /^[23]/.test(data);
           if (!mail.startsWith('2')) return abandon(conn._formatError('Mail command failed', 'EENVELOPE', mail, 'MAIL FROM'), dataOpen);
           const accepted: string[] = [];

@@ -188,6 +188,39 @@ describe('embedded store: two handles on one data_dir (as two processes)', () =>
     }
   });
 
+  it('a later callback of the same event-loop iteration looks again: a write that finished in between is seen', async () => {
+    const dir = freshDir();
+    const a = open(dir);
+    const b = open(dir);
+    try {
+      await b.get('warm');
+      // Three callbacks of one check phase, in order: b reads (and looks), a's write is flushed
+      // (its batch waits for a setImmediate queued after the first one), b reads again.
+      let written = false;
+      const seen = await new Promise<string | null>((resolve, reject) => {
+        setImmediate(() => {
+          b.get('k').catch(reject);
+        });
+        a.set('k', 'v1').then(() => {
+          written = true;
+        }, reject);
+        // The flush's setImmediate is queued one microtask later; queue the second read after it.
+        const afterFlushQueued = Promise.resolve().then(() => undefined).then(() => undefined);
+        void afterFlushQueued.then(() => setImmediate(() => {
+          if (!written) {
+            reject(new Error('the write did not finish before the second read: the test proves nothing'));
+            return;
+          }
+          b.get('k').then(resolve, reject);
+        }));
+      });
+      assert.equal(seen, 'v1');
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
   it('incr and set-if-absent stay atomic across handles', async () => {
     const dir = freshDir();
     const a = open(dir);

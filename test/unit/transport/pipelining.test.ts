@@ -172,6 +172,23 @@ test('an address with CR, LF or angle brackets is refused before anything is sen
   assert.deepEqual(h.connections[0]!.commands.filter((l) => !l.startsWith('EHLO')), []);
 });
 
+test('addresses are trimmed and an empty recipient is refused before anything is sent, as in the library path', async () => {
+  const { hop: h, dest } = await hop({ ehlo: ['PIPELINING'], holdUntilData: true });
+  const s = await session(dest);
+  const r = await s.transact(message([' x@hop.test '], { mailFrom: ' a@example.test' }));
+  assert.equal(r.results.get(' x@hop.test ')!.status, 'sent');
+  assert.deepEqual(h.connections[0]!.commands.slice(1, 3), ['MAIL FROM:<a@example.test>', 'RCPT TO:<x@hop.test>']);
+
+  const { hop: h2, dest: dest2 } = await hop({ ehlo: ['PIPELINING'] });
+  const s2 = await session(dest2);
+  const empty = await s2.transact(message(['y@hop.test', '  ']));
+  for (const a of ['y@hop.test', '  ']) {
+    assert.equal(empty.results.get(a)!.status, 'temp', a);
+    assert.match(empty.results.get(a)!.text, /No recipients defined/);
+  }
+  assert.deepEqual(h2.connections[0]!.commands.filter((l) => !l.startsWith('EHLO')), []);
+});
+
 test('xtext encoding round-trips and leaves plain values alone', () => {
   assert.equal(encodeXtext('plain-id.1'), 'plain-id.1');
   assert.equal(encodeXtext('a+b=c d'), 'a+2Bb+3Dc+20d');
