@@ -148,15 +148,17 @@ describe('content filter metrics on /metrics', () => {
     assert.equal(grew(b, a, 'postern_plugin_duration_seconds_count', { plugin: 'spamassassin', stage: 'data' }), 0);
   });
 
-  it('GTUBE: its score (about 1000) lands in the top bucket, spamassassin reject counted', async () => {
+  it('GTUBE: its score (about 1000) lands above the 100 bucket, spamassassin reject counted', async () => {
     const b = await metrics();
     assert.match(await send(message('gtube', GTUBE)), /^550 5\.7\.1 /);
     const a = await metrics();
     assert.equal(grew(b, a, 'postern_spamassassin_score_count'), 1);
     assert.equal(grew(b, a, 'postern_spamassassin_score_bucket', { le: '100' }), 0);
-    assert.equal(grew(b, a, 'postern_spamassassin_score_bucket', { le: '1000' }), 1);
-    // GTUBE is 1000 points, give or take the other rules that hit (some score below zero).
-    assert.ok(grew(b, a, 'postern_spamassassin_score_sum') > 900);
+    assert.equal(grew(b, a, 'postern_spamassassin_score_bucket', { le: '+Inf' }), 1);
+    // GTUBE is 1000 points, give or take the other rules that hit (some score below zero, and
+    // which of them hit depends on the rule set installed): 1000 itself is no safe bucket edge.
+    const sum = grew(b, a, 'postern_spamassassin_score_sum');
+    assert.ok(sum > 900 && sum < 1100, `score ${sum}`);
     assert.equal(grew(b, a, 'postern_plugin_verdicts_total', { plugin: 'spamassassin', stage: 'data', verdict: 'reject' }), 1);
   });
 
