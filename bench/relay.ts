@@ -16,6 +16,7 @@ import { startDaemon, removeDir } from '../test/helpers/daemon.js';
 import { startSink } from '../test/helpers/smtp-sink.js';
 import { freeLoopbackPort, waitForListener } from '../test/helpers/system-service.js';
 import { startDelayProxy, type DelayProxy } from './delay-proxy.js';
+import { cpuSample } from './proc-cpu.js';
 
 export const POSTFIX_SMTP_SINK = '/usr/sbin/smtp-sink';
 const DOMAIN = 'relay.bench.test';
@@ -131,12 +132,15 @@ export async function benchRelay(o: RelayBenchOptions): Promise<Record<string, u
     if (!(await waitCount(sink, warm.sent, 60_000))) throw new Error(`relay warm-up: the sink got ${sink.received()} of ${warm.sent}`);
     const base = sink.received();
     const sessions0 = sink.sessions();
+    const cpu0 = await cpuSample(d.proc.pid!);
     const t0 = performance.now();
     const r = await runLoad({ ...opts, messages: o.messages });
     const acceptS = r.wallMs / 1000;
     const complete = await waitCount(sink, base + r.sent, 180_000);
     const e2eS = (performance.now() - t0) / 1000;
     const relayed = sink.received() - base;
+    const cpu1 = await cpuSample(d.proc.pid!);
+    const perMsg = (ms: number) => +(ms / Math.max(1, relayed)).toFixed(3);
     return {
       bench: o.rttMs ? 'smtp-relay-rtt' : 'smtp-relay',
       ...(o.rttMs ? { next_hop_rtt_ms: o.rttMs } : {}),
@@ -156,6 +160,14 @@ export async function benchRelay(o: RelayBenchOptions): Promise<Record<string, u
       e2e_s: +e2eS.toFixed(2),
       p50_accept_ms: +percentile(r.latenciesMs, 50).toFixed(2),
       p99_accept_ms: +percentile(r.latenciesMs, 99).toFixed(2),
+      // CPU of the daemon (all threads, and its event loop's thread) per relayed message.
+      ...(cpu0 && cpu1
+        ? {
+            daemon_cpu_ms_per_msg: perMsg(cpu1.processMs - cpu0.processMs),
+            main_thread_cpu_ms_per_msg: perMsg(cpu1.mainThreadMs - cpu0.mainThreadMs),
+            main_thread_busy: +((cpu1.mainThreadMs - cpu0.mainThreadMs) / (e2eS * 1000)).toFixed(2),
+          }
+        : {}),
       errors: r.errors,
     };
   } finally {

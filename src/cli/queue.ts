@@ -102,8 +102,7 @@ export async function runQueueCommand(argv: string[], io: CliIo): Promise<number
     const e = await readEntry(spool, q);
     if (!e) continue;
     if (sub === 'delete') {
-      await spool.remove(q);
-      await spool.syncer.sync(spool.queueDir);
+      await spool.remove(q, { durable: true });
       n++;
       continue;
     }

@@ -81,16 +81,37 @@ function fsyncDir(dir) {
   try { fs.fsyncSync(fd); } finally { fs.closeSync(fd); }
 }
 
+function errorOf(e) {
+  return { message: e.message, code: e.code, errno: e.errno, syscall: e.syscall, path: e.path };
+}
+
+// Unlinks in the order given (a missing file is no error), then fsyncs syncDir once. One error
+// per path (null: removed or absent); a failed fsync fails the whole request.
+function unlinkAll(paths, syncDir) {
+  const errors = paths.map((p) => {
+    try {
+      fs.unlinkSync(p);
+      return null;
+    } catch (e) {
+      return e.code === 'ENOENT' ? null : errorOf(e);
+    }
+  });
+  if (syncDir) fsyncDir(syncDir);
+  return errors;
+}
+
 parentPort.on('message', (req) => {
   try {
     let path;
+    let errors;
     if (req.op === 'writeThenRename') path = writeThenRename(req.tmp, req.target, req.parts, req.mode, req.syncDir, req.lf);
     else if (req.op === 'fsyncDir') fsyncDir(req.path);
     else if (req.op === 'unlink') fs.unlinkSync(req.path);
+    else if (req.op === 'unlinkAll') errors = unlinkAll(req.paths, req.syncDir);
     else throw new Error('unknown op ' + req.op);
-    parentPort.postMessage(path === undefined ? { id: req.id } : { id: req.id, path });
+    parentPort.postMessage(errors ? { id: req.id, errors } : path === undefined ? { id: req.id } : { id: req.id, path });
   } catch (e) {
-    parentPort.postMessage({ id: req.id, error: { message: e.message, code: e.code, errno: e.errno, syscall: e.syscall, path: e.path } });
+    parentPort.postMessage({ id: req.id, error: errorOf(e) });
   }
 });
 `;
@@ -98,13 +119,18 @@ parentPort.on('message', (req) => {
 type Request =
   | { op: 'writeThenRename'; tmp: string; target: string; parts: Uint8Array[]; mode: number; syncDir?: string; lf?: boolean }
   | { op: 'fsyncDir'; path: string }
-  | { op: 'unlink'; path: string };
+  | { op: 'unlink'; path: string }
+  | { op: 'unlinkAll'; paths: string[]; syncDir?: string };
+
+type ErrorInfo = { message: string; code?: string; errno?: number; syscall?: string; path?: string };
 
 interface Reply {
   id: number;
   /** writeThenRename: the target as written (size filled in). */
   path?: string;
-  error?: { message: string; code?: string; errno?: number; syscall?: string; path?: string };
+  /** unlinkAll: one per path, null when it is gone. */
+  errors?: (ErrorInfo | null)[];
+  error?: ErrorInfo;
 }
 
 interface Thread {
@@ -114,7 +140,7 @@ interface Thread {
 
 export class IoPool {
   private readonly threads: Thread[] = [];
-  private readonly waiting = new Map<number, { resolve: (path?: string) => void; reject: (e: Error) => void; thread: Thread }>();
+  private readonly waiting = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void; thread: Thread }>();
   private nextId = 0;
   private closed = false;
 
@@ -144,6 +170,16 @@ export class IoPool {
     await this.call({ op: 'unlink', path });
   }
 
+  /**
+   * Unlinks `paths` in order on one thread (a missing file counts as removed), then fsyncs
+   * `syncDir` when given. Resolves with one entry per path: undefined, or the error that kept it.
+   * Rejects when the fsync fails.
+   */
+  async unlinkAll(paths: string[], syncDir?: string): Promise<(Error | undefined)[]> {
+    const r = await this.request({ op: 'unlinkAll', paths, ...(syncDir ? { syncDir } : {}) });
+    return (r.errors ?? []).map((e) => (e ? toError(e) : undefined));
+  }
+
   /** Number of threads started so far (for tests and diagnostics). */
   get size(): number {
     return this.threads.length;
@@ -158,10 +194,14 @@ export class IoPool {
   }
 
   private call(req: Request, transfer: ArrayBuffer[] = []): Promise<string | undefined> {
+    return this.request(req, transfer).then((r) => r.path);
+  }
+
+  private request(req: Request, transfer: ArrayBuffer[] = []): Promise<Reply> {
     if (this.closed) return Promise.reject(new Error('I/O pool closed'));
     const thread = this.pick();
     const id = this.nextId++;
-    return new Promise<string | undefined>((resolve, reject) => {
+    return new Promise<Reply>((resolve, reject) => {
       this.waiting.set(id, { resolve, reject, thread });
       if (thread.pending++ === 0) thread.worker.ref();
       thread.worker.postMessage({ ...req, id }, transfer);
@@ -199,8 +239,8 @@ export class IoPool {
     if (!w) return;
     this.waiting.delete(r.id);
     if (--w.thread.pending === 0) w.thread.worker.unref();
-    if (r.error) w.reject(Object.assign(new Error(r.error.message), r.error));
-    else w.resolve(r.path);
+    if (r.error) w.reject(toError(r.error));
+    else w.resolve(r);
   }
 
   /** A thread that died takes its requests with it: fail them rather than hang the callers. */
@@ -212,6 +252,10 @@ export class IoPool {
     }
     thread.pending = 0;
   }
+}
+
+function toError(e: ErrorInfo): Error {
+  return Object.assign(new Error(e.message), e);
 }
 
 let shared: IoPool | undefined;

@@ -524,9 +524,8 @@ class QueueManager implements ManagedQueue {
       await this.notify(entry, message);
       if (!isOpen(state) && !needsNotice(entry, state, Date.now(), this.opts.config)) {
         // A fresh entry finished in its first round never had a state file.
-        await this.spool.remove(id, { hasState: entry.checkExisting || checkpointed });
-        // A relayed message must not come back after a crash: make the removal durable.
-        if (remoteDone) await this.syncer.sync(this.spool.queueDir);
+        // A relayed message must not come back after a crash: its removal is made durable.
+        await this.spool.remove(id, { hasState: entry.checkExisting || checkpointed, durable: remoteDone });
         this.known.delete(id);
         return;
       }
@@ -727,8 +726,7 @@ class QueueManager implements ManagedQueue {
     if (!this.known.has(id)) return true; // finished meanwhile
     this.known.delete(id);
     await e.writing?.catch(() => undefined);
-    await this.spool.remove(id);
-    await this.syncer.sync(this.spool.queueDir);
+    await this.spool.remove(id, { durable: true });
     logEvent(this.log, 'info', 'queue.deleted', { qid: id });
     return true;
   }

@@ -14,16 +14,17 @@
 //
 // fsync strategy: fdatasync(2) for the new file (a new file's size is metadata fdatasync covers),
 // then an fsync of q/ after the rename, both in one sequence on the I/O pool (io-pool.ts).
-// Removal (unlink) is not fsynced on its own: the next commit's fsync of q/ persists it, and a
-// removal lost to a crash only makes recovery retry deliveries that are idempotent anyway.
+// Removal (unlink) is fsynced only when the caller asks (a relayed message must not be sent
+// again); otherwise the next commit's fsync of q/ persists it, and a removal lost to a crash only
+// makes recovery retry deliveries that are idempotent anyway.
 //
 // Config keys: `data_dir`.
 import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Envelope } from './envelope.js';
 import { writeThenRename } from './durable-file.js';
-import { ioPool } from './io-pool.js';
 import { DirSyncer } from './dir-sync.js';
+import { UnlinkBatcher } from './unlink-batch.js';
 import { isQueueId } from './queue-id.js';
 
 const MAGIC = 'POSTERN-SPOOL 1 ';
@@ -41,6 +42,7 @@ export class Spool {
   readonly tmpDir: string;
   readonly queueDir: string;
   private tmpSeq = 0;
+  private readonly removals: UnlinkBatcher;
 
   constructor(
     dataDir: string,
@@ -49,6 +51,7 @@ export class Spool {
     this.root = join(dataDir, 'spool');
     this.tmpDir = join(this.root, 'tmp');
     this.queueDir = join(this.root, 'q');
+    this.removals = new UnlinkBatcher(this.queueDir);
   }
 
   /** Creates the folders and removes leftovers of writes a crash interrupted. Call before use. */
@@ -113,13 +116,15 @@ export class Spool {
 
   /**
    * Removes an entry: the message first (from then on recovery ignores the rest), then its state
-   * and intents. Not fsynced here (see the header).
+   * and intents. With `durable` the removal survives a crash on return (q/ fsynced); otherwise
+   * the next commit's fsync persists it (see the header). Removals go in batches (unlink-batch.ts).
    */
-  async remove(id: string, opts: { hasState?: boolean } = {}): Promise<void> {
+  async remove(id: string, opts: { hasState?: boolean; durable?: boolean } = {}): Promise<void> {
     checkId(id);
-    await ioPool().unlink(join(this.queueDir, id)).catch(ignoreEnoent);
+    const paths = [join(this.queueDir, id)];
     // `hasState: false` (the caller knows none was written) saves a syscall per message.
-    if (opts.hasState !== false) await ioPool().unlink(join(this.queueDir, `${id}.state`)).catch(ignoreEnoent);
+    if (opts.hasState !== false) paths.push(join(this.queueDir, `${id}.state`));
+    await this.removals.remove(paths, opts.durable === true);
     // Intents exist only for mbox deliveries; those are rare enough to afford the readdir.
     if (this.intentIds.delete(id)) {
       for (const name of await readdir(this.queueDir)) {
