@@ -85,19 +85,25 @@ function errorOf(e) {
   return { message: e.message, code: e.code, errno: e.errno, syscall: e.syscall, path: e.path };
 }
 
-// Unlinks in the order given (a missing file is no error), then fsyncs syncDir once. One error
-// per path (null: removed or absent); a failed fsync fails the whole request.
-function unlinkAll(paths, syncDir) {
-  const errors = paths.map((p) => {
-    try {
-      fs.unlinkSync(p);
-      return null;
-    } catch (e) {
-      return e.code === 'ENOENT' ? null : errorOf(e);
+// Unlinks each group's paths in order (a missing file is no error); a group stops at its first
+// other error, so what follows it (an entry's side files) stays. Then fsyncs syncDir once.
+// One error per group (null: all removed or absent), and the fsync's error apart.
+function unlinkAll(groups, syncDir) {
+  const errors = groups.map((paths) => {
+    for (const p of paths) {
+      try {
+        fs.unlinkSync(p);
+      } catch (e) {
+        if (e.code !== 'ENOENT') return errorOf(e);
+      }
     }
+    return null;
   });
-  if (syncDir) fsyncDir(syncDir);
-  return errors;
+  let syncError = null;
+  if (syncDir) {
+    try { fsyncDir(syncDir); } catch (e) { syncError = errorOf(e); }
+  }
+  return { errors, syncError };
 }
 
 parentPort.on('message', (req) => {
@@ -107,9 +113,9 @@ parentPort.on('message', (req) => {
     if (req.op === 'writeThenRename') path = writeThenRename(req.tmp, req.target, req.parts, req.mode, req.syncDir, req.lf);
     else if (req.op === 'fsyncDir') fsyncDir(req.path);
     else if (req.op === 'unlink') fs.unlinkSync(req.path);
-    else if (req.op === 'unlinkAll') errors = unlinkAll(req.paths, req.syncDir);
+    else if (req.op === 'unlinkAll') errors = unlinkAll(req.groups, req.syncDir);
     else throw new Error('unknown op ' + req.op);
-    parentPort.postMessage(errors ? { id: req.id, errors } : path === undefined ? { id: req.id } : { id: req.id, path });
+    parentPort.postMessage(errors ? { id: req.id, ...errors } : path === undefined ? { id: req.id } : { id: req.id, path });
   } catch (e) {
     parentPort.postMessage({ id: req.id, error: errorOf(e) });
   }
@@ -120,7 +126,7 @@ type Request =
   | { op: 'writeThenRename'; tmp: string; target: string; parts: Uint8Array[]; mode: number; syncDir?: string; lf?: boolean }
   | { op: 'fsyncDir'; path: string }
   | { op: 'unlink'; path: string }
-  | { op: 'unlinkAll'; paths: string[]; syncDir?: string };
+  | { op: 'unlinkAll'; groups: string[][]; syncDir?: string };
 
 type ErrorInfo = { message: string; code?: string; errno?: number; syscall?: string; path?: string };
 
@@ -128,8 +134,9 @@ interface Reply {
   id: number;
   /** writeThenRename: the target as written (size filled in). */
   path?: string;
-  /** unlinkAll: one per path, null when it is gone. */
+  /** unlinkAll: one per group, null when all its paths are gone; and the folder fsync's. */
   errors?: (ErrorInfo | null)[];
+  syncError?: ErrorInfo | null;
   error?: ErrorInfo;
 }
 
@@ -171,13 +178,13 @@ export class IoPool {
   }
 
   /**
-   * Unlinks `paths` in order on one thread (a missing file counts as removed), then fsyncs
-   * `syncDir` when given. Resolves with one entry per path: undefined, or the error that kept it.
-   * Rejects when the fsync fails.
+   * Unlinks each group's paths in order on one thread (a missing file counts as removed; a
+   * group stops at its first other error), then fsyncs `syncDir` when given. Resolves with one
+   * error per group (undefined: all gone) and the fsync's error, if any.
    */
-  async unlinkAll(paths: string[], syncDir?: string): Promise<(Error | undefined)[]> {
-    const r = await this.request({ op: 'unlinkAll', paths, ...(syncDir ? { syncDir } : {}) });
-    return (r.errors ?? []).map((e) => (e ? toError(e) : undefined));
+  async unlinkAll(groups: string[][], syncDir?: string): Promise<{ errors: (Error | undefined)[]; syncError?: Error }> {
+    const r = await this.request({ op: 'unlinkAll', groups, ...(syncDir ? { syncDir } : {}) });
+    return { errors: (r.errors ?? []).map((e) => (e ? toError(e) : undefined)), ...(r.syncError ? { syncError: toError(r.syncError) } : {}) };
   }
 
   /** Number of threads started so far (for tests and diagnostics). */

@@ -43,6 +43,10 @@ export class Spool {
   readonly queueDir: string;
   private tmpSeq = 0;
   private readonly removals: UnlinkBatcher;
+  /** How many removal batches fsynced q/ (tests: a durable removal is really fsynced). */
+  get removalSyncs(): number {
+    return this.removals.syncs;
+  }
 
   constructor(
     dataDir: string,

@@ -10,9 +10,11 @@
 // A request joins the next batch that has not started: the first one after a quiet spell waits
 // until the end of the current event-loop turn (so a turn's removals go together), later ones
 // while a batch is in flight go out together when it ends. Within a request the paths are
-// unlinked in the order given (the spool removes a message before its side files). The batch
-// fsyncs its folder when any of its requests asked for durability. When the fsync or the pool
-// fails, every request of the batch fails: the caller cannot know what was removed.
+// unlinked in the order given and the first failure stops it (the spool removes a message before
+// its side files: a message that could not be removed keeps its delivery state). The batch
+// fsyncs its folder when any of its requests asked for durability; a failed fsync fails the
+// durable requests only. When the pool itself fails, every request of the batch fails: the
+// caller cannot know what was removed.
 //
 // Config keys: none.
 import { ioPool } from './io-pool.js';
@@ -28,8 +30,9 @@ export class UnlinkBatcher {
   private waiting: Removal[] = [];
   private running = false;
   private scheduled = false;
-  /** Requests sent to the I/O pool so far (tests read it to see batching work). */
+  /** Requests sent to the I/O pool so far, and those that fsynced the folder (tests read them). */
   batches = 0;
+  syncs = 0;
 
   /** @param dir the folder every path is in, fsynced for durable removals */
   constructor(private readonly dir: string) {}
@@ -53,21 +56,21 @@ export class UnlinkBatcher {
     this.running = true;
     this.batches++;
     const durable = batch.some((r) => r.durable);
+    if (durable) this.syncs++;
     ioPool()
       .unlinkAll(
-        batch.flatMap((r) => r.paths),
+        batch.map((r) => r.paths),
         durable ? this.dir : undefined,
       )
       .then(
-        (errors) => {
-          let k = 0;
-          for (const r of batch) {
-            const err = errors.slice(k, (k += r.paths.length)).find((e) => e !== undefined);
+        ({ errors, syncError }) => {
+          batch.forEach((r, i) => {
+            const err = errors[i] ?? (r.durable ? syncError : undefined);
             if (err) r.reject(err);
             else r.resolve();
-          }
+          });
         },
-        // The fsync failed, or the pool did: which unlinks happened is unknown, so none is promised.
+        // The pool failed: which unlinks happened is unknown, so none is promised.
         (e: unknown) => batch.forEach((r) => r.reject(e)),
       )
       .finally(() => {

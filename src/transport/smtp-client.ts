@@ -553,7 +553,8 @@ export class ClientSession {
     // one recipient, none empty, no CR, LF or angle brackets.
     const from = msg.mailFrom.trim();
     const to = msg.recipients.map((r) => r.address.trim());
-    if (!to.length || to.includes('')) throw conn._formatError('No recipients defined', 'EENVELOPE', false, 'API');
+    if (!to.length) throw conn._formatError('No recipients defined', 'EENVELOPE', false, 'API');
+    if (to.includes('')) throw conn._formatError('Invalid recipient ""', 'EENVELOPE', false, 'API');
     const bad = [from, ...to].find((a) => /[\r\n<>]/.test(a));
     if (bad !== undefined) throw conn._formatError(`Invalid address ${JSON.stringify(bad)}`, 'EENVELOPE', false, 'API');
     const ext = conn._supportedExtensions;

@@ -111,6 +111,8 @@ test('unknown recipients are marked failed and logged; the entry goes away', asy
     // that double bounce (no such postmaster here) is dropped, not bounced again.
     assert.deepEqual(evts(s.lines, 'queue.dsn').map((l) => l.to), ['postmaster@example.test']);
     assert.equal(evts(s.lines, 'queue.dsn.dropped').length, 1);
+    // Nothing was relayed: the removals wait for the next commit's fsync of q/.
+    assert.equal(q.spool.removalSyncs, 0);
     await q.stop();
   } finally {
     await s.cleanup();

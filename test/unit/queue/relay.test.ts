@@ -122,6 +122,8 @@ test('4xx then accepted: retried and delivered exactly once', async () => {
     assert.equal(sink.messages.length, 1);
     assert.equal(sink.rcptSeen.length, 3);
     assert.deepEqual(await maildirNew(s.dir), [], 'no notice: delivered well before delay_warning');
+    // Relayed: the removal must survive a crash, or the message would go out again.
+    assert.equal(q.spool.removalSyncs, 1, 'the removal fsynced q/');
     await q.stop();
   } finally {
     await sink.stop();

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Spool, parseSpoolFile, SpoolFormatError } from '../../../src/queue/spool.js';
 import { newQueueId } from '../../../src/queue/queue-id.js';
@@ -90,6 +90,25 @@ test('bad ids and damaged files are refused', async () => {
     assert.throws(() => parseSpoolFile(raw.subarray(0, 20)), SpoolFormatError);
     assert.throws(() => parseSpoolFile(Buffer.from('garbage\n')), SpoolFormatError);
     assert.equal(parseSpoolFile(raw).message.toString(), 'hello');
+    await spool.close();
+  } finally {
+    await cleanup();
+  }
+});
+
+test('a message that cannot be removed keeps its state file (its delivery marks stay)', async () => {
+  const { dir, cleanup } = await tempDir();
+  try {
+    const spool = new Spool(dir);
+    await spool.init();
+    const id = newQueueId();
+    await spool.accept(id, envelope('', ['x@example.test']), Buffer.from('m'));
+    await spool.writeState(id, { v: 1, targets: [] });
+    // A folder in the message's place: unlink(2) fails with EISDIR.
+    await unlink(join(dir, 'spool', 'q', id));
+    await mkdir(join(dir, 'spool', 'q', id));
+    await assert.rejects(spool.remove(id, { durable: true }), (e: NodeJS.ErrnoException) => e.code === 'EISDIR' || e.code === 'EPERM');
+    assert.deepEqual((await readdir(join(dir, 'spool', 'q'))).sort(), [id, `${id}.state`]);
     await spool.close();
   } finally {
     await cleanup();

@@ -29,52 +29,69 @@ test('removals asked in one turn go as one request; those asked meanwhile as the
   }
 });
 
-test('a missing file counts as removed; another error fails only its own request', async () => {
+test('a missing file counts as removed; another error fails only its own request and stops it there', async () => {
   const { dir, cleanup } = await tempDir();
   try {
-    const [a, c] = await files(dir, 2);
+    const [a, c, after] = await files(dir, 3);
     // unlink(2) of a folder fails with EISDIR on Linux.
     const folder = join(dir, 'sub');
     await mkdir(folder);
     const b = new UnlinkBatcher(dir);
-    const results = await Promise.allSettled([b.remove([a!, join(dir, 'gone')], true), b.remove([folder, c!], true)]);
+    const results = await Promise.allSettled([b.remove([a!, join(dir, 'gone')], true), b.remove([folder, after!], true), b.remove([c!], false)]);
     assert.equal(results[0].status, 'fulfilled');
     assert.equal(results[1].status, 'rejected');
     assert.match(((results[1] as PromiseRejectedResult).reason as NodeJS.ErrnoException).code ?? '', /^(EISDIR|EPERM)$/);
+    assert.equal(results[2].status, 'fulfilled');
     assert.equal(b.batches, 1);
-    // The failing path did not stop the paths after it.
-    assert.deepEqual(await readdir(dir), ['sub']);
+    // The path after the failing one in the same request is kept (a message's state file stays
+    // while the message does); the other requests' paths are gone.
+    assert.deepEqual((await readdir(dir)).sort(), ['f2', 'sub']);
   } finally {
     await cleanup();
   }
 });
 
-test('when the folder fsync fails, every request of the batch fails', async () => {
+test('a failed folder fsync fails the durable requests; the others only needed their unlinks', async () => {
   const { dir, cleanup } = await tempDir();
   try {
     const [a, c] = await files(dir, 2);
     const b = new UnlinkBatcher(join(dir, 'missing'));
     const results = await Promise.allSettled([b.remove([a!], true), b.remove([c!], false)]);
-    for (const r of results) {
-      assert.equal(r.status, 'rejected');
-      assert.equal(((r as PromiseRejectedResult).reason as NodeJS.ErrnoException).code, 'ENOENT');
-    }
+    assert.equal(results[0].status, 'rejected');
+    assert.equal(((results[0] as PromiseRejectedResult).reason as NodeJS.ErrnoException).code, 'ENOENT');
+    assert.equal(results[1].status, 'fulfilled');
+    assert.deepEqual(await readdir(dir), []);
   } finally {
     await cleanup();
   }
 });
 
-test('unlinkAll keeps the order of its paths and reports one result each', async () => {
+test('only a batch with a durable request fsyncs the folder', async () => {
+  const { dir, cleanup } = await tempDir();
+  try {
+    const [a, c] = await files(dir, 2);
+    const b = new UnlinkBatcher(dir);
+    await b.remove([a!], false);
+    assert.equal(b.syncs, 0);
+    await b.remove([c!], true);
+    assert.equal(b.syncs, 1);
+  } finally {
+    await cleanup();
+  }
+});
+
+test('unlinkAll reports one result per group and the fsync apart', async () => {
   const { dir, cleanup } = await tempDir();
   try {
     const [a] = await files(dir, 1);
     const folder = join(dir, 'sub');
     await mkdir(folder);
-    const errors = await ioPool().unlinkAll([a!, folder, join(dir, 'none')], dir);
-    assert.equal(errors.length, 3);
-    assert.equal(errors[0], undefined);
-    assert.ok(errors[1] instanceof Error && (errors[1] as NodeJS.ErrnoException).path === folder);
-    assert.equal(errors[2], undefined);
+    const r = await ioPool().unlinkAll([[a!], [folder], [join(dir, 'none')]], join(dir, 'missing'));
+    assert.equal(r.errors.length, 3);
+    assert.equal(r.errors[0], undefined);
+    assert.ok(r.errors[1] instanceof Error && (r.errors[1] as NodeJS.ErrnoException).path === folder);
+    assert.equal(r.errors[2], undefined);
+    assert.equal((r.syncError as NodeJS.ErrnoException | undefined)?.code, 'ENOENT');
   } finally {
     await cleanup();
   }

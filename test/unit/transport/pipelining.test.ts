@@ -184,7 +184,7 @@ test('addresses are trimmed and an empty recipient is refused before anything is
   const empty = await s2.transact(message(['y@hop.test', '  ']));
   for (const a of ['y@hop.test', '  ']) {
     assert.equal(empty.results.get(a)!.status, 'temp', a);
-    assert.match(empty.results.get(a)!.text, /No recipients defined/);
+    assert.match(empty.results.get(a)!.text, /Invalid recipient ""/);
   }
   assert.deepEqual(h2.connections[0]!.commands.filter((l) => !l.startsWith('EHLO')), []);
 });
