@@ -109,13 +109,12 @@ function unlinkAll(groups, syncDir) {
 parentPort.on('message', (req) => {
   try {
     let path;
-    let errors;
+    let removed;
     if (req.op === 'writeThenRename') path = writeThenRename(req.tmp, req.target, req.parts, req.mode, req.syncDir, req.lf);
     else if (req.op === 'fsyncDir') fsyncDir(req.path);
-    else if (req.op === 'unlink') fs.unlinkSync(req.path);
-    else if (req.op === 'unlinkAll') errors = unlinkAll(req.groups, req.syncDir);
+    else if (req.op === 'unlinkAll') removed = unlinkAll(req.groups, req.syncDir);
     else throw new Error('unknown op ' + req.op);
-    parentPort.postMessage(errors ? { id: req.id, ...errors } : path === undefined ? { id: req.id } : { id: req.id, path });
+    parentPort.postMessage(removed ? { id: req.id, ...removed } : path === undefined ? { id: req.id } : { id: req.id, path });
   } catch (e) {
     parentPort.postMessage({ id: req.id, error: errorOf(e) });
   }
@@ -125,7 +124,6 @@ parentPort.on('message', (req) => {
 type Request =
   | { op: 'writeThenRename'; tmp: string; target: string; parts: Uint8Array[]; mode: number; syncDir?: string; lf?: boolean }
   | { op: 'fsyncDir'; path: string }
-  | { op: 'unlink'; path: string }
   | { op: 'unlinkAll'; groups: string[][]; syncDir?: string };
 
 type ErrorInfo = { message: string; code?: string; errno?: number; syscall?: string; path?: string };
@@ -171,10 +169,6 @@ export class IoPool {
   /** fsync(2) of a directory, so renames and unlinks in it are durable. */
   async fsyncDir(path: string): Promise<void> {
     await this.call({ op: 'fsyncDir', path });
-  }
-
-  async unlink(path: string): Promise<void> {
-    await this.call({ op: 'unlink', path });
   }
 
   /**
