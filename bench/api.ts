@@ -5,7 +5,8 @@
 // ones before.
 // The API's own rate limit is off for the run.
 import { spawnSync } from 'node:child_process';
-import { startDaemon, removeDir } from '../test/helpers/daemon.js';
+import { startDaemon } from '../test/helpers/daemon.js';
+import { removeLater } from './scratch.js';
 import { percentile } from './smtp-load.js';
 import { runHttpLoad, type HttpRequestSpec } from './http-load.js';
 
@@ -84,6 +85,6 @@ export async function benchApi(o: ApiBenchOptions = {}): Promise<Record<string, 
     return [row('api-get-rule', g), row('api-put-rule', p), wrkGet(port, concurrency)];
   } finally {
     await d.stop();
-    await removeDir(d.dir);
+    removeLater(d.dir);
   }
 }

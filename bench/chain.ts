@@ -23,7 +23,8 @@ import { dkimSign } from 'mailauth';
 import { runLoad, percentile, makeMessage } from './smtp-load.js';
 import { adminRules } from './sieve.js';
 import { cpuSample } from './proc-cpu.js';
-import { startDaemon, removeDir } from '../test/helpers/daemon.js';
+import { startDaemon } from '../test/helpers/daemon.js';
+import { removeLater } from './scratch.js';
 import { startDnsServer, type RunningDnsServer } from '../test/helpers/dns-server.js';
 import { startClamd, type RunningClamd } from '../test/helpers/clamd.js';
 import { startSpamd, type RunningSpamd } from '../test/helpers/spamd.js';
@@ -150,6 +151,6 @@ async function runFigure(figure: ChainFigure, d: FigureDeps) {
     };
   } finally {
     await daemon.stop();
-    await removeDir(dir);
+    removeLater(dir);
   }
 }

@@ -10,7 +10,8 @@
 // `benchProxy(options)` returns one JSON record (`bench: 'proxy-vs-queue'`); bench/run.ts prints it.
 // Config keys set for the daemon: `routes` (long form, `mode`), `outbound.tls`, `log.level`.
 import { runLoad, percentile, makeMessage, type LoadResult } from './smtp-load.js';
-import { startDaemon, removeDir } from '../test/helpers/daemon.js';
+import { startDaemon } from '../test/helpers/daemon.js';
+import { removeLater } from './scratch.js';
 import { startSink } from '../test/helpers/smtp-sink.js';
 
 export interface ProxyBenchOptions {
@@ -93,7 +94,7 @@ export async function benchProxy(o: ProxyBenchOptions): Promise<Record<string, u
   } finally {
     await d?.stop();
     await sink.stop();
-    if (d) await removeDir(d.dir);
+    if (d) removeLater(d.dir);
   }
 }
 

@@ -12,7 +12,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { access } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { runLoad, percentile, makeMessage } from './smtp-load.js';
-import { startDaemon, removeDir } from '../test/helpers/daemon.js';
+import { startDaemon } from '../test/helpers/daemon.js';
+import { removeLater } from './scratch.js';
 import { startSink } from '../test/helpers/smtp-sink.js';
 import { freeLoopbackPort, waitForListener } from '../test/helpers/system-service.js';
 import { startDelayProxy, type DelayProxy } from './delay-proxy.js';
@@ -174,6 +175,6 @@ export async function benchRelay(o: RelayBenchOptions): Promise<Record<string, u
     await d?.stop();
     await proxy?.stop();
     await sink.stop();
-    if (d) await removeDir(d.dir);
+    if (d) removeLater(d.dir);
   }
 }
