@@ -55,6 +55,7 @@ export const LOG_EVENTS = [
   'spool.commit',
   'spool.recover',
   'spool.error',
+  'spool.gone',
   'delivery.ok',
   'delivery.deferred',
   'delivery.failed',

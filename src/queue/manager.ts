@@ -106,6 +106,8 @@ interface Entry {
   timer?: NodeJS.Timeout;
   /** The last state write in flight (checkpoint serialises them). */
   writing?: Promise<void>;
+  /** Deleted by the administrator: no round may start any more. */
+  cancelled?: boolean;
 }
 
 export interface QueueOptions {
@@ -403,7 +405,7 @@ class QueueManager implements ManagedQueue {
   // --- scheduling ---------------------------------------------------------------------------
 
   private enqueue(entry: Entry): void {
-    if (this.stopped || this.waiting.includes(entry)) return;
+    if (this.stopped || entry.cancelled || this.waiting.includes(entry)) return;
     // A round that reschedules itself (a retry already due, a notice) or a retry/ETRN during a
     // round must not be lost: run once more when this round ends.
     if (this.running.has(entry.id)) {
@@ -439,7 +441,7 @@ class QueueManager implements ManagedQueue {
   private reschedule(entry: Entry): void {
     if (entry.timer) clearTimeout(entry.timer);
     entry.timer = undefined;
-    if (this.stopped) return;
+    if (this.stopped || entry.cancelled) return;
     const due = nextDue(entry, !!this.opts.outbound, this.opts.config);
     if (due === null) return; // only held / finished targets: wait for the relay client
     const wait = Math.max(0, due - Date.now());
@@ -456,42 +458,12 @@ class QueueManager implements ManagedQueue {
   private async runEntry(entry: Entry): Promise<void> {
     const { id } = entry;
     try {
-      const message = entry.message ?? (await this.spool.read(id)).message;
-      if (!entry.state) {
-        const targets: TargetState[] = [];
-        const seen = new Set<string>();
-        for (const rcpt of entry.envelope.recipients) {
-          const r = await this.expand(rcpt);
-          if ('error' in r) {
-            if (r.error.temporary) throw r.error; // directory trouble: retry the whole entry
-            const t: TargetState = { key: `X:${rcpt.address}`, rcpt: rcpt.address, kind: 'local', status: 'failed', attempts: 0, last: r.error.message, enhanced: r.error.enhanced, at: Date.now() };
-            this.logFailure(id, t, r.error, false);
-            targets.push(t);
-            continue;
-          }
-          for (const t of r.targets) {
-            if (seen.has(t.key)) continue;
-            seen.add(t.key);
-            targets.push(t);
-          }
-        }
-        entry.state = { v: 1, targets };
-        // RFC 5321 §6.3: a message that has passed too many hosts is looping; give it up.
-        if (countReceived(message) > MAX_RECEIVED) {
-          const err = new DeliveryError(false, 554, '5.4.6', `Too many Received header fields (more than ${MAX_RECEIVED}): mail loop`);
-          for (const t of targets) {
-            if (t.status === 'done' || t.status === 'failed') continue;
-            t.status = 'failed';
-            t.last = err.message;
-            t.enhanced = err.enhanced;
-            t.at = Date.now();
-            this.logFailure(id, t, err, false, 'mail loop');
-          }
-        }
-      }
+      const message = entry.message ?? (await this.readMessage(entry));
+      if (message === null) return;
+      if (!entry.state) await this.plan(entry, message);
       const before = JSON.stringify(entry.state);
       const now = Date.now();
-      const state = entry.state;
+      const state = entry.state!;
       let remoteDone = false;
       let checkpointed = false;
       const remoteDue = state.targets.filter((t) => t.kind === 'remote' && (t.status === 'pending' || t.status === 'held' || (t.status === 'deferred' && (t.next ?? 0) <= now)));
@@ -504,7 +476,9 @@ class QueueManager implements ManagedQueue {
           }
         }
       }
-      await Promise.all([
+      // allSettled: a failed checkpoint of one group must not end the round while another group
+      // is still being sent (its done-mark would land after the round, outside `running`).
+      const settled = await Promise.allSettled([
         ...state.targets.map(async (t) => {
           if (t.kind === 'remote') return;
           if (t.status === 'pending' || (t.status === 'deferred' && (t.next ?? 0) <= now)) await this.deliverTarget(entry, t, message);
@@ -520,6 +494,8 @@ class QueueManager implements ManagedQueue {
           }
         }),
       ]);
+      const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) throw failed.reason;
       entry.entryFailures = 0;
       await this.notify(entry, message);
       if (!isOpen(state) && !needsNotice(entry, state, Date.now(), this.opts.config)) {
@@ -538,15 +514,70 @@ class QueueManager implements ManagedQueue {
       entry.entryFailures++;
       entry.checkExisting = true;
       entry.message = null;
-      entry.state = entry.state && (await this.spool.readState<EntryState>(id).catch(() => null));
+      // The state in memory is kept, never re-read: it holds done-marks of recipients the next
+      // hop accepted this round that may not be on disk (a failed checkpoint or removal), and
+      // they must not be sent again. Writing it is tried once more; the next round retries.
+      if (entry.state && !entry.cancelled) await this.checkpoint(entry).catch(() => undefined);
       const wait = retryDelay(this.opts.config.outbound.retry, entry.entryFailures);
       logEvent(this.log, 'warn', 'delivery.deferred', { qid: id, err: String(e), retryInMs: wait }, 'delivery round failed');
-      if (!this.stopped) {
+      if (!this.stopped && !entry.cancelled) {
         entry.timer = setTimeout(() => {
           entry.timer = undefined;
           this.enqueue(entry);
         }, Math.min(wait, MAX_TIMER));
         entry.timer.unref();
+      }
+    }
+  }
+
+  /**
+   * The message file, or null when it is gone: removed by a removal whose folder fsync then
+   * failed, or by hand. Nothing is left to deliver; the entry is forgotten (its side files too,
+   * as recovery would) instead of failing every round from then on.
+   */
+  private async readMessage(entry: Entry): Promise<Buffer | null> {
+    try {
+      return (await this.spool.read(entry.id)).message;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      logEvent(this.log, 'warn', 'spool.gone', { qid: entry.id }, 'spooled message file is gone; entry dropped');
+      this.known.delete(entry.id);
+      await this.spool.remove(entry.id).catch(() => undefined);
+      return null;
+    }
+  }
+
+  /** Works out an entry's targets (first round, or a bounce before any round). */
+  private async plan(entry: Entry, message: Buffer): Promise<void> {
+    const { id } = entry;
+    const targets: TargetState[] = [];
+    const seen = new Set<string>();
+    for (const rcpt of entry.envelope.recipients) {
+      const r = await this.expand(rcpt);
+      if ('error' in r) {
+        if (r.error.temporary) throw r.error; // directory trouble: retry the whole entry
+        const t: TargetState = { key: `X:${rcpt.address}`, rcpt: rcpt.address, kind: 'local', status: 'failed', attempts: 0, last: r.error.message, enhanced: r.error.enhanced, at: Date.now() };
+        this.logFailure(id, t, r.error, false);
+        targets.push(t);
+        continue;
+      }
+      for (const t of r.targets) {
+        if (seen.has(t.key)) continue;
+        seen.add(t.key);
+        targets.push(t);
+      }
+    }
+    entry.state = { v: 1, targets };
+    // RFC 5321 §6.3: a message that has passed too many hosts is looping; give it up.
+    if (countReceived(message) > MAX_RECEIVED) {
+      const err = new DeliveryError(false, 554, '5.4.6', `Too many Received header fields (more than ${MAX_RECEIVED}): mail loop`);
+      for (const t of targets) {
+        if (t.status === 'done' || t.status === 'failed') continue;
+        t.status = 'failed';
+        t.last = err.message;
+        t.enhanced = err.enhanced;
+        t.at = Date.now();
+        this.logFailure(id, t, err, false, 'mail loop');
       }
     }
   }
@@ -718,6 +749,10 @@ class QueueManager implements ManagedQueue {
   async remove(id: string): Promise<boolean> {
     const e = this.known.get(id);
     if (!e) return false;
+    // From here no round may start: not from a timer, a retry, or a rerun asked for during the
+    // round in progress, which is left to finish.
+    e.cancelled = true;
+    this.rerun.delete(id);
     if (e.timer) clearTimeout(e.timer);
     e.timer = undefined;
     const i = this.waiting.indexOf(e);
@@ -733,15 +768,27 @@ class QueueManager implements ManagedQueue {
 
   async bounce(id: string): Promise<boolean> {
     const e = this.known.get(id);
-    if (!e) return false;
-    await this.running.get(id);
-    if (!this.known.has(id)) return true;
-    if (!e.state) {
-      // Never ran yet: expand it first so every target can be reported.
-      await this.runEntry(e);
-      if (!this.known.has(id) || !e.state) return true;
-    }
-    for (const t of e.state.targets) {
+    if (!e || e.cancelled) return false;
+    return this.exclusive(e, async () => {
+      if (this.known.get(id) !== e) return true; // finished meanwhile
+      // Never ran yet: work out its targets (without delivering) so each can be reported.
+      if (!e.state) {
+        const message = e.message ?? (await this.readMessage(e));
+        if (message === null) return true;
+        await this.plan(e, message);
+      }
+      this.failAll(e.state!);
+      await this.checkpoint(e);
+      e.checkExisting = true; // a state file exists now: the removal must take it too
+      // The round after this one sends the notices and removes the entry.
+      this.rerun.add(id);
+      return true;
+    });
+  }
+
+  /** Fails every open target (5.0.0, by the administrator). */
+  private failAll(state: EntryState): void {
+    for (const t of state.targets) {
       if (t.status === 'done' || t.status === 'failed') continue;
       t.status = 'failed';
       t.next = undefined;
@@ -749,9 +796,36 @@ class QueueManager implements ManagedQueue {
       t.last = t.last ? `bounced by the administrator; last: ${t.last}` : 'bounced by the administrator';
       t.at = Date.now();
     }
-    await this.checkpoint(e);
-    this.reschedule(e);
-    return true;
+  }
+
+  /**
+   * Runs `fn` with no delivery round of the entry running or starting meanwhile: waits for the
+   * round in progress, takes the entry off the waiting list and its timer, and holds its place
+   * in `running` while `fn` runs, so a timer, retry or ETRN that fires then only asks for a
+   * round after it (`rerun`), as during a round.
+   */
+  private async exclusive<T>(entry: Entry, fn: () => Promise<T>): Promise<T> {
+    for (let r = this.running.get(entry.id); r; r = this.running.get(entry.id)) await r.catch(() => undefined);
+    if (entry.timer) clearTimeout(entry.timer);
+    entry.timer = undefined;
+    const i = this.waiting.indexOf(entry);
+    if (i >= 0) this.waiting.splice(i, 1);
+    const p = fn();
+    this.running.set(
+      entry.id,
+      p.then(
+        () => undefined,
+        () => undefined,
+      ),
+    );
+    try {
+      return await p;
+    } finally {
+      this.running.delete(entry.id);
+      if (this.rerun.delete(entry.id) && this.known.get(entry.id) === entry) this.reschedule(entry);
+      this.pump();
+      this.notifyIdle();
+    }
   }
 
   async adopt(id: string): Promise<void> {
