@@ -145,6 +145,8 @@ type Conn = SMTPConnection & {
   _recipientQueue?: string[];
   _getDsnRcptToArgs: () => string;
   _responseQueue: string[];
+  _processResponse: () => unknown;
+  _envelope?: { rejectedErrors?: (SMTPConnection.SMTPError & { recipient?: string })[] } | false;
   _remainder: string;
   _upgradeConnection: (cb: (err: Error | null, secured?: boolean) => void) => void;
   _formatError: (message: string, type: string, response: string | false, command: string) => SMTPConnection.SMTPError;
@@ -311,8 +313,17 @@ export class ClientSession {
         if (err) rej(err);
         else res(v as T);
       };
-      const onErr = (e: SMTPConnection.SMTPError) => finish(e);
-      const onEnd = () => finish(this.lastError ?? Object.assign(new Error('Connection closed unexpectedly'), { code: 'ECONNECTION' }));
+      // Replies that came in the same read as the close (a 550 per RCPT, then 421 and a hang-up)
+      // are still queued: the library hands them out one per setImmediate, after 'end'. They
+      // are acted on first, so each recipient gets the reply the server gave it.
+      const onErr = (e: SMTPConnection.SMTPError) => {
+        drainReplies(conn);
+        finish(e);
+      };
+      const onEnd = () => {
+        drainReplies(conn);
+        finish(this.lastError ?? Object.assign(new Error('Connection closed unexpectedly'), { code: 'ECONNECTION' }));
+      };
       if (this.ended) return onEnd();
       conn.on('error', onErr);
       conn.on('end', onEnd);
@@ -512,9 +523,12 @@ export class ClientSession {
       // The library's state after a failed transaction is not worth trusting: no reuse.
       this.reusable = false;
       const err = e as SMTPConnection.SMTPError & { rejectedErrors?: (SMTPConnection.SMTPError & { recipient?: string })[] };
-      if (err.rejectedErrors?.length) {
-        // Every RCPT was refused: each has its own reply.
-        for (const re of err.rejectedErrors) results.set(re.recipient ?? '', fromReply(re.response, 451));
+      // The recipients the server refused at RCPT keep their own replies whatever failed after
+      // (every RCPT refused, DATA refused, the reply after the final dot); the failure is the
+      // accepted ones'. The library's own send leaves them on its envelope.
+      const refused = err.rejectedErrors ?? (!grouped && conn._envelope ? conn._envelope.rejectedErrors : undefined);
+      if (refused?.length) {
+        for (const re of refused) results.set(re.recipient ?? '', fromReply(re.response, 451));
         for (const rc of msg.recipients) if (!results.has(rc.address)) results.set(rc.address, sessionFailure(err, 'transaction'));
         return { remoteMta, dsn, results, ...this.note() };
       }
@@ -591,8 +605,12 @@ export class ClientSession {
           const mail = replies[k++]!;
           const rcpts = msg.recipients.map(() => replies[k++]!);
           const data = replies[k]!;
-          // The library's rule for DATA: 354, or 250 from the servers that answer so.
+          // The server may be reading data after any 2xx/3xx to DATA (the library accepts 250
+          // from servers that answer so), but only 354 (RFC 5321 §4.3.2) lets the body follow:
+          // any other reply there means the replies are out of step with the commands (a server
+          // that sent an extra line), and the body could be taken for the wrong transaction.
           const dataOpen = /^[23]/.test(data);
+          const dataGo = data.startsWith('354');
           if (!mail.startsWith('2')) return abandon(conn._formatError('Mail command failed', 'EENVELOPE', mail, 'MAIL FROM'), dataOpen);
           const accepted: string[] = [];
           const rejected: string[] = [];
@@ -606,9 +624,15 @@ export class ClientSession {
             const err = Object.assign(conn._formatError("Can't send mail - all recipients were rejected", 'EENVELOPE', rcpts[0]!, 'RCPT TO'), { rejected, rejectedErrors });
             return abandon(err, dataOpen);
           }
-          if (!dataOpen) return cb(conn._formatError('Data command failed', 'EENVELOPE', data, 'DATA'));
+          // A failure from here on is the accepted recipients'; the refused ones keep their own
+          // RCPT replies (rejectedErrors).
+          const withRefused = (err: SMTPConnection.SMTPError) => Object.assign(err, { rejected, rejectedErrors });
+          if (!dataGo) {
+            const err = withRefused(conn._formatError('Data command failed', 'EENVELOPE', dataOpen ? `451 4.5.0 unexpected reply to DATA: ${data.trim()}` : data, 'DATA'));
+            return dataOpen ? abandon(err, true) : cb(err);
+          }
           const stream = conn._createSendStream((err, final) => {
-            if (err) return cb(err);
+            if (err) return cb(withRefused(err));
             cb(null, { accepted, rejected, rejectedErrors, response: final ?? '', envelopeTime: 0, messageTime: 0, messageSize: body.length } as SMTPConnection.SentMessageInfo);
           });
           stream.end(body);
@@ -682,8 +706,23 @@ export function failedSession(dest: Destination, msg: OutMessage, failure: RcptR
 
 function fromReply(response: string | undefined, fallback: number): RcptResult {
   const r = parseReply(response, fallback);
+  // Only 2xx accepts. A 3xx where a final reply belongs is a server out of step: try later.
+  if (r.code >= 300 && r.code < 400) return { status: 'temp', code: 451, enhanced: '4.5.0', text: `unexpected reply: ${r.code} ${r.text}`, remote: true };
   const status = r.code < 400 ? 'sent' : r.code < 500 ? 'temp' : 'perm';
   return { status, ...r, remote: true };
+}
+
+/**
+ * Hands every complete reply already received to its waiting action, at once (the library
+ * takes one per setImmediate). Stops when no reply or no action is left, or a reply is
+ * incomplete.
+ */
+function drainReplies(conn: Conn): void {
+  while (conn._responseQueue.length && conn._responseActions.length) {
+    const before = conn._responseQueue.length;
+    conn._processResponse();
+    if (conn._responseQueue.length >= before) return;
+  }
 }
 
 /** STARTTLS refused or not offered, or the handshake failed: 4.7.5 (RFC 3463), try in clear only if opportunistic. */

@@ -195,3 +195,64 @@ test('xtext encoding round-trips and leaves plain values alone', () => {
   assert.equal(encodeXtext('é'), '+C3+A9');
   for (const v of ['a+b=c d', 'x\ty', '+++', 'é€']) assert.equal(Buffer.from(decodeXtext(encodeXtext(v)), 'latin1').toString('utf8'), v);
 });
+
+// --- per-recipient results when the transaction fails after RCPT ---------------------------
+
+const statusOf = (r: Awaited<ReturnType<ClientSession['transact']>>, a: string) => {
+  const x = r.results.get(a)!;
+  return `${x.status} ${x.code}`;
+};
+
+test('every RCPT refused, DATA refused and the server hangs up: each recipient gets its own 550, not a connection failure', async () => {
+  const { dest } = await hop({ ehlo: ['PIPELINING'], holdUntilData: true, answer: (l) => (l.startsWith('RCPT') ? '550 5.1.1 unknown' : l === 'DATA' ? { reply: '554 5.5.1 no valid recipients', close: true } : undefined) });
+  const r = await (await session(dest)).transact(message(['p@hop.test', 'q@hop.test']));
+  assert.equal(statusOf(r, 'p@hop.test'), 'perm 550');
+  assert.equal(statusOf(r, 'q@hop.test'), 'perm 550');
+});
+
+test('DATA refused: the refused recipient keeps its RCPT reply (452 stays temporary), the accepted one gets the DATA reply', async () => {
+  const { hop: h, dest } = await hop({ ehlo: ['PIPELINING'], answer: (l) => (l.includes('<bad@') ? '452 4.2.2 mailbox full' : l === 'DATA' ? '554 5.7.1 policy' : undefined) });
+  const r = await (await session(dest)).transact(message(['good@hop.test', 'bad@hop.test']));
+  assert.equal(statusOf(r, 'good@hop.test'), 'perm 554');
+  assert.equal(statusOf(r, 'bad@hop.test'), 'temp 452');
+  assert.deepEqual(h.connections[0]!.bodies, []);
+});
+
+test('DATA deferred: a recipient refused for good at RCPT is not retried', async () => {
+  const { dest } = await hop({ ehlo: ['PIPELINING'], answer: (l) => (l.includes('<bad@') ? '550 5.1.1 unknown' : l === 'DATA' ? '451 4.3.0 later' : undefined) });
+  const r = await (await session(dest)).transact(message(['good@hop.test', 'bad@hop.test']));
+  assert.equal(statusOf(r, 'good@hop.test'), 'temp 451');
+  assert.equal(statusOf(r, 'bad@hop.test'), 'perm 550');
+});
+
+test('the reply after the final dot refuses: only the accepted recipients take it', async () => {
+  const { dest } = await hop({ ehlo: ['PIPELINING'], answer: (l) => (l.includes('<bad@') ? '452 4.2.2 mailbox full' : undefined), afterData: () => '554 5.7.1 rejected' });
+  const r = await (await session(dest)).transact(message(['good@hop.test', 'bad@hop.test']));
+  assert.equal(statusOf(r, 'good@hop.test'), 'perm 554');
+  assert.equal(statusOf(r, 'bad@hop.test'), 'temp 452');
+});
+
+test('without PIPELINING too: DATA refused leaves the refused recipient its own RCPT reply', async () => {
+  const { dest } = await hop({ ehlo: [], answer: (l) => (l.includes('<bad@') ? '452 4.2.2 mailbox full' : l === 'DATA' ? '554 5.7.1 policy' : undefined) });
+  const r = await (await session(dest)).transact(message(['good@hop.test', 'bad@hop.test']));
+  assert.equal(statusOf(r, 'good@hop.test'), 'perm 554');
+  assert.equal(statusOf(r, 'bad@hop.test'), 'temp 452');
+});
+
+// --- a server whose replies are out of step with the commands -------------------------------
+
+test('a 354 where the RCPT reply belongs is not "delivered": no body goes out, the recipient is retried', async () => {
+  const { hop: h, dest } = await hop({ ehlo: ['PIPELINING'], answer: (l) => (l.startsWith('RCPT') ? '354 go ahead' : l === 'DATA' ? '250 2.1.5 ok' : undefined) });
+  const r = await (await session(dest)).transact(message(['x@hop.test']));
+  assert.equal(r.results.get('x@hop.test')!.status, 'temp');
+  assert.deepEqual(h.connections[0]!.bodies, []);
+});
+
+test('an extra line after a RCPT reply puts a 250 in the DATA slot: the body is not sent (it would be taken twice), the connection is dropped', async () => {
+  const { hop: h, dest } = await hop({ ehlo: ['PIPELINING'], answer: (l) => (l.startsWith('RCPT') ? '250 ok\r\n250 ok again' : undefined) });
+  const s = await session(dest);
+  const r = await s.transact(message(['x@hop.test']));
+  assert.equal(r.results.get('x@hop.test')!.status, 'temp');
+  assert.deepEqual(h.connections[0]!.bodies, []);
+  await waitFor(() => h.connections[0]!.closed, (closed) => closed);
+});
