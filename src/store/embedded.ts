@@ -12,9 +12,12 @@
 // Multi-process protocol:
 //   - Reads are served from memory. Before a read the process catches up: one fstat of the
 //     journal and, when it grew, a read of the new lines; the reads of one callback's chain of
-//     microtasks share one look. So a change another process made before a callback began is
-//     seen by every read in it; pub/sub entries are picked up by an fs.watch on the folder and a
-//     short poll (`pollMs`), and delivered to this process's subscribers.
+//     microtasks share one look. So a change another process made before a callback that the
+//     event loop dispatched (socket data, a timer, an immediate: how every command and request
+//     reaches us) began is seen by every read in it. Callbacks queued together with
+//     process.nextTick run before any microtask, so they share the first one's look; none of
+//     our read paths starts that way. Pub/sub entries are picked up by an fs.watch on the folder
+//     and a short poll (`pollMs`), and delivered to this process's subscribers.
 //   - A write takes the lock, catches up, decides (SET NX, INCR's value and WRONGTYPE checks are
 //     made against the caught-up state, so they are atomic across processes), appends its lines
 //     with one write(2), fsyncs when needed, and releases the lock. Writes queued in the same
@@ -414,7 +417,8 @@ export class EmbeddedStore implements Store {
     // timer) looks again, even within the same event-loop iteration, because what woke it may
     // have happened after another process's write. The flag is cleared by a tick queued from a
     // microtask, and Node runs such ticks only once the microtask queue is empty, i.e. when
-    // this callback's chain has settled. Our own writes are in memory already (flush applies
+    // this callback's chain has settled. (Ticks already queued before it run first, without a
+    // look of their own: see the header.) Our own writes are in memory already (flush applies
     // them), so reads still see those.
     if (this.lookedThisCallback) return;
     if (this.readNew(true) === 0) {
