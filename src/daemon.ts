@@ -1,6 +1,6 @@
 // The daemon: builds every part from the config and starts the listeners. Order matters:
-//   logger → store → directory → resolver → plugin chain → outbound transport → queue (spool
-//   recovery) → maildrop pickup and control channel → TLS → listeners → `daemon.ready` (logged with the real ports, which tests read).
+//   logger → store → directory → resolver → plugin chain → outbound transport → control
+//   channel → queue (spool recovery) → maildrop pickup → TLS → listeners → `daemon.ready` (logged with the real ports, which tests read).
 // `stop()` closes in reverse: listeners first (no new mail), then the queue (waits for
 // deliveries in progress), the chain, the store.
 import { mkdir } from 'node:fs/promises';
@@ -47,14 +47,16 @@ export async function startDaemon(config: Config, opts: { log?: Logger } = {}): 
   // Next hops: the config's `routes` plus the ones added over the API (read on each lookup).
   const routes = new LiveRoutes(config.routes, store);
   const queue = createMessageQueue({ config, log: log.child({ mod: 'queue' }), directory, store, pipeline, outbound, routes });
-  await queue.start();
-  // Local submission (postern sendmail) and queue steering (postern queue) reach the queue
-  // through files under data_dir, so they work with or without a running daemon.
-  const pickup = new MaildropPickup(config.data_dir, { queueDir: queue.spool.queueDir, syncer: queue.spool.syncer, adopt: (id) => queue.adopt(id) }, log.child({ mod: 'maildrop' }));
-  await pickup.start();
+  // Queue steering (postern queue) reaches the queue through files under data_dir: the control
+  // channel while a daemon runs (its daemon.pid), the spool files themselves otherwise. The
+  // channel is up before the queue's first round and goes down only after its last, so a tool
+  // never edits spool files under a running queue; requests that come early wait for the start.
+  let queueStarted!: () => void;
+  const started = new Promise<void>((r) => (queueStarted = r));
   const control = new ControlServer(
     config.data_dir,
     async (req: ControlRequest): Promise<ControlResponse> => {
+      await started;
       if (req.op === 'retry') return { ok: true, count: await queue.retry(req.id, req.domain) };
       const found = req.op === 'delete' ? await queue.remove(req.id) : await queue.bounce(req.id);
       return found ? { ok: true, count: 1 } : { ok: false, error: `no queued message ${req.id}` };
@@ -62,6 +64,16 @@ export async function startDaemon(config: Config, opts: { log?: Logger } = {}): 
     log.child({ mod: 'control' }),
   );
   await control.start();
+  try {
+    await queue.start();
+  } catch (e) {
+    await control.stop();
+    throw e;
+  }
+  queueStarted();
+  // Local submission (postern sendmail) drops files the daemon picks up, or the next start does.
+  const pickup = new MaildropPickup(config.data_dir, { queueDir: queue.spool.queueDir, syncer: queue.spool.syncer, adopt: (id) => queue.adopt(id) }, log.child({ mod: 'maildrop' }));
+  await pickup.start();
   const tls = await loadOrCreateTls(config);
 
   // Recipient verification for routes with verify: callout | list (answers cached in the store).
@@ -74,9 +86,9 @@ export async function startDaemon(config: Config, opts: { log?: Logger } = {}): 
   // Reverse order of start: no new mail first, then the work in progress, then state.
   const shutdown = async () => {
     await Promise.allSettled(listeners.map((l) => l.close()));
-    await control.stop();
     await pickup.stop();
     await queue.stop();
+    await control.stop();
     outbound.close();
     verifier.close();
     backends.close();
