@@ -154,6 +154,10 @@ export class PosternConnection extends SMTPConnection {
       sock.once('data', firstChunk);
     }
     this.controller.opened(this);
+    // The accounting (connection limits, the session's abort signal) ends in _onClose, which the
+    // library calls for the socket of the moment: STARTTLS removes every listener of the plain
+    // socket, so one put there would never run for a TLS session. The plain socket's own close
+    // stays as a backstop for a socket that closes before the library's listeners are set.
     sock.once('close', () => this.controller.closed(this));
     // The library's init() waits a fixed 100 ms before the greeting to catch early talkers. That
     // pause is policy, and ours is `smtp.greeting_delay` (session.ts, onConnect): with it at 0 the
@@ -209,6 +213,11 @@ export class PosternConnection extends SMTPConnection {
 
   private libraryGuess(code: number, context?: string | false): string {
     return this._getEnhancedStatusCode(code, context === false ? undefined : context);
+  }
+
+  override _onClose(): void {
+    super._onClose();
+    this.controller.closed(this);
   }
 
   override _onCommand(command: Buffer, callback?: () => void): void {

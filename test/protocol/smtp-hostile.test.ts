@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { openSmtp, type SmtpTranscript } from '../helpers/smtp-client.js';
 import { startHarness, type Harness } from '../helpers/fakes.js';
+import nodemailer from 'nodemailer';
 
 async function ready(h: Harness): Promise<SmtpTranscript> {
   const s = await openSmtp(h.ports.smtp!);
@@ -247,5 +248,24 @@ test('connection limits: total and per IP → 421 4.7.0 at connect', async () =>
     a.close();
   } finally {
     await h2.close();
+  }
+});
+
+test('connection limits: a STARTTLS session gives its slot back when it ends (nodemailer: EHLO, STARTTLS, EHLO, QUIT)', async () => {
+  const h = await startHarness({ config: { smtp: { max_connections_per_ip: 2 } } });
+  try {
+    const client = nodemailer.createTransport({ host: '127.0.0.1', port: h.ports.smtp!, secure: false, requireTLS: true, tls: { rejectUnauthorized: false } });
+    // Sequential sessions, each over TLS and closed: more of them than the limit.
+    for (let i = 0; i < 4; i++) assert.equal(await client.verify(), true);
+    client.close();
+    await new Promise((r) => setTimeout(r, 100));
+    const a = await openSmtp(h.ports.smtp!);
+    await a.expect('220 ');
+    const b = await openSmtp(h.ports.smtp!);
+    await b.expect('220 ');
+    a.close();
+    b.close();
+  } finally {
+    await h.close();
   }
 });
