@@ -117,10 +117,15 @@ export class UserSieve {
       mailboxExists: (name) => req.mailboxExists(name),
       duplicate: async ({ handle, id, seconds, last }) => {
         const key = `sieve:duplicate:${h(req.user.toLowerCase(), handle, id)}`;
-        const fresh = await store.set(key, '1', { ttlMs: seconds * 1000, ifAbsent: true });
+        // The record names the message (queue id) that made it: a retry of that same message
+        // after a temporary failure is not "a previous message" (RFC 7352 §3), or the retry of
+        // `if duplicate { discard; }` would throw the message away.
+        if (await store.set(key, req.qid, { ttlMs: seconds * 1000, ifAbsent: true })) return false;
+        const first = await store.get(key);
+        if (first === req.qid) return false;
         // RFC 7352 §3.4 :last: the period counts from the last time the id was seen.
-        if (!fresh && last) await store.set(key, '1', { ttlMs: seconds * 1000 });
-        return !fresh;
+        if (last) await store.set(key, first ?? req.qid, { ttlMs: seconds * 1000 });
+        return true;
       },
       include: async (name, location) => (location === 'global' ? store.hget('sieve:rules', name) : store.hget(`sieve:scripts:${req.user}`, name)).then((t) => t ?? undefined),
     };

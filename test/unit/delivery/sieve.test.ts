@@ -3,7 +3,7 @@
 // vacation (RFC 3834 suppression and once per period), keywords in dovecot-keywords.
 import { describe, it, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdir, readFile, mkdir } from 'node:fs/promises';
+import { readdir, readFile, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DirSyncer } from '../../../src/queue/dir-sync.js';
 import { LocalDelivery } from '../../../src/delivery/local.js';
@@ -111,6 +111,20 @@ describe('user sieve at delivery', () => {
     assert.deepEqual(sent[0]!.env.recipients, [{ address: 'carol@example.test' }]);
     assert.match(sent[0]!.msg, /^Delivered-To: alice@example.test\r\nFrom: Bob/);
     assert.deepEqual(await files('', 'new'), []);
+  });
+
+  it('duplicate (RFC 7352): a retry of the same message after a temporary failure is not its own duplicate; another copy is', async () => {
+    await activate('require "duplicate";\nif duplicate { discard; stop; }\n');
+    // The first attempt fails for a while: tmp/ is a file, so the Maildir cannot be made.
+    await mkdir(box(), { recursive: true });
+    await writeFile(join(box(), 'tmp'), 'not a folder');
+    await assert.rejects(deliver({ qid: 'FIRSTQID' }), (e: unknown) => e instanceof DeliveryError && e.temporary);
+    await rm(join(box(), 'tmp'));
+    await deliver({ qid: 'FIRSTQID', checkExisting: true });
+    assert.equal((await files('', 'new')).length, 1, 'the retry stored the message');
+    // The same Message-ID again, as another message: a duplicate, discarded.
+    await deliver({ qid: 'SECONDQID' });
+    assert.equal((await files('', 'new')).length, 1);
   });
 
   it('a redirect loop (Delivered-To of this user) keeps the message instead', async () => {
