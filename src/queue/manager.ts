@@ -354,6 +354,7 @@ class QueueManager implements ManagedQueue {
     const ids = await this.spool.list();
     let resumed = 0;
     const firstRounds: Promise<void>[] = [];
+    const later: Entry[] = [];
     for (const id of ids) {
       if (this.known.has(id)) continue;
       let entry: Entry;
@@ -371,10 +372,13 @@ class QueueManager implements ManagedQueue {
         // An mbox append may have been cut short: repair it before anything else appends.
         firstRounds.push(this.runEntry(entry));
       } else {
-        this.reschedule(entry);
+        later.push(entry);
       }
     }
+    // Only then the others: one of them appending to that mbox first would leave the torn
+    // prefix inside the file, glued to its own "From " line.
     await Promise.all(firstRounds);
+    for (const entry of later) this.reschedule(entry);
     if (resumed) logEvent(this.log, 'info', 'spool.recover', { entries: resumed }, 'resumed spooled messages');
   }
 

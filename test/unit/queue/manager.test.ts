@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, truncate, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createMessageQueue, type EntryState } from '../../../src/queue/manager.js';
 import { Spool } from '../../../src/queue/spool.js';
@@ -281,6 +281,44 @@ test('mbox: delivery, and a crash after the append but before the done-mark', as
     assert.equal(evts(s.lines, 'delivery.duplicate_skipped').length, 1);
     assert.deepEqual(await spoolEntries(s.dir), []);
     await q2.stop();
+  } finally {
+    await s.cleanup();
+  }
+});
+
+test('mbox: a torn append is repaired at start before any other entry appends to that mailbox', async () => {
+  const s = await setup({ mailbox: { format: 'mbox', path: '{data_dir}/mbox/{user}' } });
+  try {
+    const q = s.make();
+    await q.start();
+    await q.accept(q.newId(), envelope('a@example.net', ['alice@example.test']), message('body of the first\r\n'));
+    await q.idle();
+    await q.stop();
+    const path = join(s.dir, 'mbox', 'alice@example.test');
+    // Ten entries wait in the spool (older ids: listed first); X was being appended when the
+    // daemon died.
+    const spool = new Spool(s.dir);
+    await spool.init();
+    const waiting = Array.from({ length: 10 }, (_, i) => `01HZZZZZZZ0000000${i}`);
+    const x = '01HZZZZZZZ0000000A';
+    for (const [i, id] of waiting.entries()) await spool.accept(id, envelope('a@example.net', ['alice@example.test']), message(`body of Y${i}\r\n`));
+    const envX = envelope('a@example.net', ['alice@example.test']);
+    await spool.accept(x, envX, message('body of X\r\n'));
+    const before = (await stat(path)).size;
+    const local = new LocalDelivery(s.config, new DirSyncer());
+    await local.deliver({
+      qid: x, sender: envX.mailFrom, receivedAt: envX.receivedAt, user: 'alice@example.test', message: message('body of X\r\n'), checkExisting: false,
+      intents: { get: (k) => spool.readIntent(x, k), put: (k, v) => spool.writeIntent(x, k, v) },
+    });
+    await truncate(path, before + 60); // the crash tore X's append
+    await spool.close();
+    const q2 = s.make();
+    await q2.start();
+    await q2.idle();
+    await q2.stop();
+    const bodies = readWithPython('mbox', path).map((m) => m.bytes.toString().split('\n\n').slice(1).join('\n\n'));
+    assert.deepEqual(bodies.sort(), ['body of X\n', ...waiting.map((_, i) => `body of Y${i}\n`), 'body of the first\n'].sort());
+    assert.deepEqual(await spoolEntries(s.dir), []);
   } finally {
     await s.cleanup();
   }
