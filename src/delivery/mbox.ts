@@ -78,13 +78,15 @@ export function mboxrdQuote(body: Buffer): Buffer {
   // latin1 maps bytes 1:1, so non-ASCII bytes pass through untouched.
   const s = body.toString('latin1');
   if (!s.includes('From ')) return body;
-  return Buffer.from(s.replace(/^(>*From )/gm, '>$1'), 'latin1');
+  // A line starts after LF only: the m flag's ^ also matches after a bare CR, which readers do
+  // not take for a line start, so they would keep the extra '>'.
+  return Buffer.from(s.replace(/(^|\n)(>*From )/g, '$1>$2'), 'latin1');
 }
 
 /** mboxrd unquoting (the inverse of mboxrdQuote), for readers and tests. */
 export function mboxrdUnquote(body: Buffer): Buffer {
   const s = body.toString('latin1');
-  return Buffer.from(s.replace(/^>(>*From )/gm, '$1'), 'latin1');
+  return Buffer.from(s.replace(/(^|\n)>(>*From )/g, '$1$2'), 'latin1');
 }
 
 /** One complete mbox entry: From line, quoted message (LF endings), final newline, blank line. */
