@@ -141,6 +141,8 @@ export class MboxWriter {
   folderPath(path: string, folder: string | undefined): string {
     try {
       const segs = folderSegments(folder);
+      // "A.lock" would be the file that folder "A" locks with (its dotlock).
+      if (segs.length && /\.lock$/i.test(segs.join('.'))) throw new FolderNameError('an mbox folder name may not end in ".lock"');
       return segs.length ? join(`${path}.d`, segs.join('.')) : path;
     } catch (e) {
       if (e instanceof FolderNameError) throw DeliveryErrors.badFolder(e);

@@ -6,7 +6,8 @@ import { DirSyncer } from '../../../src/queue/dir-sync.js';
 import { MaildirWriter, maildirName } from '../../../src/delivery/maildir.js';
 import { FolderNameError, folderSegments, maildirPlusName } from '../../../src/delivery/folder.js';
 import { DeliveryError } from '../../../src/delivery/errors.js';
-import { tempDir } from '../queue/helpers.js';
+import { tempDir, testConfig } from '../queue/helpers.js';
+import { LocalDelivery } from '../../../src/delivery/local.js';
 import { readWithPython } from './python.js';
 
 const parts = (qid: string, key = 'k1') => ({ qid, receivedAt: 1_700_000_000_123, key, hostname: 'mx.example.test' });
@@ -25,6 +26,21 @@ test('folder names: validation and Maildir++ mapping', () => {
   for (const [f, want] of ok) assert.equal(maildirPlusName(f), want, String(f));
   for (const bad of ['.hidden', '..', 'a/../b', 'a//b', 'a/', '/abs', 'a\\b', 'tab\there', 'x'.repeat(300)]) {
     assert.throws(() => folderSegments(bad), FolderNameError, bad);
+  }
+  // The name on disk gets a leading '.' (Maildir++) or ".lock" (an mbox dotlock): 250 bytes at most.
+  assert.equal(maildirPlusName('x'.repeat(250)), `.${'x'.repeat(250)}`);
+  assert.throws(() => folderSegments('x'.repeat(251)), FolderNameError);
+  assert.throws(() => folderSegments(`a/${'é'.repeat(125)}`), FolderNameError);
+});
+
+test('a folder name too long for the disk is a permanent refusal, not a retry until the lifetime ends', async () => {
+  const t = await tempDir('postern-longfolder-');
+  try {
+    const local = new LocalDelivery(testConfig(t.dir), new DirSyncer());
+    const req = { qid: 'Q1', sender: 'a@example.net', receivedAt: Date.now(), user: 'alice@example.test', message: Buffer.from('Subject: x\r\n\r\nb\r\n'), checkExisting: false };
+    await assert.rejects(local.deliver({ ...req, folder: 'f'.repeat(255) }), (e: unknown) => e instanceof DeliveryError && !e.temporary);
+  } finally {
+    await t.cleanup();
   }
 });
 

@@ -180,3 +180,17 @@ test('dotlocks: a stale or dead holder is broken, a live one makes delivery wait
     await cleanup();
   }
 });
+
+test('an mbox folder named like another folder\'s dotlock ("A.lock") is refused for good; folder A still works', async () => {
+  const t = await tempDir('postern-mbox-lockname-');
+  try {
+    const w = new MboxWriter(new DirSyncer(), { lockTimeoutMs: 1000 });
+    const path = join(t.dir, 'alice');
+    const entry = mboxEntry('a@example.net', Date.now(), Buffer.from('Subject: x\n\nbody\n'));
+    for (const bad of ['A.lock', 'A/lock', 'A/LOCK']) await assert.rejects(w.deliver(path, bad, entry), (e: unknown) => e instanceof DeliveryError && !e.temporary, bad);
+    await w.deliver(path, 'A', entry);
+    assert.equal(readWithPython('mbox', w.folderPath(path, 'A')).length, 1);
+  } finally {
+    await t.cleanup();
+  }
+});
