@@ -124,6 +124,18 @@ export class LocalDelivery {
     }
   }
 
+  /** True when `folder` maps to a name on disk for this user's mailbox format. */
+  folderValid(user: string, folder: string): boolean {
+    try {
+      const path = this.mailboxPath(user);
+      if (this.config.mailbox.format === 'mbox') this.mbox.folderPath(path, folder);
+      else this.maildir.folderDir(path, folder);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   /** The INBOX path of a user (a Maildir folder or an mbox file). */
   mailboxPath(user: string): string {
     let local: string;
@@ -152,6 +164,7 @@ export class LocalDelivery {
         rcpt: req.rcpt ?? req.user,
         message: req.message,
         mailboxExists: (f) => this.folderExists(req.user, f),
+        folderValid: (f) => this.folderValid(req.user, f),
       });
       if (plan) {
         const results: LocalDeliveryResult[] = [];

@@ -84,6 +84,8 @@ export interface SieveRequest {
   rcpt: string;
   message: Buffer;
   mailboxExists(folder: string): Promise<boolean>;
+  /** False when the name cannot be a folder on disk (fileinto :create then keeps in INBOX). */
+  folderValid(folder: string): boolean;
 }
 
 const h = (...parts: string[]) => createHash('sha256').update(parts.join('\0')).digest('hex').slice(0, 32);
@@ -160,8 +162,14 @@ export class UserSieve {
     for (const a of r.actions) {
       if (a.type === 'keep') addStore(undefined, a.flags, false);
       else if (a.type === 'fileinto') {
-        const exists = /^inbox$/i.test(a.mailbox) || a.create || (await req.mailboxExists(a.mailbox));
-        if (!exists && log) logEvent(log, 'info', 'sieve.user.fileinto_missing', { user: req.user, qid: req.qid, folder: a.mailbox }, 'folder does not exist and :create was not given; stored in INBOX');
+        // A folder that cannot be used goes to INBOX, as a fileinto that fails (RFC 5228
+        // §2.10.6): never an error after other copies were stored, which would bounce a
+        // message already delivered.
+        const exists = /^inbox$/i.test(a.mailbox) || (a.create ? req.folderValid(a.mailbox) : await req.mailboxExists(a.mailbox));
+        if (!exists && log) {
+          const why = a.create ? 'folder name is not valid here; stored in INBOX' : 'folder does not exist and :create was not given; stored in INBOX';
+          logEvent(log, 'info', 'sieve.user.fileinto_missing', { user: req.user, qid: req.qid, folder: a.mailbox }, why);
+        }
         addStore(exists ? a.mailbox : undefined, a.flags, a.create);
       } else if (a.type === 'redirect') {
         if (await this.redirect(req, a.address, message)) done.push(`redirect ${a.address}`);

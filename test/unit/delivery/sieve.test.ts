@@ -127,6 +127,13 @@ describe('user sieve at delivery', () => {
     assert.equal((await files('', 'new')).length, 1);
   });
 
+  it('fileinto :create to a name that cannot be a folder keeps the message in INBOX, never an error after a copy was stored', async () => {
+    await activate('require ["fileinto", "mailbox"];\nkeep;\nfileinto :create "a..b";\n');
+    const r = await deliver();
+    assert.equal(r.duplicate, false);
+    assert.equal((await files('', 'new')).length, 1);
+  });
+
   it('a redirect loop (Delivered-To of this user) keeps the message instead', async () => {
     await activate('redirect "carol@example.test";');
     await deliver({ message: `Delivered-To: ${USER}\r\n${MSG}` });
