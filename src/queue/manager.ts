@@ -313,8 +313,13 @@ class QueueManager implements ManagedQueue {
           spooled = true;
           this.logFailure(id, t, x.err, true);
         } else {
+          // Another target of this recipient was delivered, so the reply is 250: this failure
+          // reaches the sender as a DSN from the spool's first round, as over SMTP.
           t.status = 'failed';
           t.last = x.err.message;
+          t.enhanced = x.err.enhanced;
+          t.at = Date.now();
+          spooled = true;
           this.logFailure(id, t, x.err, false);
         }
         if (!spoolTargets.has(t.key)) spoolTargets.set(t.key, t);

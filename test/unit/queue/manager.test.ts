@@ -9,6 +9,7 @@ import { LocalDelivery } from '../../../src/delivery/local.js';
 import { FakeDirectory } from './fake-directory.js';
 import { captureLogger, envelope, message, tempDir, testConfig } from './helpers.js';
 import { readWithPython } from '../delivery/python.js';
+import { MemoryStore } from '../../../src/store/memory.js';
 
 const USERS = ['alice@example.test', 'bob@example.test'];
 
@@ -349,6 +350,32 @@ test('deliverNow (LMTP): one outcome per recipient, non-local ones spooled', asy
     assert.deepEqual(spooled.envelope.recipients.map((r) => r.address), ['x@remote.example']);
     await q.stop();
   } finally {
+    await s.cleanup();
+  }
+});
+
+test('deliverNow (LMTP): an alias with one target refused for good answers 250, and the sender gets a DSN for that target', async () => {
+  const s = await setup();
+  const store = new MemoryStore();
+  try {
+    s.directory.aliases.set('team@example.test', ['alice@example.test', 'bob@example.test']);
+    await store.hset('sieve:scripts:bob@example.test', 'main', 'require "reject";\nreject "no thanks";\n');
+    await store.set('sieve:active:bob@example.test', 'main');
+    const q = createMessageQueue({ config: s.config, log: s.log, directory: s.directory, store });
+    await q.start();
+    const out = await q.deliverNow(q.newId(), envelope('alice@example.test', ['team@example.test']), message('for the team'));
+    assert.deepEqual(out.map((o) => [o.recipient.address, o.status, o.code]), [['team@example.test', 'queued', 250]]);
+    await q.idle();
+    const texts = await Promise.all((await maildirFiles(s.dir, 'alice')).map((p) => readFile(p, 'utf8')));
+    assert.equal(texts.length, 2, 'the message and the DSN');
+    const dsn = texts.find((t) => /report-type=delivery-status/.test(t));
+    assert.ok(dsn, 'a DSN reached the sender');
+    assert.match(dsn, /Final-Recipient: rfc822; ?bob@example\.test/i);
+    assert.match(dsn, /Action: failed/);
+    assert.deepEqual(await spoolEntries(s.dir), []);
+    await q.stop();
+  } finally {
+    await store.close();
     await s.cleanup();
   }
 });
