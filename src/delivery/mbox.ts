@@ -46,13 +46,21 @@ function flock(fd: number, flags: 'exnb' | 'un'): Promise<void> {
 /** A dotlock still empty this long after it was made was left by a writer killed in between. */
 const EMPTY_LOCK_GRACE_MS = 10_000;
 
-/** True when the dotlock names a process of this host that no longer runs (or stayed empty). */
+/** Dotlocks this process holds now (every MboxWriter of it). */
+const heldLocks = new Set<string>();
+
+/**
+ * True when the dotlock names a process of this host that no longer runs (or stayed empty). A
+ * lock with our own pid that we do not hold was left by an earlier process with the same pid:
+ * in a container the daemon is pid 1 after every restart.
+ */
 async function holderIsDead(lock: string, mtimeMs: number): Promise<boolean> {
   const text = await readFile(lock, 'utf8').catch(() => null);
   if (text === null) return false;
   if (text.trim() === '') return Date.now() - mtimeMs > EMPTY_LOCK_GRACE_MS;
   const pid = Number(text.trim());
-  if (!Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid) return false;
+  if (pid === process.pid) return !heldLocks.has(lock);
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
   try {
     process.kill(pid, 0);
     return false;
@@ -186,6 +194,7 @@ export class MboxWriter {
           await fh.close();
         }
       } finally {
+        heldLocks.delete(lock);
         await unlink(lock).catch(() => undefined);
       }
     } catch (e) {
@@ -238,8 +247,14 @@ export class MboxWriter {
     while (true) {
       try {
         const fh = await open(lock, 'wx', 0o600);
+        // Ours from this moment (before the pid is in it): see holderIsDead.
+        heldLocks.add(lock);
         try {
           await fh.writeFile(`${process.pid}\n`);
+        } catch (e) {
+          heldLocks.delete(lock);
+          await unlink(lock).catch(() => undefined);
+          throw e;
         } finally {
           await fh.close();
         }
