@@ -261,6 +261,8 @@ export class SessionController implements ConnectionController {
     const xHelo = conn._xClient.get('HELO');
     st.info.helo = typeof xHelo === 'string' && xHelo ? xHelo.toLowerCase() : hostname.toLowerCase();
     st.ehlo = verb !== 'HELO';
+    // After STARTTLS (RFC 3207 §4.2: the client says EHLO again) the plugins see TLS.
+    st.info.secure = !!conn.secure;
     dropTx(st); // RFC 5321 §4.1.4: EHLO resets the transaction
     const r = await this.run(st, 'helo', {});
     return this.refusal(r.verdict);

@@ -269,3 +269,16 @@ test('connection limits: a STARTTLS session gives its slot back when it ends (no
     await h.close();
   }
 });
+
+test('after STARTTLS the plugins see the session as secure (nodemailer with requireTLS)', async () => {
+  const h = await startHarness();
+  try {
+    const client = nodemailer.createTransport({ host: '127.0.0.1', port: h.ports.smtp!, secure: false, requireTLS: true, tls: { rejectUnauthorized: false } });
+    await client.sendMail({ from: 'a@sender.example', to: 'alice@example.test', subject: 'tls', text: 'over TLS' });
+    client.close();
+    const mail = h.pipeline.calls.find((c) => c.stage === 'mail');
+    assert.equal(mail?.input.session.secure, true);
+  } finally {
+    await h.close();
+  }
+});
