@@ -108,6 +108,8 @@ interface Entry {
   writing?: Promise<void>;
   /** Deleted by the administrator: no round may start any more. */
   cancelled?: boolean;
+  /** The state in memory was never written (writeFirstState failed): the next round writes it. */
+  unsaved?: boolean;
 }
 
 export interface QueueOptions {
@@ -248,11 +250,28 @@ class QueueManager implements ManagedQueue {
     // failure, bounces it.
     const state: EntryState = { v: 1, targets };
     await this.spool.accept(id, envelope, message);
-    await this.spool.writeState(id, state);
-    const entry: Entry = { id, envelope, message, state, checkExisting: true, entryFailures: 0 };
+    const saved = await this.writeFirstState(id, state);
+    const entry: Entry = { id, envelope, message, state, checkExisting: true, entryFailures: 0, ...(saved ? {} : { unsaved: true }) };
     this.known.set(id, entry);
     this.enqueue(entry);
     return true;
+  }
+
+  /**
+   * The first state record of an entry that is committed already (its message is in q/). A
+   * failure here must not become the client's 4xx: the message would then be both kept (and
+   * delivered at the next start) and sent again by the client. The state stays in memory and
+   * the entry's first round writes it again; a crash before that re-plans the entry, and its
+   * deliveries look for earlier copies (checkExisting).
+   */
+  private async writeFirstState(id: string, state: EntryState): Promise<boolean> {
+    try {
+      await this.spool.writeState(id, state);
+      return true;
+    } catch (e) {
+      logEvent(this.log, 'error', 'spool.error', { qid: id, err: String(e) }, 'could not write the state of a committed entry; its first round tries again');
+      return false;
+    }
   }
 
   /**
@@ -339,13 +358,13 @@ class QueueManager implements ManagedQueue {
       const state: EntryState = { v: 1, targets };
       try {
         await this.spool.accept(id, env, message);
-        await this.spool.writeState(id, state);
       } catch (e) {
         logEvent(this.log, 'error', 'spool.error', { qid: id, err: String(e) }, 'could not spool LMTP recipients');
         for (const i of pendingOutcome) outcomes[i] = outcome(outcomes[i]!.recipient, DeliveryErrors.localError(e));
         return outcomes;
       }
-      const entry: Entry = { id, envelope: env, message: null, state, checkExisting: true, entryFailures: 0 };
+      const saved = await this.writeFirstState(id, state);
+      const entry: Entry = { id, envelope: env, message: null, state, checkExisting: true, entryFailures: 0, ...(saved ? {} : { unsaved: true }) };
       this.known.set(id, entry);
       for (const t of targets) if (t.status === 'held') this.held(id, t);
       this.reschedule(entry);
@@ -514,7 +533,8 @@ class QueueManager implements ManagedQueue {
         this.known.delete(id);
         return;
       }
-      if (JSON.stringify(entry.state) !== before || !entry.checkExisting) await this.checkpoint(entry);
+      if (entry.unsaved || JSON.stringify(entry.state) !== before || !entry.checkExisting) await this.checkpoint(entry);
+      entry.unsaved = false;
       entry.checkExisting = true;
       entry.message = null;
       this.reschedule(entry);

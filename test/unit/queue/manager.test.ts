@@ -380,6 +380,36 @@ test('deliverNow (LMTP): an alias with one target refused for good answers 250, 
   }
 });
 
+test('a committed entry whose first state write fails is still answered 250 (SMTP fallback and LMTP); the next round writes the state', async () => {
+  const s = await setup();
+  try {
+    await mkdir(join(s.dir, 'mail', 'example.test'), { recursive: true });
+    await writeFile(join(s.dir, 'mail', 'example.test', 'bob'), 'in the way');
+    const q = s.make();
+    await q.start();
+    const real = q.spool.writeState.bind(q.spool);
+    let failures = 0;
+    q.spool.writeState = (id, state) => (failures++ < 2 ? Promise.reject(Object.assign(new Error('EIO: write'), { code: 'EIO' })) : real(id, state));
+    // SMTP: alice gets her copy at once, bob's waits in the spool; the state write fails.
+    const id = q.newId();
+    await q.accept(id, envelope('a@example.net', ['alice@example.test', 'bob@example.test']), message('x'));
+    // LMTP: the remote recipient is spooled; the state write fails too.
+    const id2 = q.newId();
+    const out = await q.deliverNow(id2, envelope('a@example.net', ['x@remote.example']), message('y'));
+    assert.deepEqual(out.map((o) => [o.status, o.code]), [['queued', 250]]);
+    await q.idle();
+    assert.equal(failures >= 2, true);
+    assert.equal((await maildirFiles(s.dir, 'alice')).length, 1);
+    const files = await spoolEntries(s.dir);
+    assert.ok(files.includes(id) && files.includes(`${id}.state`), `the round wrote the state: ${files.join(' ')}`);
+    assert.ok(files.includes(id2));
+    assert.deepEqual(q.entries().map((e) => e.id).sort(), [id, id2].sort());
+    await q.stop();
+  } finally {
+    await s.cleanup();
+  }
+});
+
 test('stop() waits for deliveries in progress; what was left is delivered after start()', async () => {
   const s = await setup();
   try {
