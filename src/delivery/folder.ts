@@ -24,7 +24,7 @@ export function folderSegments(folder: string | undefined): string[] {
   const segs = folder.split(/[/.]/);
   if (segs.length > 1 && /^inbox$/i.test(segs[0]!)) segs.shift();
   if (segs.some((s) => s === '')) throw new FolderNameError(`invalid folder name: ${JSON.stringify(folder)}`);
-  if (Buffer.byteLength(segs.join('.')) > MAX_NAME) throw new FolderNameError('folder name too long');
+  // The name on disk (segments joined by '.') is never longer than `folder`, checked above.
   return segs;
 }
 

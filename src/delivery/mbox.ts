@@ -149,9 +149,11 @@ export class MboxWriter {
   folderPath(path: string, folder: string | undefined): string {
     try {
       const segs = folderSegments(folder);
+      if (!segs.length) return path;
+      const name = segs.join('.');
       // "A.lock" would be the file that folder "A" locks with (its dotlock).
-      if (segs.length && /\.lock$/i.test(segs.join('.'))) throw new FolderNameError('an mbox folder name may not end in ".lock"');
-      return segs.length ? join(`${path}.d`, segs.join('.')) : path;
+      if (/\.lock$/i.test(name)) throw new FolderNameError('an mbox folder name may not end in ".lock"');
+      return join(`${path}.d`, name);
     } catch (e) {
       if (e instanceof FolderNameError) throw DeliveryErrors.badFolder(e);
       throw e;

@@ -447,14 +447,25 @@ class QueueManager implements ManagedQueue {
   private pump(): void {
     while (this.running.size < this.concurrency && this.waiting.length) {
       const entry = this.waiting.shift()!;
-      const p = this.runEntry(entry).finally(() => {
-        this.running.delete(entry.id);
-        if (this.rerun.delete(entry.id) && this.known.get(entry.id) === entry) this.reschedule(entry);
-        this.pump();
-        this.notifyIdle();
-      });
+      const p = this.runEntry(entry).finally(() => this.afterRound(entry));
       this.running.set(entry.id, p);
     }
+  }
+
+  /** A round (or an exclusive action) of `entry` ended: the rerun asked for meanwhile, then the next waiting entries. */
+  private afterRound(entry: Entry): void {
+    this.running.delete(entry.id);
+    if (this.rerun.delete(entry.id) && this.known.get(entry.id) === entry) this.reschedule(entry);
+    this.pump();
+    this.notifyIdle();
+  }
+
+  /** Takes an entry off the schedule: its timer and its place in the waiting list. */
+  private unschedule(entry: Entry): void {
+    if (entry.timer) clearTimeout(entry.timer);
+    entry.timer = undefined;
+    const i = this.waiting.indexOf(entry);
+    if (i >= 0) this.waiting.splice(i, 1);
   }
 
   private notifyIdle(): void {
@@ -782,10 +793,7 @@ class QueueManager implements ManagedQueue {
     // round in progress, which is left to finish.
     e.cancelled = true;
     this.rerun.delete(id);
-    if (e.timer) clearTimeout(e.timer);
-    e.timer = undefined;
-    const i = this.waiting.indexOf(e);
-    if (i >= 0) this.waiting.splice(i, 1);
+    this.unschedule(e);
     await this.running.get(id);
     if (!this.known.has(id)) return true; // finished meanwhile
     this.known.delete(id);
@@ -835,25 +843,13 @@ class QueueManager implements ManagedQueue {
    */
   private async exclusive<T>(entry: Entry, fn: () => Promise<T>): Promise<T> {
     for (let r = this.running.get(entry.id); r; r = this.running.get(entry.id)) await r.catch(() => undefined);
-    if (entry.timer) clearTimeout(entry.timer);
-    entry.timer = undefined;
-    const i = this.waiting.indexOf(entry);
-    if (i >= 0) this.waiting.splice(i, 1);
+    this.unschedule(entry);
     const p = fn();
-    this.running.set(
-      entry.id,
-      p.then(
-        () => undefined,
-        () => undefined,
-      ),
-    );
+    this.running.set(entry.id, p.catch(() => undefined).then(() => undefined));
     try {
       return await p;
     } finally {
-      this.running.delete(entry.id);
-      if (this.rerun.delete(entry.id) && this.known.get(entry.id) === entry) this.reschedule(entry);
-      this.pump();
-      this.notifyIdle();
+      this.afterRound(entry);
     }
   }
 

@@ -36,6 +36,20 @@ async function assertOnlyDsnsLeft(dataDir: string, n: number): Promise<void> {
 
 const evts = (lines: Record<string, unknown>[], evt: string) => lines.filter((l) => l.evt === evt);
 
+/** A file where the user's Maildir belongs: every delivery to that user fails for a while. */
+async function blockMailbox(dataDir: string, local: string): Promise<void> {
+  await mkdir(join(dataDir, 'mail', 'example.test'), { recursive: true });
+  await writeFile(join(dataDir, 'mail', 'example.test', local), 'in the way');
+}
+
+/** An mbox delivery with the spool's intent records, as the queue makes one (a crash may follow). */
+async function deliverWithIntents(config: Parameters<typeof createMessageQueue>[0]['config'], spool: Spool, id: string, env: ReturnType<typeof envelope>, msg: Buffer): Promise<void> {
+  await new LocalDelivery(config, new DirSyncer()).deliver({
+    qid: id, sender: env.mailFrom, receivedAt: env.receivedAt, user: 'alice@example.test', message: msg, checkExisting: false,
+    intents: { get: (k) => spool.readIntent(id, k), put: (k, v) => spool.writeIntent(id, k, v) },
+  });
+}
+
 async function setup(extra: Record<string, unknown> = {}) {
   const t = await tempDir();
   const config = testConfig(t.dir, extra);
@@ -153,8 +167,7 @@ test('temporary failures retry with backoff; done-marks stop a finished target f
   const s = await setup({ outbound: { retry: ['100ms'] } });
   try {
     // bob's Maildir cannot be made: a plain file sits where it should be.
-    await mkdir(join(s.dir, 'mail', 'example.test'), { recursive: true });
-    await writeFile(join(s.dir, 'mail', 'example.test', 'bob'), 'in the way');
+    await blockMailbox(s.dir, 'bob');
     await s.directory.setAlias('team@example.test', USERS);
     const q = s.make();
     await q.start();
@@ -187,8 +200,7 @@ test('temporary failures retry with backoff; done-marks stop a finished target f
 test('a user removed while the message waited is a permanent failure', async () => {
   const s = await setup({ outbound: { retry: ['50ms'] } });
   try {
-    await mkdir(join(s.dir, 'mail', 'example.test'), { recursive: true });
-    await writeFile(join(s.dir, 'mail', 'example.test', 'bob'), 'in the way');
+    await blockMailbox(s.dir, 'bob');
     const q = s.make();
     await q.start();
     await q.accept(q.newId(), envelope('a@example.net', ['bob@example.test']), message('x'));
@@ -207,8 +219,7 @@ test('a user removed while the message waited is a permanent failure', async () 
 test('a message past outbound.lifetime is given up', async () => {
   const s = await setup({ outbound: { retry: ['50ms'], lifetime: '1s' } });
   try {
-    await mkdir(join(s.dir, 'mail', 'example.test'), { recursive: true });
-    await writeFile(join(s.dir, 'mail', 'example.test', 'bob'), 'in the way');
+    await blockMailbox(s.dir, 'bob');
     const q = s.make();
     await q.start();
     await q.accept(q.newId(), envelope('a@example.net', ['bob@example.test'], Date.now() - 5000), message('x'));
@@ -269,11 +280,7 @@ test('mbox: delivery, and a crash after the append but before the done-mark', as
     const id = '01HZZZZZZZ00000001';
     const env = envelope('a@example.net', ['alice@example.test']);
     await spool.accept(id, env, message('second'));
-    const local = new LocalDelivery(s.config, new DirSyncer());
-    await local.deliver({
-      qid: id, sender: env.mailFrom, receivedAt: env.receivedAt, user: 'alice@example.test', message: message('second'), checkExisting: false,
-      intents: { get: (k) => spool.readIntent(id, k), put: (k, v) => spool.writeIntent(id, k, v) },
-    });
+    await deliverWithIntents(s.config, spool, id, env, message('second'));
     await spool.close();
     const q2 = s.make();
     await q2.start();
@@ -306,11 +313,7 @@ test('mbox: a torn append is repaired at start before any other entry appends to
     const envX = envelope('a@example.net', ['alice@example.test']);
     await spool.accept(x, envX, message('body of X\r\n'));
     const before = (await stat(path)).size;
-    const local = new LocalDelivery(s.config, new DirSyncer());
-    await local.deliver({
-      qid: x, sender: envX.mailFrom, receivedAt: envX.receivedAt, user: 'alice@example.test', message: message('body of X\r\n'), checkExisting: false,
-      intents: { get: (k) => spool.readIntent(x, k), put: (k, v) => spool.writeIntent(x, k, v) },
-    });
+    await deliverWithIntents(s.config, spool, x, envX, message('body of X\r\n'));
     await truncate(path, before + 60); // the crash tore X's append
     await spool.close();
     const q2 = s.make();
@@ -328,8 +331,7 @@ test('mbox: a torn append is repaired at start before any other entry appends to
 test('deliverNow (LMTP): one outcome per recipient, non-local ones spooled', async () => {
   const s = await setup();
   try {
-    await mkdir(join(s.dir, 'mail', 'example.test'), { recursive: true });
-    await writeFile(join(s.dir, 'mail', 'example.test', 'bob'), 'in the way');
+    await blockMailbox(s.dir, 'bob');
     const q = s.make();
     await q.start();
     const id = q.newId();
@@ -383,8 +385,7 @@ test('deliverNow (LMTP): an alias with one target refused for good answers 250, 
 test('a committed entry whose first state write fails is still answered 250 (SMTP fallback and LMTP); the next round writes the state', async () => {
   const s = await setup();
   try {
-    await mkdir(join(s.dir, 'mail', 'example.test'), { recursive: true });
-    await writeFile(join(s.dir, 'mail', 'example.test', 'bob'), 'in the way');
+    await blockMailbox(s.dir, 'bob');
     const q = s.make();
     await q.start();
     const real = q.spool.writeState.bind(q.spool);
