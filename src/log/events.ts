@@ -56,6 +56,7 @@ export const LOG_EVENTS = [
   'spool.recover',
   'spool.error',
   'spool.gone',
+  'spool.withdrawn',
   'delivery.ok',
   'delivery.deferred',
   'delivery.failed',

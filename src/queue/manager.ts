@@ -208,6 +208,48 @@ class QueueManager implements ManagedQueue {
   }
 
   /**
+   * The copies of one transaction (per-recipient header edits give some recipients a copy of
+   * their own, smtp/copies.ts), committed together: the client hears one reply for all of them,
+   * so either every copy is spooled or none is. A copy is never delivered before the last one is
+   * committed (no direct delivery, rounds start after the last commit); when a commit fails, the
+   * copies committed before it are removed durably and the error is thrown, and the client's
+   * retry sends each recipient one copy. Only a removal that fails too leaves a copy behind
+   * (logged): it is delivered, and its recipients may get the retry's copy as well.
+   */
+  async acceptAll(copies: { id: string; envelope: Envelope; message: Buffer }[]): Promise<void> {
+    if (copies.length === 1) return this.accept(copies[0]!.id, copies[0]!.envelope, copies[0]!.message);
+    await this.init();
+    const committed: string[] = [];
+    try {
+      for (const c of copies) {
+        await this.spool.accept(c.id, c.envelope, c.message);
+        committed.push(c.id);
+      }
+    } catch (e) {
+      await this.withdraw(committed);
+      throw e;
+    }
+    for (const c of copies) {
+      logEvent(this.log, 'debug', 'spool.commit', { qid: c.id, size: c.message.length, rcpts: c.envelope.recipients.length });
+      const entry: Entry = { id: c.id, envelope: c.envelope, message: c.message, state: null, checkExisting: false, entryFailures: 0 };
+      this.known.set(c.id, entry);
+      if (!this.stopped) this.enqueue(entry);
+    }
+  }
+
+  /** Removes committed copies that no round has seen (acceptAll's undo), durably. */
+  private async withdraw(ids: string[]): Promise<void> {
+    for (const id of ids) {
+      try {
+        await this.spool.remove(id, { hasState: false, durable: true });
+        logEvent(this.log, 'warn', 'spool.withdrawn', { qid: id }, 'a copy was withdrawn: another copy of the same transaction could not be spooled');
+      } catch (e) {
+        logEvent(this.log, 'error', 'spool.error', { qid: id, err: String(e) }, 'could not withdraw a copy of a transaction that failed; it will be delivered');
+      }
+    }
+  }
+
+  /**
    * Local-only mail goes straight into the Maildirs, before the caller's 250, and skips the
    * spool: each copy is as durable as a spool file would have been (written, fdatasynced,
    * renamed, folder fsynced), and the message is written once instead of twice. Taken only when

@@ -21,6 +21,11 @@ export interface MessageQueue {
    */
   accept(id: string, envelope: Envelope, message: Buffer): Promise<void>;
   /**
+   * The copies of one transaction, all or none: resolves when every copy is spooled; rejects
+   * with none of them kept (nothing delivered), so the client's retry duplicates nothing.
+   */
+  acceptAll(copies: { id: string; envelope: Envelope; message: Buffer }[]): Promise<void>;
+  /**
    * LMTP (RFC 2033): delivers to local recipients at once and reports one outcome per recipient,
    * in order. Recipients that are not local are spooled as by `accept`.
    */

@@ -654,7 +654,8 @@ export class SessionController implements ConnectionController {
       });
     }
     try {
-      for (const c of copies) await this.deps.queue.accept(c.id, copies.length === 1 ? tx.envelope : { ...tx.envelope, recipients: c.recipients }, c.bytes);
+      // One reply for every copy: all of them are spooled, or none is (queue.acceptAll).
+      await this.deps.queue.acceptAll(copies.map((c) => ({ id: c.id, envelope: copies.length === 1 ? tx.envelope : { ...tx.envelope, recipients: c.recipients }, message: c.bytes })));
     } catch (e) {
       return finish('error', Replies.queueFailed(e));
     }

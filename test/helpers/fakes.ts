@@ -76,6 +76,9 @@ export class FakeQueue implements MessageQueue {
     if (this.failAccept) throw new Error('disk full');
     this.accepted.push({ id, envelope: structuredClone(envelope), message });
   }
+  async acceptAll(copies: Accepted[]): Promise<void> {
+    for (const c of copies) await this.accept(c.id, c.envelope, c.message);
+  }
   async deliverNow(id: string, envelope: Envelope, message: Buffer): Promise<RecipientOutcome[]> {
     this.delivered.push({ id, envelope: structuredClone(envelope), message });
     return envelope.recipients.map((recipient) => ({ recipient, ...this.lmtpOutcome(recipient.address) }));

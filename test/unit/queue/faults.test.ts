@@ -178,3 +178,54 @@ test('delete during a round with another round asked for: the round in progress 
     await s.cleanup();
   }
 });
+
+// One SMTP reply covers every copy of a transaction (per-recipient header edits, smtp/copies.ts):
+// a copy must not reach anyone when a later copy could not be spooled, or the client's retry
+// gives those recipients a second copy.
+test('copies of one transaction: a failed commit of the second withdraws the first; nothing is delivered or relayed', async () => {
+  const s0 = await sinks({ 'remote.test': {} });
+  const s = await setup(s0.port);
+  try {
+    const spool = s.q.spool;
+    const real = spool.accept.bind(spool);
+    let commits = 0;
+    spool.accept = (id, env, msg) => (++commits === 2 ? Promise.reject(Object.assign(new Error('ENOSPC: no space left'), { code: 'ENOSPC' })) : real(id, env, msg));
+    const copies = [
+      { id: s.q.newId(), envelope: envelope('sender@remote.test', ['alice@example.test']), message: message('copy one\r\n') },
+      { id: s.q.newId(), envelope: envelope('sender@remote.test', ['x@remote.test']), message: message('copy two\r\n') },
+    ];
+    await assert.rejects(s.q.acceptAll(copies), /ENOSPC/);
+    await sleep(300);
+    await s.q.idle();
+    const inbox = join(s.dir, 'mail', 'example.test', 'alice', 'new');
+    assert.deepEqual(await readdir(inbox).catch(() => []), [], 'the first copy was not delivered');
+    assert.equal(s0.by['remote.test']!.messages.length, 0);
+    assert.deepEqual(await spoolFiles(s.dir), [], 'the committed copy was withdrawn');
+    assert.equal(s.q.entries().length, 0);
+    assert.equal(count(s.lines, 'spool.withdrawn'), 1);
+  } finally {
+    await s.q.stop();
+    await s0.close();
+    await s.cleanup();
+  }
+});
+
+test('copies of one transaction, all committed: each is delivered once', async () => {
+  const s0 = await sinks({ 'remote.test': {} });
+  const s = await setup(s0.port);
+  try {
+    await s.q.acceptAll([
+      { id: s.q.newId(), envelope: envelope('sender@remote.test', ['alice@example.test']), message: message('copy one\r\n') },
+      { id: s.q.newId(), envelope: envelope('sender@remote.test', ['x@remote.test']), message: message('copy two\r\n') },
+    ]);
+    const inbox = join(s.dir, 'mail', 'example.test', 'alice', 'new');
+    await waitFor(async () => (await spoolFiles(s.dir)).length === 0 && (await readdir(inbox).catch(() => [])).length === 1);
+    await s.q.idle();
+    assert.equal(s0.by['remote.test']!.messages.length, 1);
+    assert.match(s0.by['remote.test']!.messages[0]!.data.toString(), /copy two/);
+  } finally {
+    await s.q.stop();
+    await s0.close();
+    await s.cleanup();
+  }
+});
