@@ -78,6 +78,12 @@ export const mailboxSchema = z
     format: z.enum(['maildir', 'mbox']).default('maildir'),
     /** INBOX of user local@domain; `{data_dir}`, `{domain}`, `{local}` and `{user}` are filled in. */
     path: z.string().min(1).default('{data_dir}/mail/{domain}/{local}'),
+    /**
+     * Folder names on disk: IMAP's modified UTF-7, as Dovecot and Courier write Maildir++
+     * folders, or UTF-8 (Dovecot's `UTF-8` mail_location option). ASCII names without '&' are
+     * the same in both.
+     */
+    folder_names: z.enum(['utf7', 'utf8']).default('utf7'),
   })
   .strict();
 

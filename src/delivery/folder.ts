@@ -7,10 +7,19 @@
 // must fit in 255 bytes (NAME_MAX) with a Maildir++ leading '.' or an mbox dotlock's ".lock",
 // so 250 bytes, a permanent error rather than a retry on ENAMETOOLONG. Maildir++ directory:
 // "." + segments joined by '.'; mbox (mbox.ts): segments joined by '.' under "<mbox>.d/".
+// Each segment is written in IMAP's modified UTF-7 (mutf7.ts), as Dovecot and Courier name
+// Maildir++ folders, so a folder made by a Sieve `fileinto "Entwürfe"` is the one an IMAP
+// server in front of the same Maildir shows; `mailbox.folder_names: utf8` keeps UTF-8 names
+// (Dovecot's `UTF-8` mail_location option).
 //
-// Config keys: none.
+// Config keys: `mailbox.folder_names` (through the writers' options).
+
+import { encodeMutf7 } from './mutf7.js';
 
 export class FolderNameError extends Error {}
+
+/** How a folder's segments are written on disk. */
+export type FolderNames = 'utf7' | 'utf8';
 
 /** 255 (NAME_MAX) less ".lock", the longest decoration a folder's name gets on disk. */
 const MAX_NAME = 250;
@@ -24,12 +33,20 @@ export function folderSegments(folder: string | undefined): string[] {
   const segs = folder.split(/[/.]/);
   if (segs.length > 1 && /^inbox$/i.test(segs[0]!)) segs.shift();
   if (segs.some((s) => s === '')) throw new FolderNameError(`invalid folder name: ${JSON.stringify(folder)}`);
-  // The name on disk (segments joined by '.') is never longer than `folder`, checked above.
   return segs;
 }
 
-/** Maildir++ sub-directory name (".A.B"), or '' for INBOX. */
-export function maildirPlusName(folder: string | undefined): string {
+/** The folder's name on disk: its segments, encoded, joined by '.'; '' for INBOX. Throws FolderNameError. */
+export function folderDiskName(folder: string | undefined, names: FolderNames = 'utf7'): string {
   const segs = folderSegments(folder);
-  return segs.length ? `.${segs.join('.')}` : '';
+  const name = (names === 'utf7' ? segs.map(encodeMutf7) : segs).join('.');
+  // Modified UTF-7 can be longer than the UTF-8 checked above (a CJK character: 3 bytes, 2.7 in base64, plus the shifts).
+  if (name.length > MAX_NAME) throw new FolderNameError('folder name too long');
+  return name;
+}
+
+/** Maildir++ sub-directory name (".A.B"), or '' for INBOX. */
+export function maildirPlusName(folder: string | undefined, names: FolderNames = 'utf7'): string {
+  const name = folderDiskName(folder, names);
+  return name ? `.${name}` : '';
 }

@@ -14,7 +14,7 @@
 // [A-Za-z0-9._+=@-] and a leading '.' become %XX, so "../x" or "a/b" cannot leave the tree).
 // A relative result is taken relative to the config file's folder.
 //
-// Config keys: `mailbox.format`, `mailbox.path`, `data_dir`, `hostname`, `sieve`.
+// Config keys: `mailbox.format`, `mailbox.path`, `mailbox.folder_names`, `data_dir`, `hostname`, `sieve`.
 import { createHash } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import { isAbsolute, resolve } from 'node:path';
@@ -105,8 +105,8 @@ export class LocalDelivery {
     mboxOptions: MboxOptions = {},
     services: LocalDeliveryServices = {},
   ) {
-    this.maildir = new MaildirWriter(syncer);
-    this.mbox = new MboxWriter(syncer, mboxOptions);
+    this.maildir = new MaildirWriter(syncer, config.mailbox.folder_names);
+    this.mbox = new MboxWriter(syncer, { folderNames: config.mailbox.folder_names, ...mboxOptions });
     this.sieve = services.store
       ? new UserSieve({ store: services.store, submit: services.submit, log: services.log, sieve: config.sieve ?? sieveSchema.parse({}), hostname: config.hostname })
       : null;

@@ -24,7 +24,7 @@ import { readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { writeThenRename } from '../queue/durable-file.js';
 import { join } from 'node:path';
 import type { DirSyncer } from '../queue/dir-sync.js';
-import { FolderNameError, maildirPlusName } from './folder.js';
+import { FolderNameError, maildirPlusName, type FolderNames } from './folder.js';
 import { DeliveryErrors, fromFsError } from './errors.js';
 import { mkdirsDurable } from './fs-util.js';
 
@@ -68,12 +68,15 @@ export class MaildirWriter {
   /** Folders known to exist with cur/ new/ tmp/, to skip mkdir on the hot path. */
   private readonly known = new Set<string>();
 
-  constructor(private readonly syncer: DirSyncer) {}
+  constructor(
+    private readonly syncer: DirSyncer,
+    private readonly folderNames: FolderNames = 'utf7',
+  ) {}
 
   /** The folder's directory under the Maildir root; throws DeliveryError for a bad name. */
   folderDir(root: string, folder: string | undefined): string {
     try {
-      const sub = maildirPlusName(folder);
+      const sub = maildirPlusName(folder, this.folderNames);
       return sub ? join(root, sub) : root;
     } catch (e) {
       if (e instanceof FolderNameError) throw DeliveryErrors.badFolder(e);

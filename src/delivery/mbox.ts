@@ -32,7 +32,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import type { DirSyncer } from '../queue/dir-sync.js';
 import { DeliveryErrors, fromFsError } from './errors.js';
-import { FolderNameError, folderSegments } from './folder.js';
+import { FolderNameError, folderDiskName, type FolderNames } from './folder.js';
 import { mkdirsDurable } from './fs-util.js';
 
 const fsExt = createRequire(import.meta.url)('fs-ext') as {
@@ -123,6 +123,8 @@ export interface MboxOptions {
   lockTimeoutMs?: number;
   /** A dotlock older than this is stale and removed. */
   staleLockMs?: number;
+  /** How folder names are written on disk (folder.ts; `mailbox.folder_names`). */
+  folderNames?: FolderNames;
 }
 
 export interface MboxDeliveryResult {
@@ -136,6 +138,7 @@ export class MboxWriter {
   private readonly queues = new Map<string, Promise<unknown>>();
   private readonly lockTimeoutMs: number;
   private readonly staleLockMs: number;
+  private readonly folderNames: FolderNames;
 
   constructor(
     private readonly syncer: DirSyncer,
@@ -143,14 +146,14 @@ export class MboxWriter {
   ) {
     this.lockTimeoutMs = opts.lockTimeoutMs ?? 30_000;
     this.staleLockMs = opts.staleLockMs ?? 5 * 60_000;
+    this.folderNames = opts.folderNames ?? 'utf7';
   }
 
   /** The mbox file of `folder` for INBOX file `path`; throws DeliveryError for a bad name. */
   folderPath(path: string, folder: string | undefined): string {
     try {
-      const segs = folderSegments(folder);
-      if (!segs.length) return path;
-      const name = segs.join('.');
+      const name = folderDiskName(folder, this.folderNames);
+      if (!name) return path;
       // "A.lock" would be the file that folder "A" locks with (its dotlock).
       if (/\.lock$/i.test(name)) throw new FolderNameError('an mbox folder name may not end in ".lock"');
       return join(`${path}.d`, name);

@@ -15,6 +15,9 @@ export function runCommand(command: string, args: string[], opts: { input?: stri
     p.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
     p.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
     p.on('error', reject);
+    // A command that exits without reading its input closes the pipe first (EPIPE); its exit
+    // code and output tell what happened.
+    p.stdin.on('error', () => {});
     p.on('close', (code) => resolve({ code, stdout, stderr }));
     p.stdin.end(opts.input ?? '');
   });

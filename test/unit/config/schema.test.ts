@@ -68,7 +68,7 @@ describe('defaults', () => {
     ['smtp.bare_newline', d.smtp.bare_newline, 'reject'],
     ['smtp.idle_timeout', d.smtp.idle_timeout, 300_000],
     ['relay.networks', d.relay.networks, ['127.0.0.0/8', '::1/128']],
-    ['mailbox', d.mailbox, { format: 'maildir', path: '{data_dir}/mail/{domain}/{local}' }],
+    ['mailbox', d.mailbox, { format: 'maildir', path: '{data_dir}/mail/{domain}/{local}', folder_names: 'utf7' }],
     ['dns', d.dns, { servers: [], timeout: 5000, tries: 2 }],
     ['outbound.retry', d.outbound.retry, [300_000, 600_000, 1_200_000, 2_400_000, 3_600_000]],
     ['outbound.lifetime', d.outbound.lifetime, 5 * 86_400_000],

@@ -21,7 +21,7 @@ test('folder names: validation and Maildir++ mapping', () => {
     ['Archive/2024', '.Archive.2024'],
     ['Archive.2024', '.Archive.2024'],
     ['INBOX/Quarantine', '.Quarantine'],
-    ['Entwürfe', '.Entwürfe'],
+    ['Entwürfe', '.Entw&APw-rfe'],
   ];
   for (const [f, want] of ok) assert.equal(maildirPlusName(f), want, String(f));
   for (const bad of ['.hidden', '..', 'a/../b', 'a//b', 'a/', '/abs', 'a\\b', 'tab\there', 'x'.repeat(300)]) {
