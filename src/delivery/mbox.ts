@@ -8,12 +8,26 @@
 //     keep that difference) and a blank line follows it.
 // Lines end in LF (trace.ts converts).
 //
-// Locking, in this order, released in reverse: an in-process queue per file, a dotlock
-// "<mbox>.lock" (created with O_EXCL, then our pid written into it; one older than
-// `staleLockMs`, one naming a pid that no longer runs on this host, or one still empty 10 s
-// after it was made, is taken as left by a dead process and removed), then flock(2) LOCK_EX on
-// the mbox itself (fs-ext; polled with LOCK_NB so no libuv worker thread blocks). Mail readers
-// use one or both of these conventions.
+// Locking, in this order, released in reverse:
+//   1. an in-process queue per file, shared by every MboxWriter of the process;
+//   2. a dotlock "<mbox>.lock", created with O_EXCL, then our pid written into it. One older than
+//      `staleLockMs`, one naming a pid that no longer runs on this host, or one still empty 10 s
+//      after it was made, is taken as left by a dead process and removed, but only while it is
+//      still the file that was judged (see unlinkIfUnchanged for the window that remains);
+//   3. flock(2) LOCK_EX on the mbox;
+//   4. an fcntl(2) F_WRLCK record lock over the whole mbox.
+// Linux keeps flock and fcntl locks apart (neither blocks the other), and mail programs differ:
+// Dovecot writes under dotlock + fcntl and reads under fcntl by default, Postfix local(8) on
+// Linux and procmail/mutt use fcntl + dotlock, some readers flock only. Holding all three, we
+// exclude (and wait for) each of them. Both kernel locks come from fs-ext (fcntl: F_SETLK over
+// the whole file) and are polled without blocking, so no libuv worker thread waits on them;
+// `lockTimeoutMs` bounds the whole wait, after which the delivery fails temporarily (4.2.0).
+// An fcntl lock belongs to the process, not to a descriptor, and close(2) of ANY descriptor of
+// the file drops it. So while it is held, the mbox is touched only through the one descriptor
+// the locks were taken on (fstat, pread, pwrite, ftruncate, fdatasync: no second open, not even
+// to stat or read it), and nothing else in this process opens mbox files (folderExists stats by
+// path, which opens nothing). The queue of (1) keeps two appends of this process from holding
+// it at once.
 //
 // Never a torn message: the append is written at the size found under the lock; if the write or
 // the fdatasync fails, the file is truncated back to that size. A crash in the middle of a write
@@ -26,8 +40,8 @@
 // hierarchy segments joined by '.' (folder.ts).
 //
 // Config keys: `mailbox.format` (mbox), `mailbox.path`.
-import { open, readFile, stat, unlink, type FileHandle } from 'node:fs/promises';
-import { constants } from 'node:fs';
+import { lstat, open, readFile, unlink, type FileHandle } from 'node:fs/promises';
+import { constants, lstatSync, unlinkSync, type BigIntStats } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import type { DirSyncer } from '../queue/dir-sync.js';
@@ -37,11 +51,74 @@ import { mkdirsDurable } from './fs-util.js';
 
 const fsExt = createRequire(import.meta.url)('fs-ext') as {
   flock(fd: number, flags: 'sh' | 'ex' | 'shnb' | 'exnb' | 'un', cb: (err: NodeJS.ErrnoException | null) => void): void;
+  fcntl(fd: number, cmd: 'setlk', arg: number, cb: (err: NodeJS.ErrnoException | null) => void): void;
+  constants: { F_WRLCK: number; F_UNLCK: number };
 };
 
 function flock(fd: number, flags: 'exnb' | 'un'): Promise<void> {
   return new Promise((resolve, reject) => fsExt.flock(fd, flags, (err) => (err ? reject(err) : resolve())));
 }
+
+/**
+ * fcntl(2) F_SETLK over the whole file: fs-ext fills the struct flock with l_whence SEEK_SET,
+ * l_start 0, l_len 0 (to the end, however far it grows) and the given l_type. Never waits. Only
+ * the asynchronous form is usable: fs-ext's fcntlSync hands the lock type to fcntl where a
+ * struct pointer belongs.
+ */
+function fcntlLock(fd: number, type: 'write' | 'unlock'): Promise<void> {
+  const lType = type === 'write' ? fsExt.constants.F_WRLCK : fsExt.constants.F_UNLCK;
+  return new Promise((resolve, reject) => fsExt.fcntl(fd, 'setlk', lType, (err) => (err ? reject(err) : resolve())));
+}
+
+/** What each non-blocking attempt fails with while another holder has the lock. */
+const FLOCK_BUSY = ['EWOULDBLOCK', 'EAGAIN'];
+/** POSIX lets F_SETLK report a conflicting lock as either. */
+const FCNTL_BUSY = ['EAGAIN', 'EACCES'];
+
+/**
+ * Calls `attempt` until it succeeds, backing off from 5 to 200 ms while it fails with one of
+ * `busy`; any other error is thrown. Past `deadline`: DeliveryErrors.locked.
+ */
+async function pollLock(what: string, deadline: number, busy: string[], attempt: () => Promise<void>): Promise<void> {
+  let wait = 5;
+  while (true) {
+    try {
+      await attempt();
+      return;
+    } catch (e) {
+      if (!busy.includes((e as NodeJS.ErrnoException).code ?? '')) throw e;
+    }
+    if (Date.now() > deadline) throw DeliveryErrors.locked(new Error(`${what} held too long`));
+    await sleep(wait);
+    wait = Math.min(wait * 2, 200);
+  }
+}
+
+/**
+ * Runs `fn` holding flock(2) and then the fcntl(2) write lock on `fh`, releasing them in reverse
+ * on every path. The close of `fh` by the caller would drop both anyway; releasing them here
+ * keeps the order explicit.
+ */
+async function withFileLocks<T>(fh: FileHandle, deadline: number, fn: () => Promise<T>): Promise<T> {
+  await pollLock('flock', deadline, FLOCK_BUSY, () => flock(fh.fd, 'exnb'));
+  try {
+    await pollLock('fcntl lock', deadline, FCNTL_BUSY, () => fcntlLock(fh.fd, 'write'));
+    try {
+      return await fn();
+    } finally {
+      await fcntlLock(fh.fd, 'unlock').catch(() => undefined);
+    }
+  } finally {
+    await flock(fh.fd, 'un').catch(() => undefined);
+  }
+}
+
+/**
+ * Appends in flight per mbox file, for every MboxWriter of this process: fcntl locks are the
+ * process's, so two appends of it must never hold one at the same time (the second would get
+ * it at once, and its close would drop the first one's).
+ */
+const fileQueues = new Map<string, Promise<unknown>>();
 
 /** A dotlock still empty this long after it was made was left by a writer killed in between. */
 const EMPTY_LOCK_GRACE_MS = 10_000;
@@ -66,6 +143,35 @@ async function holderIsDead(lock: string, mtimeMs: number): Promise<boolean> {
     return false;
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+}
+
+/** Same file, unchanged: device, inode, size, modification and change times (ns). */
+function sameFile(a: BigIntStats, b: BigIntStats): boolean {
+  return a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs;
+}
+
+/**
+ * Unlinks the dotlock `lock` only if it is still the file `judged` describes; true if it is gone
+ * (removed here or by someone else). Two writers can judge one lock stale: the first removes it
+ * and makes its own, and without this check the second would remove that fresh lock and make
+ * another, so that both would hold "the" lock. The inode number alone is not enough, as a new
+ * file may get the freed one; the times and size tell the two apart.
+ * The stat and the unlink are made synchronously, back to back, so that no other work of this
+ * process (or thread-pool queue) runs in between; this is the rare path of a dead holder. What
+ * remains is the gap between those two system calls: another process that, within it, removes
+ * the stale file and creates its own lock would still lose it. (rename(2) to a private name
+ * before checking does not close the gap either: it would take the fresh lock away when it lost
+ * the race, and putting it back can collide with a third writer.)
+ */
+function unlinkIfUnchanged(lock: string, judged: BigIntStats): boolean {
+  try {
+    if (!sameFile(lstatSync(lock, { bigint: true }), judged)) return false;
+    unlinkSync(lock);
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return true;
+    throw e;
   }
 }
 
@@ -119,7 +225,7 @@ export interface MboxIntentStore {
 }
 
 export interface MboxOptions {
-  /** Give up (temporary failure) after waiting this long for the locks. */
+  /** Give up (temporary failure) after waiting this long for the locks, all of them together. */
   lockTimeoutMs?: number;
   /** A dotlock older than this is stale and removed. */
   staleLockMs?: number;
@@ -135,7 +241,6 @@ export interface MboxDeliveryResult {
 }
 
 export class MboxWriter {
-  private readonly queues = new Map<string, Promise<unknown>>();
   private readonly lockTimeoutMs: number;
   private readonly staleLockMs: number;
   private readonly folderNames: FolderNames;
@@ -170,31 +275,29 @@ export class MboxWriter {
    */
   async deliver(path: string, folder: string | undefined, entry: Buffer, opts: { intent?: MboxIntentStore; checkExisting?: boolean } = {}): Promise<MboxDeliveryResult> {
     const file = this.folderPath(path, folder);
-    // In-process serialisation per file: cheaper than everyone polling the dotlock.
-    const prev = this.queues.get(file) ?? Promise.resolve();
+    // In-process serialisation per file: cheaper than everyone polling the dotlock, and
+    // required by the fcntl lock (see fileQueues).
+    const prev = fileQueues.get(file) ?? Promise.resolve();
     const run = prev.catch(() => undefined).then(() => this.deliverLocked(file, entry, opts));
-    this.queues.set(file, run);
+    fileQueues.set(file, run);
     try {
       return await run;
     } finally {
-      if (this.queues.get(file) === run) this.queues.delete(file);
+      if (fileQueues.get(file) === run) fileQueues.delete(file);
     }
   }
 
   private async deliverLocked(file: string, entry: Buffer, opts: { intent?: MboxIntentStore; checkExisting?: boolean }): Promise<MboxDeliveryResult> {
     try {
       await mkdirsDurable([dirname(file)], this.syncer);
+      const deadline = Date.now() + this.lockTimeoutMs;
       const lock = `${file}.lock`;
-      await this.dotlock(lock);
+      await this.dotlock(lock, deadline);
       try {
+        // The one descriptor of the mbox: append() must do all its I/O through it (see header).
         const fh = await open(file, constants.O_RDWR | constants.O_CREAT, 0o600);
         try {
-          await this.flock(fh);
-          try {
-            return await this.append(file, fh, entry, opts);
-          } finally {
-            await flock(fh.fd, 'un').catch(() => undefined);
-          }
+          return await withFileLocks(fh, deadline, () => this.append(file, fh, entry, opts));
         } finally {
           await fh.close();
         }
@@ -246,52 +349,51 @@ export class MboxWriter {
     return { path: file, duplicate: false, offset: size };
   }
 
-  private async dotlock(lock: string): Promise<void> {
-    const deadline = Date.now() + this.lockTimeoutMs;
+  private async dotlock(lock: string, deadline: number): Promise<void> {
     let wait = 5;
     while (true) {
-      try {
-        const fh = await open(lock, 'wx', 0o600);
-        // Ours from this moment (before the pid is in it): see holderIsDead.
-        heldLocks.add(lock);
-        try {
-          await fh.writeFile(`${process.pid}\n`);
-        } catch (e) {
-          heldLocks.delete(lock);
-          await unlink(lock).catch(() => undefined);
-          throw e;
-        } finally {
-          await fh.close();
-        }
-        return;
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      }
-      const st = await stat(lock).catch(() => null);
-      if (st && (Date.now() - st.mtimeMs > this.staleLockMs || (await holderIsDead(lock, st.mtimeMs)))) {
-        await unlink(lock).catch(() => undefined);
-        continue;
-      }
+      if (await this.createDotlock(lock)) return;
+      if (await this.removeIfStale(lock)) continue;
       if (Date.now() > deadline) throw DeliveryErrors.locked(new Error(`dotlock ${lock} held too long`));
       await sleep(wait);
       wait = Math.min(wait * 2, 200);
     }
   }
 
-  private async flock(fh: FileHandle): Promise<void> {
-    const deadline = Date.now() + this.lockTimeoutMs;
-    let wait = 5;
-    while (true) {
-      try {
-        await flock(fh.fd, 'exnb');
-        return;
-      } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code;
-        if (code !== 'EWOULDBLOCK' && code !== 'EAGAIN') throw e;
-      }
-      if (Date.now() > deadline) throw DeliveryErrors.locked(new Error('flock held too long'));
-      await sleep(wait);
-      wait = Math.min(wait * 2, 200);
+  /** Creates the dotlock with our pid in it; false when one exists already. */
+  private async createDotlock(lock: string): Promise<boolean> {
+    let fh: FileHandle;
+    try {
+      fh = await open(lock, 'wx', 0o600);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      throw e;
     }
+    // Ours from this moment (before the pid is in it): see holderIsDead.
+    heldLocks.add(lock);
+    try {
+      await fh.writeFile(`${process.pid}\n`);
+    } catch (e) {
+      heldLocks.delete(lock);
+      await unlink(lock).catch(() => undefined);
+      throw e;
+    } finally {
+      await fh.close();
+    }
+    return true;
+  }
+
+  /**
+   * Removes the dotlock if it is stale (see the header). True when it is gone, so that creating
+   * it may work now; false to wait.
+   */
+  private async removeIfStale(lock: string): Promise<boolean> {
+    // lstat: the name itself is the lock, whatever it is (a dangling symlink exists too).
+    const judged = await lstat(lock, { bigint: true }).catch((e: NodeJS.ErrnoException) => e);
+    // Gone already: try to create it at once. Another error: wait, as for a live holder.
+    if (judged instanceof Error) return judged.code === 'ENOENT';
+    const mtimeMs = Number(judged.mtimeMs);
+    const stale = Date.now() - mtimeMs > this.staleLockMs || (await holderIsDead(lock, mtimeMs));
+    return stale && unlinkIfUnchanged(lock, judged);
   }
 }
