@@ -7,7 +7,10 @@
 //
 // Idempotence per (queue id, user, folder): the Maildir file name and the mbox intent key are
 // derived from `targetKey(user, folder)`, so a retry with `checkExisting` finds an earlier copy
-// instead of storing a second one (maildir.ts, mbox.ts).
+// instead of storing a second one (maildir.ts, mbox.ts). An intent store that can `remove` backs
+// a delivery with no spool message file (LMTP): its mbox records carry the file and the entry's
+// first bytes, so the queue can check them alone after a crash (mbox-intent.ts), and each is
+// removed once its append is durable.
 //
 // Path template: `{data_dir}` is the data folder; `{user}` the full address, `{local}` its local
 // part, `{domain}` its domain, each made safe as ONE path segment (bytes outside
@@ -27,7 +30,8 @@ import { parseAddress } from '../address/address.js';
 import { deliveredBytes, traceHeaders } from './trace.js';
 import { infoLetters, keywordLetters, MaildirWriter, splitFlags } from './maildir.js';
 import { UserSieve, type SieveStore, type Submit } from './sieve.js';
-import { MboxWriter, mboxEntry, type MboxIntent, type MboxOptions } from './mbox.js';
+import { MboxWriter, mboxEntry, type MboxIntent, type MboxIntentStore, type MboxOptions } from './mbox.js';
+import { standaloneIntent } from './mbox-intent.js';
 import { folderSegments } from './folder.js';
 import { DeliveryErrors, fromFsError } from './errors.js';
 
@@ -45,6 +49,11 @@ export interface LocalDeliveryServices {
 export interface IntentStore {
   get(key: string): Promise<unknown>;
   put(key: string, value: unknown): Promise<void>;
+  /**
+   * Present when no spool message file backs the delivery (LMTP, before its reply): records are
+   * then standalone (see the header) and removed here after the append.
+   */
+  remove?(key: string): Promise<void>;
 }
 
 export interface LocalDeliveryRequest {
@@ -70,6 +79,14 @@ export interface LocalDeliveryResult {
   /** "maildir:/path/to/file" or "mbox:/path/to/mbox". */
   destination: string;
   duplicate: boolean;
+}
+
+/** One delivery's view of the queue's intent records; standalone ones when the store can remove. */
+function mboxIntentStore(intents: IntentStore, key: string, file: string, entry: Buffer): MboxIntentStore {
+  return {
+    get: async () => (await intents.get(key)) as MboxIntent | null,
+    put: (v) => intents.put(key, intents.remove ? standaloneIntent(file, entry, v) : v),
+  };
 }
 
 /** One path segment made safe (see the header). */
@@ -182,14 +199,15 @@ export class LocalDelivery {
     const path = this.mailboxPath(req.user);
     const key = targetKey(req.user, req.folder);
     if (this.config.mailbox.format === 'mbox') {
-      const bytes = deliveredBytes(req.sender, req.user, req.message);
+      const entry = mboxEntry(req.sender, req.receivedAt, deliveredBytes(req.sender, req.user, req.message));
       const intents = req.intents;
-      const r = await this.mbox.deliver(path, req.folder, mboxEntry(req.sender, req.receivedAt, bytes), {
+      const r = await this.mbox.deliver(path, req.folder, entry, {
         checkExisting: req.checkExisting,
-        intent: intents
-          ? { get: async () => (await intents.get(key)) as MboxIntent | null, put: (v) => intents.put(key, v) }
-          : undefined,
+        intent: intents ? mboxIntentStore(intents, key, this.mbox.folderPath(path, req.folder), entry) : undefined,
       });
+      // A standalone record has served its purpose once the append is durable. A failed or lost
+      // removal is harmless: the check at start finds the entry complete and drops the record.
+      if (intents?.remove) await intents.remove(key).catch(() => undefined);
       return { destination: `mbox:${r.path}`, duplicate: r.duplicate };
     }
     const parts = { qid: req.qid, receivedAt: req.receivedAt, key, hostname: this.config.hostname };

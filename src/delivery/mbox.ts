@@ -34,7 +34,9 @@
 // is repaired on retry through the INTENT record (offset and length, written durably before the
 // append, by the caller's intent store): if the file holds our exact entry at that offset, the
 // delivery already happened; if it ends inside a prefix of our entry, it is truncated back to
-// the offset and written again.
+// the offset and written again. An append no spool entry backs (LMTP's direct delivery) has no
+// message to compare with: its record also names the file and keeps the entry's first bytes, and
+// the queue checks it at start (mbox-intent.ts).
 //
 // Sub-folders: "<mbox>.d/<A.B>" — a flat folder next to the INBOX file, one mbox file per folder,
 // hierarchy segments joined by '.' (folder.ts).
@@ -275,10 +277,20 @@ export class MboxWriter {
    */
   async deliver(path: string, folder: string | undefined, entry: Buffer, opts: { intent?: MboxIntentStore; checkExisting?: boolean } = {}): Promise<MboxDeliveryResult> {
     const file = this.folderPath(path, folder);
+    return this.withLockedFile(file, (fh) => this.append(file, fh, entry, opts));
+  }
+
+  /**
+   * Runs `work` on mbox `file` (opened read-write, created when missing) under the same locks as
+   * an append, after the appends to it queued before. `work` must do all its I/O on the mbox
+   * through `fh`: closing any other descriptor of the file would drop the fcntl lock (header).
+   * Throws DeliveryError.
+   */
+  async withLockedFile<T>(file: string, work: (fh: FileHandle) => Promise<T>): Promise<T> {
     // In-process serialisation per file: cheaper than everyone polling the dotlock, and
     // required by the fcntl lock (see fileQueues).
     const prev = fileQueues.get(file) ?? Promise.resolve();
-    const run = prev.catch(() => undefined).then(() => this.deliverLocked(file, entry, opts));
+    const run = prev.catch(() => undefined).then(() => this.locked(file, work));
     fileQueues.set(file, run);
     try {
       return await run;
@@ -287,17 +299,17 @@ export class MboxWriter {
     }
   }
 
-  private async deliverLocked(file: string, entry: Buffer, opts: { intent?: MboxIntentStore; checkExisting?: boolean }): Promise<MboxDeliveryResult> {
+  private async locked<T>(file: string, work: (fh: FileHandle) => Promise<T>): Promise<T> {
     try {
       await mkdirsDurable([dirname(file)], this.syncer);
       const deadline = Date.now() + this.lockTimeoutMs;
       const lock = `${file}.lock`;
       await this.dotlock(lock, deadline);
       try {
-        // The one descriptor of the mbox: append() must do all its I/O through it (see header).
+        // The one descriptor of the mbox: the work (append, repair) does all its I/O through it (see header).
         const fh = await open(file, constants.O_RDWR | constants.O_CREAT, 0o600);
         try {
-          return await withFileLocks(fh, deadline, () => this.append(file, fh, entry, opts));
+          return await withFileLocks(fh, deadline, () => work(fh));
         } finally {
           await fh.close();
         }

@@ -13,6 +13,11 @@
 //   - A crash after a mailbox write but before its done-mark (the state write or the removal) is
 //     covered by idempotent delivery: every attempt after recovery runs with `checkExisting`, and
 //     Maildir file names / mbox intents are deterministic per (queue id, user, folder).
+//   - LMTP delivers local recipients before its replies, with no spool entry: an mbox append
+//     there writes a standalone intent record first (delivery/mbox-intent.ts) and removes it
+//     after. At start, before anything else, every intent record left without a message file is
+//     checked: a torn mbox entry it marks is cut off (the LMTP client, never answered, sends the
+//     message again); any other such record is just removed.
 // Temporary failures retry after `outbound.retry` waits (plus up to 10% jitter, so a burst does
 // not retry in lockstep); after `outbound.lifetime` the target is failed. Permanent failures (the
 // user no longer exists, a bad folder name, a 5xx from the next hop) mark the target failed.
@@ -50,6 +55,7 @@ import { createRouter, type RemoteVia, type Router, type RouteTarget } from '../
 import { LocalDelivery, targetKey, type IntentStore } from '../delivery/local.js';
 import { DeliveryError, DeliveryErrors } from '../delivery/errors.js';
 import type { MboxOptions } from '../delivery/mbox.js';
+import { parseStandaloneIntent, repairTornEntry, type TornEntryCheck } from '../delivery/mbox-intent.js';
 import type { Outbound, OutboundResult } from '../transport/outbound.js';
 import { destinationKey } from '../transport/outbound.js';
 import type { OutRecipient } from '../transport/smtp-client.js';
@@ -322,7 +328,7 @@ class QueueManager implements ManagedQueue {
    */
   private async deliverFirstTime(id: string, envelope: Envelope, message: Buffer, t: TargetState): Promise<DeliveryError | null> {
     try {
-      const d = await this.local.deliver({ qid: id, sender: envelope.mailFrom, receivedAt: envelope.receivedAt, user: t.user!, rcpt: t.rcpt, folder: t.folder, message, checkExisting: false });
+      const d = await this.local.deliver({ qid: id, sender: envelope.mailFrom, receivedAt: envelope.receivedAt, user: t.user!, rcpt: t.rcpt, folder: t.folder, message, checkExisting: false, intents: this.standaloneIntents(id) });
       this.delivered(id, t, d.destination, d.duplicate);
       return null;
     } catch (e) {
@@ -417,6 +423,8 @@ class QueueManager implements ManagedQueue {
   async start(): Promise<void> {
     this.stopped = false;
     await this.init();
+    // Before any delivery: one appending to an mbox with a torn entry would glue itself to it.
+    await this.checkOrphanIntents();
     const ids = await this.spool.list();
     let resumed = 0;
     const firstRounds: Promise<void>[] = [];
@@ -446,6 +454,36 @@ class QueueManager implements ManagedQueue {
     await Promise.all(firstRounds);
     for (const entry of later) this.reschedule(entry);
     if (resumed) logEvent(this.log, 'info', 'spool.recover', { entries: resumed }, 'resumed spooled messages');
+  }
+
+  /**
+   * Intent records without a message file (see the header). A standalone one is checked against
+   * its mbox (mbox-intent.ts) and removed durably; one whose check fails is kept for the next
+   * start. Any other was left by a crash inside a spool removal and is removed, as always.
+   */
+  private async checkOrphanIntents(): Promise<void> {
+    for (const { id, key, record } of await this.spool.orphanIntents()) {
+      const rec = parseStandaloneIntent(record);
+      if (rec && !(await this.repairTorn(id, rec))) continue;
+      await this.spool.removeIntent(id, key, { durable: rec !== null }).catch((e: unknown) => {
+        // Harmless: the next start checks the record again and finds nothing torn.
+        logEvent(this.log, 'error', 'spool.error', { qid: id, err: String(e) }, 'could not remove an intent record');
+      });
+    }
+  }
+
+  /** One standalone record's check, logged; false when it failed (the record stays). */
+  private async repairTorn(id: string, rec: TornEntryCheck): Promise<boolean> {
+    const fields = { qid: id, file: rec.file, offset: rec.offset, length: rec.length };
+    try {
+      const outcome = await repairTornEntry(this.local.mbox, rec);
+      if (outcome === 'truncated') logEvent(this.log, 'warn', 'delivery.mbox_torn_repaired', fields, 'cut off an mbox entry torn by a crash; the LMTP client sends it again');
+      else logEvent(this.log, 'info', 'delivery.mbox_intent_dropped', { ...fields, outcome }, 'mbox left as it is');
+      return true;
+    } catch (e) {
+      logEvent(this.log, 'error', 'delivery.mbox_repair_failed', { ...fields, err: String(e) }, 'could not check an mbox for a torn entry; tried again at the next start');
+      return false;
+    }
   }
 
   async stop(): Promise<void> {
@@ -952,6 +990,14 @@ class QueueManager implements ManagedQueue {
 
   private intents(id: string): IntentStore {
     return { get: (key) => this.spool.readIntent(id, key), put: (key, v) => this.spool.writeIntent(id, key, v) };
+  }
+
+  /**
+   * Intents of a delivery with no spool message file (before the reply): standalone records,
+   * removed after the append (not durably: a record that outlives its append is harmless).
+   */
+  private standaloneIntents(id: string): IntentStore {
+    return { ...this.intents(id), remove: (key) => this.spool.removeIntent(id, key) };
   }
 
   /** Routes one envelope recipient into targets, or the error to report for it. */

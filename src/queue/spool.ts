@@ -5,7 +5,11 @@
 //   spool/q/<id>          one committed message: envelope and message in ONE file
 //   spool/q/<id>.state    per-recipient delivery state (written only when an entry outlives its
 //                         first delivery round: deferred, held for relay, partly done)
-//   spool/q/<id>.<k>.intent  a delivery's intent record (mbox: size before the append)
+//   spool/q/<id>.<k>.intent  a delivery's intent record (mbox: size before the append). One
+//                         without a message file is an ORPHAN, left by a crash: in an LMTP
+//                         delivery straight into an mbox (it has no message file and removes its
+//                         record after the append), or inside `remove`. `list` keeps orphans;
+//                         `orphanIntents` hands them to the queue, which checks and removes each.
 //
 // Message file format (all lengths in bytes):
 //   "POSTERN-SPOOL 1 <n>\n" <n bytes of envelope JSON> "\n" <message bytes, exactly as accepted>
@@ -104,7 +108,49 @@ export class Spool {
   async writeIntent(id: string, key: string, data: unknown): Promise<void> {
     checkId(id);
     checkKey(key);
+    this.noteIntent(id, key);
     await this.commit(`${id}.${key}.intent`, [Buffer.from(JSON.stringify(data), 'utf8')]);
+  }
+
+  /**
+   * Removes one intent record (a missing one is no error). With `durable` the removal survives a
+   * crash on return; otherwise the next commit's fsync of q/ persists it.
+   */
+  async removeIntent(id: string, key: string, opts: { durable?: boolean } = {}): Promise<void> {
+    checkId(id);
+    checkKey(key);
+    await this.removals.remove([join(this.queueDir, `${id}.${key}.intent`)], opts.durable === true);
+    const keys = this.intentKeys.get(id);
+    keys?.delete(key);
+    if (keys?.size === 0) this.intentKeys.delete(id);
+  }
+
+  /**
+   * Intent records whose message file is missing (see the header), with their contents (null
+   * when damaged). A file under q/ named like an intent but not one of a valid id is deleted.
+   */
+  async orphanIntents(): Promise<{ id: string; key: string; record: unknown }[]> {
+    const names = await readdir(this.queueDir);
+    const ids = new Set(names.filter(isQueueId));
+    const out: { id: string; key: string; record: unknown }[] = [];
+    for (const name of names) {
+      if (isQueueId(name) || !name.endsWith('.intent')) continue;
+      const [id = '', key = ''] = name.slice(0, -'.intent'.length).split('.');
+      if (ids.has(id)) continue;
+      if (!isQueueId(id) || !isIntentKey(key) || name !== `${id}.${key}.intent`) {
+        await unlink(join(this.queueDir, name)).catch(ignoreEnoent);
+        continue;
+      }
+      let text: string;
+      try {
+        text = await readFile(join(this.queueDir, name), 'utf8');
+      } catch (e) {
+        ignoreEnoent(e);
+        continue;
+      }
+      out.push({ id, key, record: parseJson(text) });
+    }
+    return out;
   }
 
   async readIntent<T>(id: string, key: string): Promise<T | null> {
@@ -130,7 +176,7 @@ export class Spool {
     if (opts.hasState !== false) paths.push(join(this.queueDir, `${id}.state`));
     await this.removals.remove(paths, opts.durable === true);
     // Intents exist only for mbox deliveries; those are rare enough to afford the readdir.
-    if (this.intentIds.delete(id)) {
+    if (this.intentKeys.delete(id)) {
       for (const name of await readdir(this.queueDir)) {
         if (name.startsWith(`${id}.`) && name.endsWith('.intent')) await unlink(join(this.queueDir, name)).catch(ignoreEnoent);
       }
@@ -139,29 +185,39 @@ export class Spool {
 
   /**
    * Committed entry ids, oldest first. Side files whose message is gone (a crash inside
-   * `remove`) are deleted.
+   * `remove`) are deleted, except intent records: those are orphans (`orphanIntents`).
    */
   async list(): Promise<string[]> {
     const names = await readdir(this.queueDir);
     const ids = new Set(names.filter(isQueueId));
     for (const name of names) {
       if (isQueueId(name)) continue;
-      const owner = name.slice(0, name.indexOf('.'));
-      if (!ids.has(owner)) await unlink(join(this.queueDir, name)).catch(ignoreEnoent);
-      else if (name.endsWith('.intent')) this.intentIds.add(owner);
+      const [owner = '', key = ''] = name.split('.');
+      const intent = name.endsWith('.intent');
+      if (ids.has(owner)) {
+        if (intent) this.noteIntent(owner, key);
+      } else if (!intent) {
+        await unlink(join(this.queueDir, name)).catch(ignoreEnoent);
+      }
     }
     return [...ids].sort();
   }
 
-  private readonly intentIds = new Set<string>();
+  /** Intent keys per entry id: written by us, or found by `list`. */
+  private readonly intentKeys = new Map<string, Set<string>>();
+
+  private noteIntent(id: string, key: string): void {
+    let keys = this.intentKeys.get(id);
+    if (!keys) this.intentKeys.set(id, (keys = new Set()));
+    keys.add(key);
+  }
 
   /** True when intent records exist for the entry (known after `list`, or written by us). */
   hasIntents(id: string): boolean {
-    return this.intentIds.has(id);
+    return this.intentKeys.has(id);
   }
 
   private async commit(name: string, parts: Buffer[]): Promise<void> {
-    if (name.endsWith('.intent')) this.intentIds.add(name.slice(0, name.indexOf('.')));
     // A per-process sequence keeps two writers of the same state file apart in tmp/.
     const tmp = join(this.tmpDir, `${name}.${process.pid}.${this.tmpSeq++}`);
     await writeThenRename(tmp, join(this.queueDir, name), parts, 0o666, this.queueDir);
@@ -174,6 +230,15 @@ export class Spool {
 
 const NL = Buffer.from('\n');
 
+/** The parsed value, or null for damaged text (records are renamed in whole; damage is by hand). */
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return null;
+  }
+}
+
 function ignoreEnoent(e: unknown): void {
   if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
 }
@@ -182,8 +247,12 @@ function checkId(id: string): void {
   if (!isQueueId(id)) throw new Error(`invalid queue id: ${JSON.stringify(id)}`);
 }
 
+function isIntentKey(key: string): boolean {
+  return /^[A-Za-z0-9_-]{1,64}$/.test(key);
+}
+
 function checkKey(key: string): void {
-  if (!/^[A-Za-z0-9_-]{1,64}$/.test(key)) throw new Error(`invalid intent key: ${JSON.stringify(key)}`);
+  if (!isIntentKey(key)) throw new Error(`invalid intent key: ${JSON.stringify(key)}`);
 }
 
 /** The bytes of a spool file, as parts for writev (also the maildrop's format). */

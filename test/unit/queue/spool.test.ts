@@ -78,6 +78,49 @@ test('intents are kept per key and removed with the entry', async () => {
   }
 });
 
+test('intents without their message file are kept by list and handed out as orphans', async () => {
+  const { dir, cleanup } = await tempDir();
+  try {
+    const spool = new Spool(dir);
+    await spool.init();
+    const owned = newQueueId();
+    const orphan = newQueueId();
+    await spool.accept(owned, envelope('', ['x@example.test']), Buffer.from('m'));
+    await spool.writeIntent(owned, 'Labc', { offset: 1, length: 2 });
+    await spool.writeIntent(orphan, 'Labc', { offset: 3, length: 4 });
+    await spool.writeIntent(orphan, 'Ldef', { offset: 5, length: 6 });
+    await writeFile(join(dir, 'spool', 'q', `${orphan}.Lbad.intent`), '{not json');
+    await writeFile(join(dir, 'spool', 'q', 'junk.x.y.intent'), '{}');
+    await spool.removeIntent(orphan, 'Ldef');
+    assert.equal(spool.hasIntents(orphan), true, 'Labc is still there');
+    await spool.removeIntent(orphan, 'Labc', { durable: true });
+    assert.equal(spool.hasIntents(orphan), false);
+    await spool.writeIntent(orphan, 'Labc', { offset: 3, length: 4 });
+
+    const fresh = new Spool(dir);
+    await fresh.init();
+    const found = await fresh.orphanIntents();
+    assert.deepEqual(
+      found.sort((a, b) => a.key.localeCompare(b.key)),
+      [
+        { id: orphan, key: 'Labc', record: { offset: 3, length: 4 } },
+        { id: orphan, key: 'Lbad', record: null },
+      ],
+    );
+    assert.deepEqual(await fresh.list(), [owned]);
+    assert.deepEqual((await readdir(join(dir, 'spool', 'q'))).sort(), [owned, `${owned}.Labc.intent`, `${orphan}.Labc.intent`, `${orphan}.Lbad.intent`].sort());
+    assert.equal(fresh.hasIntents(owned), true);
+    assert.equal(fresh.hasIntents(orphan), false);
+    for (const o of found) await fresh.removeIntent(o.id, o.key);
+    await fresh.remove(owned);
+    assert.deepEqual(await readdir(join(dir, 'spool', 'q')), []);
+    await spool.close();
+    await fresh.close();
+  } finally {
+    await cleanup();
+  }
+});
+
 test('bad ids and damaged files are refused', async () => {
   const { dir, cleanup } = await tempDir();
   try {

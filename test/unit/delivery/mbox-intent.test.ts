@@ -1,0 +1,87 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { DirSyncer } from '../../../src/queue/dir-sync.js';
+import { MboxWriter, mboxEntry } from '../../../src/delivery/mbox.js';
+import { HEAD_BYTES, parseStandaloneIntent, repairTornEntry, standaloneIntent, type RepairOutcome } from '../../../src/delivery/mbox-intent.js';
+import { tempDir } from '../queue/helpers.js';
+import { readWithPython } from './python.js';
+
+const T = Date.UTC(2024, 0, 4, 5, 6, 7);
+const before = mboxEntry('a@example.net', T, Buffer.from('Subject: before\n\nbody before\n'));
+// Longer than the record keeps, with lines that mboxrd quotes.
+const ours = mboxEntry('b@example.net', T, Buffer.from(`Received: from x by mx.example.test with LMTP id 01HZZZZZZZ0000000X\nSubject: ours\n\nFrom the start\n${'line of ours\n'.repeat(200)}end\n`));
+const other = mboxEntry('c@example.net', T, Buffer.from('Subject: other\n\nshort\n'));
+/** The torn entry cut right after a line end: another writer's From_ line would then start a line. */
+const atLineEnd = ours.indexOf('\n', 1500) + 1;
+
+const cases: { name: string; file: Buffer; outcome: RepairOutcome; after: Buffer }[] = [
+  { name: 'torn inside its From_ line', file: Buffer.concat([before, ours.subarray(0, 3)]), outcome: 'truncated', after: before },
+  { name: 'torn inside the bytes the record keeps', file: Buffer.concat([before, ours.subarray(0, 600)]), outcome: 'truncated', after: before },
+  { name: 'torn past them', file: Buffer.concat([before, ours.subarray(0, ours.length - 1)]), outcome: 'truncated', after: before },
+  { name: 'no byte of it written', file: before, outcome: 'absent', after: before },
+  { name: 'complete', file: Buffer.concat([before, ours]), outcome: 'complete', after: Buffer.concat([before, ours]) },
+  { name: 'complete, others after it', file: Buffer.concat([before, ours, other]), outcome: 'complete', after: Buffer.concat([before, ours, other]) },
+  {
+    // A mail reader marked the first message read: what is at the offset now is not ours.
+    name: 'rewritten by a mail reader since',
+    file: Buffer.concat([Buffer.from(before.toString().replace('Subject: before\n', 'Subject: before\nStatus: RO\n')), ours.subarray(0, 900)]),
+    outcome: 'changed',
+    after: Buffer.concat([Buffer.from(before.toString().replace('Subject: before\n', 'Subject: before\nStatus: RO\n')), ours.subarray(0, 900)]),
+  },
+  {
+    // Another program appended while we were down; the file still ends before our entry would.
+    name: 'another entry after the torn one',
+    file: Buffer.concat([before, ours.subarray(0, atLineEnd), other]),
+    outcome: 'changed',
+    after: Buffer.concat([before, ours.subarray(0, atLineEnd), other]),
+  },
+  { name: 'the mailbox emptied since', file: Buffer.alloc(0), outcome: 'absent', after: Buffer.alloc(0) },
+];
+
+for (const c of cases) {
+  test(`standalone mbox intent, ${c.name}: ${c.outcome}`, async () => {
+    const { dir, cleanup } = await tempDir();
+    try {
+      const path = join(dir, 'box');
+      await writeFile(path, c.file);
+      const rec = parseStandaloneIntent(JSON.parse(JSON.stringify(standaloneIntent(path, ours, { offset: before.length, length: ours.length }))));
+      assert.ok(rec);
+      assert.equal(await repairTornEntry(new MboxWriter(new DirSyncer()), rec), c.outcome);
+      assert.deepEqual(await readFile(path), c.after);
+      if (c.outcome === 'truncated') assert.deepEqual(readWithPython('mbox', path).map((m) => m.bytes.toString()), ['Subject: before\n\nbody before\n']);
+    } finally {
+      await cleanup();
+    }
+  });
+}
+
+test('standalone mbox intent: a mailbox that is gone is not created', async () => {
+  const { dir, cleanup } = await tempDir();
+  try {
+    const path = join(dir, 'box');
+    const rec = parseStandaloneIntent(standaloneIntent(path, ours, { offset: 0, length: ours.length }))!;
+    assert.equal(await repairTornEntry(new MboxWriter(new DirSyncer()), rec), 'absent');
+    await assert.rejects(stat(path), { code: 'ENOENT' });
+  } finally {
+    await cleanup();
+  }
+});
+
+test('standalone mbox intent: the record keeps the file and the first bytes; other records are not standalone', () => {
+  const rec = standaloneIntent('/var/mail/b', ours, { offset: 10, length: ours.length });
+  assert.deepEqual(Buffer.from(rec.head, 'base64'), ours.subarray(0, HEAD_BYTES));
+  assert.deepEqual(parseStandaloneIntent(rec), { file: '/var/mail/b', offset: 10, length: ours.length, head: ours.subarray(0, HEAD_BYTES) });
+  const bad: unknown[] = [
+    null,
+    'x',
+    { offset: 10, length: 20 }, // a spooled delivery's record
+    { ...rec, file: 'relative/b' },
+    { ...rec, offset: -1 },
+    { ...rec, length: 0 },
+    { ...rec, head: Buffer.from('Subject: x').toString('base64') },
+    { ...rec, length: 3 }, // shorter than the bytes kept
+  ];
+  for (const b of bad) assert.equal(parseStandaloneIntent(b), null, JSON.stringify(b));
+});
