@@ -14,6 +14,7 @@ export const LOG_EVENTS = [
   'smtp.proxy_protocol',
   'smtp.proxy_protocol.rejected',
   'smtp.xclient',
+  'smtp.starttls',
   'proxy.verify',
   'proxy.session',
   'smtp.auth.ok',

@@ -17,7 +17,8 @@
 //   - AUTH before TLS where AUTH needs TLS → 538 5.7.11 (RFC 4954 §6)
 //   - MAIL/RCPT/DATA without AUTH where AUTH is required → 530 5.7.0 (RFC 4954 §6)
 //   - MAIL/RCPT parameters (params.ts) → 501 5.5.4 / 555 5.5.4
-//   - HELO/EHLO/LHLO → the `helo` pipeline stage, then the library
+//   - HELO/EHLO/LHLO → the `helo` pipeline stage, then the library; a greeting refused by either
+//     changes nothing (RFC 5321 §4.1.4), one both accept is recorded (controller.greeted)
 //   - ETRN (RFC 1985) → etrn.ts, where the listener has it (then also advertised in EHLO)
 //   - XCLIENT / XFORWARD (Postfix extensions) → only from `listen.<name>.xclient.trusted` peers
 //
@@ -25,6 +26,10 @@
 // v1 or v2 header, read here before the session starts (PosternServer._handleProxy); the address
 // in it is the client's for everything after (ACL, DNSBL, limits, Received). Any other peer whose
 // first bytes look like a PROXY header is refused with 554 5.7.1 (never believed).
+//
+// Session state: the library's session is the reference, and the controller follows it. Each
+// time the library starts its session over (`_resetSession`: RSET, an accepted HELO/EHLO, XCLIENT,
+// XFORWARD, STARTTLS, the end of DATA) the controller's transaction ends too (sessionReset).
 // Config keys: none directly (the listener passes ConnectionPolicy).
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
@@ -55,8 +60,15 @@ export interface ConnectionPolicy {
 /** The per-listener controller the connection calls back into (session.ts implements it). */
 export interface ConnectionController {
   readonly policy: ConnectionPolicy;
-  /** Runs the `helo` stage; a reply refuses the command. */
-  helo(conn: PosternConnection, hostname: string, verb: string): Promise<SmtpReply | null>;
+  /**
+   * Runs the `helo` stage for a proposed greeting; a reply refuses the command. Records nothing:
+   * the library may still refuse the name (501), see greeted().
+   */
+  helo(conn: PosternConnection, hostname: string): Promise<SmtpReply | null>;
+  /** The library accepted the HELO/EHLO/LHLO the `helo` stage let through: it is the greeting now. */
+  greeted(conn: PosternConnection): void;
+  /** The library started its session over (its envelope is gone): any open transaction ends. */
+  sessionReset(conn: PosternConnection): void;
   /** The parameters of the MAIL/RCPT command about to be handled by the library. */
   stashParams(conn: PosternConnection, kind: 'mail' | 'rcpt', params: unknown): void;
   /** Logs a reply we sent on our own (guards), with its event name when it has one. */
@@ -99,6 +111,8 @@ export class PosternConnection extends SMTPConnection {
   private readonly xclientTrusted: Range[] | undefined;
   /** Whether this connection came with a PROXY header (read by the server). */
   private readonly proxied: boolean;
+  /** How many times the library started its session over (tells an accepted greeting apart). */
+  private sessionResets = 0;
 
   constructor(server: PosternServer, socket: Socket | TLSSocket, options: SMTPConnectionOptions | null | undefined, controller: ConnectionController) {
     super(server, socket, options);
@@ -126,6 +140,45 @@ export class PosternConnection extends SMTPConnection {
   override handler_XFORWARD(command: Buffer, callback: () => void): void {
     super.handler_XFORWARD(command, () => {
       this.controller.clientChanged?.(this, 'XFORWARD');
+      callback();
+    });
+  }
+
+  /**
+   * After STARTTLS (RFC 3207 §4.2): the XCLIENT LOGIN and HELO and the XFORWARD HELO were claims
+   * about the client made before TLS; the library has dropped the login and the greeting they
+   * set, and its maps forget them too. ADDR, NAME and PORT stay (session.ts, startedTls).
+   */
+  forgetClaimsBeforeTls(): void {
+    this._xClient.delete('LOGIN');
+    this._xClient.delete('HELO');
+    this._xForward.delete('HELO');
+  }
+
+  override _resetSession(): void {
+    super._resetSession();
+    this.sessionResets++;
+    this.controller.sessionReset(this);
+  }
+
+  override handler_EHLO(command: Buffer, callback: () => void): void {
+    this.greeting(callback, (done) => super.handler_EHLO(command, done));
+  }
+
+  override handler_HELO(command: Buffer, callback: () => void): void {
+    this.greeting(callback, (done) => super.handler_HELO(command, done));
+  }
+
+  /**
+   * Runs the library's HELO/EHLO/LHLO handler and tells the controller when it accepted the
+   * greeting. The library starts its session over only then; a name it refuses (501: control
+   * characters, too long) leaves the previous greeting and any transaction in place, as
+   * RFC 5321 §4.1.4 asks of a failed EHLO.
+   */
+  private greeting(callback: () => void, handler: (done: () => void) => void): void {
+    const resets = this.sessionResets;
+    handler(() => {
+      if (this.sessionResets !== resets) this.controller.greeted(this);
       callback();
     });
   }
@@ -318,7 +371,7 @@ export class PosternConnection extends SMTPConnection {
       if (parts.length !== 2 || wrongVerb) return super._onCommand(command, callback);
       this._handlerPending = true;
       void this.controller
-        .helo(this, parts[1]!, name)
+        .helo(this, parts[1]!)
         .catch((e: unknown) => Replies.internalError(e))
         .then((r) => {
           this._handlerPending = false;

@@ -98,6 +98,7 @@ export function createSmtpListener(deps: SmtpListenerDeps, name: SmtpListenerNam
     disableReverseLookup: true,
     logger: false,
     onConnect: controller.onConnect,
+    onSecure: controller.onSecure,
     onAuth: controller.onAuth,
     onMailFrom: controller.onMailFrom,
     onRcptTo: controller.onRcptTo,

@@ -5,6 +5,13 @@
 //   RCPT* (address syntax, `rcpt`, then the core relay policy) → DATA (DataGuard, Received,
 //   `data` then `queue`, queue.accept / LMTP deliverNow) → one `smtp.transaction` log line.
 //
+// Session state follows smtp-server's (connection.ts): a greeting counts once the `helo` stage
+// and the library both accepted it (a refused one changes nothing, RFC 5321 §4.1.4); the
+// transaction ends whenever the library's envelope does (RSET, HELO/EHLO, XCLIENT, XFORWARD,
+// STARTTLS, end of DATA); the login goes wherever the library drops it (XCLIENT, STARTTLS). After
+// STARTTLS (RFC 3207 §4.2) the greeting, the login and the transaction are forgotten; the client
+// address and name a trusted peer gave with XCLIENT/XFORWARD stay (see startedTls).
+//
 // Core relay policy (never an open relay, whatever the chain holds; ARCHITECTURE.md): a recipient
 // in a local domain without address tricks is checked against the directory (unknown → 550 5.1.1);
 // any other recipient (foreign domain, or any trick from address.ts) is accepted only when the
@@ -17,6 +24,7 @@
 // the envelope), RFC 6531 (SMTPUTF8), RFC 1870 (SIZE).
 // Config keys: hostname, smtp.* (max_message_size, max_line_length, bare_newline, greeting_delay,
 // max_connections, max_connections_per_ip), relay.networks, routes.
+import type { Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerAuthenticationResponse, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
@@ -109,10 +117,14 @@ interface Tx {
   inline?: InlineTransaction;
 }
 
-/** Ends a transaction that will not reach DATA (RSET, new MAIL, EHLO, disconnect). */
-function dropTx(st: { tx?: Tx }): void {
+/**
+ * Ends a transaction that will not reach DATA (RSET, new MAIL, EHLO, disconnect), or that DATA
+ * has finished with. Log lines from now on belong to the connection, not to that queue id.
+ */
+function dropTx(st: ConnState): void {
   st.tx?.inline?.abort();
   st.tx = undefined;
+  st.log = st.connLog;
 }
 
 interface ConnState {
@@ -125,7 +137,13 @@ interface ConnState {
   notes: Map<string, Record<string, unknown>>;
   abort: AbortController;
   counted: boolean;
+  /** The greeting in effect was EHLO/LHLO (not HELO); false before any greeting. */
   ehlo: boolean;
+  /**
+   * Whether the client's network lets it relay (relay.networks, or a `connect`-stage plugin),
+   * without any login: what `info.relaying` falls back to when a login is dropped.
+   */
+  networkRelaying: boolean;
   tx?: Tx;
   pendingMail?: MailParams;
   pendingRcpt?: RcptParams;
@@ -194,7 +212,7 @@ export class SessionController implements ConnectionController {
       relaying: inRanges(conn.remoteAddress, this.trustedNetworks),
     };
     const log = this.deps.log.child({ cid: conn.id, proto: this.kind, remote: conn.remoteAddress });
-    this.states.set(conn.session, { conn, info, log, connLog: log, notes: new Map(), abort: new AbortController(), counted: true, ehlo: false });
+    this.states.set(conn.session, { conn, info, log, connLog: log, notes: new Map(), abort: new AbortController(), counted: true, ehlo: false, networkRelaying: info.relaying });
     this.counter.add(conn.remoteAddress);
   }
 
@@ -211,12 +229,17 @@ export class SessionController implements ConnectionController {
   /**
    * XCLIENT / XFORWARD from a trusted peer (connection.ts checks listen.<name>.xclient): the
    * forwarded client's address, name and HELO replace the peer's for the ACL, plugins, limits
-   * and Received. XCLIENT LOGIN arrives through onAuth (method XCLIENT).
+   * and Received. XCLIENT LOGIN arrives through onAuth (method XCLIENT) before this runs; the
+   * login is then whatever the library kept (XCLIENT ADDR or an empty LOGIN drops it). The
+   * library has already started its session over, which ended any transaction (sessionReset).
    */
   clientChanged(conn: PosternConnection, via: 'XCLIENT' | 'XFORWARD'): void {
     const st = this.states.get(conn.session);
     if (!st) return;
     const attrs = via === 'XCLIENT' ? conn._xClient : conn._xForward;
+    // XCLIENT ADDR (the peer's own login is not the client's) and XCLIENT LOGIN= (an explicit
+    // logout) end the library's login; ours goes with it.
+    this.followLibraryLogin(st);
     const before = st.info.remoteAddress;
     if (conn.remoteAddress !== before) {
       if (st.counted) {
@@ -226,10 +249,9 @@ export class SessionController implements ConnectionController {
       st.info.remoteAddress = conn.remoteAddress;
       if (typeof conn.remotePort === 'number') st.info.remotePort = conn.remotePort;
       // XCLIENT hands the session to the forwarded client: its own network (or the LOGIN given
-      // with it) decides relaying, never the peer's earlier AUTH.
-      const login = via === 'XCLIENT' ? attrs.get('LOGIN') : undefined;
-      if (via === 'XCLIENT' && !(typeof login === 'string' && login)) delete st.info.authUser;
-      st.info.relaying = inRanges(conn.remoteAddress, this.trustedNetworks) || !!st.info.authUser;
+      // with it) decides relaying, never the peer's.
+      st.networkRelaying = inRanges(conn.remoteAddress, this.trustedNetworks);
+      st.info.relaying = st.networkRelaying || !!st.info.authUser;
       st.connLog = st.connLog.child({ remote: conn.remoteAddress });
       st.log = st.connLog;
     }
@@ -238,7 +260,6 @@ export class SessionController implements ConnectionController {
     else if (attrs.has('NAME')) delete st.info.clientHostname;
     const helo = attrs.get('HELO');
     if (typeof helo === 'string' && helo) st.info.helo = helo.toLowerCase();
-    if (via === 'XCLIENT') dropTx(st);
     logEvent(st.log, 'info', 'smtp.xclient', { via, peer: conn._originalRemoteAddress, client: conn.remoteAddress, name: st.info.clientHostname ?? null, helo: st.info.helo ?? null, login: st.info.authUser ?? null });
   }
 
@@ -255,24 +276,58 @@ export class SessionController implements ConnectionController {
     logEvent(log, level, reply.opts.evt ?? 'smtp.error', { code: reply.code, enhanced: reply.enhanced, ...detail, ...(reply.opts.cause ? { reason: String(reply.opts.cause) } : {}) }, reply.text);
   }
 
-  async helo(conn: PosternConnection, hostname: string, verb: string): Promise<SmtpReply | null> {
+  async helo(conn: PosternConnection, hostname: string): Promise<SmtpReply | null> {
     const st = this.state(conn.session);
-    // A HELO name given by XCLIENT is the original client's; the peer's own EHLO does not replace it.
+    // The plugins judge the name this greeting would give the session, outside any transaction.
+    // Nothing changes until the library accepts it too (greeted): RFC 5321 §4.1.4, a server
+    // that refuses EHLO stays in the state it was in, so the earlier greeting, its mode and an
+    // open transaction all survive a refusal.
+    const current = st.info.helo;
+    st.info.helo = this.greetingName(conn, hostname.toLowerCase());
+    try {
+      const r = await this.run(st, 'helo', {}, null);
+      return this.refusal(r.verdict);
+    } finally {
+      st.info.helo = current;
+    }
+  }
+
+  greeted(conn: PosternConnection): void {
+    const st = this.states.get(conn.session);
+    if (!st || !conn.hostNameAppearsAs) return;
+    st.info.helo = this.greetingName(conn, conn.hostNameAppearsAs);
+    st.ehlo = conn.openingCommand !== 'HELO';
+  }
+
+  /** A HELO name given by XCLIENT is the original client's; the peer's own EHLO does not replace it. */
+  private greetingName(conn: PosternConnection, given: string): string {
     const xHelo = conn._xClient.get('HELO');
-    st.info.helo = typeof xHelo === 'string' && xHelo ? xHelo.toLowerCase() : hostname.toLowerCase();
-    st.ehlo = verb !== 'HELO';
-    // After STARTTLS (RFC 3207 §4.2: the client says EHLO again) the plugins see TLS.
-    st.info.secure = !!conn.secure;
-    dropTx(st); // RFC 5321 §4.1.4: EHLO resets the transaction
-    const r = await this.run(st, 'helo', {});
-    return this.refusal(r.verdict);
+    return typeof xHelo === 'string' && xHelo ? xHelo.toLowerCase() : given;
+  }
+
+  sessionReset(conn: PosternConnection): void {
+    const st = this.states.get(conn.session);
+    if (st) dropTx(st);
+  }
+
+  /**
+   * Where the library has no login (session.user) neither have we, and a dropped login takes its
+   * relaying with it: what is left is the network's.
+   */
+  private followLibraryLogin(st: ConnState): void {
+    if (st.conn.session.user || st.info.authUser === undefined) return;
+    delete st.info.authUser;
+    st.info.relaying = st.networkRelaying;
   }
 
   // --- pipeline helpers -----------------------------------------------------------------------
 
-  private async run(st: ConnState, stage: Stage, extra: { rcpt?: EnvelopeRecipient; auth?: SessionInfoAuth; message?: MessageAccess }, current?: Tx): Promise<StageResult> {
-    // At DATA the transaction is already detached from the connection (st.tx), so it is passed in.
-    const tx = current ?? st.tx;
+  /**
+   * Runs one stage. `tx` defaults to the open transaction; at DATA it is already detached from
+   * the connection (st.tx), so it is passed in, and `helo` passes null (a greeting is never part
+   * of a transaction, even one sent in the middle of it).
+   */
+  private async run(st: ConnState, stage: Stage, extra: { rcpt?: EnvelopeRecipient; auth?: SessionInfoAuth; message?: MessageAccess }, tx: Tx | null | undefined = st.tx): Promise<StageResult> {
     const txInfo: TransactionInfo | undefined = tx
       ? { id: tx.id, mailFrom: tx.envelope.mailFrom, recipients: [...tx.rcpts.values()], envelope: tx.envelope }
       : undefined;
@@ -322,11 +377,49 @@ export class SessionController implements ConnectionController {
       this.logReply(st.conn, refuse);
       return refuse;
     }
+    // relay-acl may have widened it for a network of its own; no login exists yet.
+    st.networkRelaying = st.info.relaying;
     if (this.cfg.greeting_delay > 0) {
       // Early talkers are caught by the connection while we wait (connection.ts).
       await sleep(this.cfg.greeting_delay, undefined, { signal: st.abort.signal }).catch(() => undefined);
     }
     return null;
+  }
+
+  onSecure = (_socket: Socket, session: SMTPServerSession, cb: (err?: Error | null) => void): void => {
+    const st = this.states.get(session);
+    // Implicit TLS (smtps) was known at connect and nothing has been said yet; STARTTLS has.
+    if (st && !st.info.secure) this.startedTls(st);
+    cb();
+  };
+
+  /**
+   * STARTTLS succeeded. RFC 3207 §4.2: the server MUST discard any knowledge obtained from the
+   * client which was not obtained from the TLS negotiation itself, such as the EHLO argument.
+   * The library has already dropped its greeting, its login (session.user) and its envelope
+   * (sessionReset ended our transaction); ours follows:
+   *   - forgotten: the HELO/EHLO name and mode; any login, an XCLIENT LOGIN too (an authorization
+   *     identity never carries across STARTTLS: the client authenticates again inside TLS); the
+   *     XCLIENT HELO (the client's greeting, which a new EHLO replaces, as for any client).
+   *   - kept: the client address, port and name a trusted peer gave with XCLIENT or XFORWARD.
+   *     They describe the far end of the connection, like the peer address, which STARTTLS does
+   *     not change either, and the peer was trusted for them by that address
+   *     (listen.<name>.xclient.trusted), which still holds. Postfix draws the same line: its
+   *     STARTTLS resets the HELO name, the transaction and the SASL login, and keeps the client
+   *     name and address XCLIENT set.
+   *   - relaying: what the client's network gives (relay.networks, a `connect`-stage plugin).
+   */
+  private startedTls(st: ConnState): void {
+    const conn = st.conn;
+    const login = st.info.authUser;
+    st.info.secure = true;
+    this.followLibraryLogin(st);
+    conn.forgetClaimsBeforeTls();
+    delete st.info.helo;
+    st.ehlo = false;
+    const cipher = conn.tlsOptions || undefined;
+    const dropped = login !== undefined && st.info.authUser === undefined ? { droppedLogin: login } : {};
+    logEvent(st.log, 'info', 'smtp.starttls', { tls: cipher?.version ?? null, cipher: cipher?.name ?? null, ...dropped });
   }
 
   onAuth = (auth: SMTPServerAuthentication, session: SMTPServerSession, cb: (err: Error | null | undefined, response?: SMTPServerAuthenticationResponse) => void): void => {

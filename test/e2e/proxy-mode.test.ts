@@ -2,7 +2,8 @@
 // scripted loopback backend (smtp-server). The client's replies are the backend's own; nothing
 // is spooled; the backend sees the original client through XCLIENT; a gateway rule's header edit
 // is in the bytes the backend gets; a backend killed mid-DATA gives the client 451 and keeps no
-// message; LMTP gives one reply per recipient.
+// message; LMTP gives one reply per recipient; a client's RSET hands the backend connection back
+// at once.
 import assert from 'node:assert/strict';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -15,6 +16,8 @@ import { openSmtp, type SmtpTranscript } from '../helpers/smtp-client.js';
 interface Backend {
   port: number;
   messages: { from: string; to: string[]; data: string; xclientAddr: string; helo: string }[];
+  /** Every MAIL FROM, with the backend session that got it. */
+  mails: { session: string; from: string }[];
   connections: number;
   /** Data chunks seen by transactions that never completed (killed mid-DATA). */
   partial: number;
@@ -25,7 +28,7 @@ const refuse = (code: number, message: string) => Object.assign(new Error(messag
 
 /** A scripted backend: refuses rcpt "unknown@…" (550 5.1.1), DATA with "Subject: refuse" (554 5.7.1), and dies on "Subject: die". */
 async function startBackend(opts: { lmtp?: boolean } = {}): Promise<Backend> {
-  const b: Backend = { port: 0, messages: [], connections: 0, partial: 0, stop: async () => undefined };
+  const b: Backend = { port: 0, messages: [], mails: [], connections: 0, partial: 0, stop: async () => undefined };
   const o: SMTPServerOptions = {
     lmtp: !!opts.lmtp,
     logger: false,
@@ -34,6 +37,10 @@ async function startBackend(opts: { lmtp?: boolean } = {}): Promise<Backend> {
     useXClient: ['127.0.0.1'],
     onConnect(_s, cb) {
       b.connections++;
+      cb();
+    },
+    onMailFrom(addr, session, cb) {
+      b.mails.push({ session: session.id, from: addr.address });
       cb();
     },
     onRcptTo(addr, _s, cb) {
@@ -79,11 +86,13 @@ const spooled = async (d: RunningDaemon) => (await readdir(join(d.dataDir, 'spoo
 describe('routes mode: proxy', () => {
   let smtp: Backend;
   let lmtp: Backend;
+  let reset: Backend;
   let d: RunningDaemon;
   let rulesDir: string;
   before(async () => {
     smtp = await startBackend();
     lmtp = await startBackend({ lmtp: true });
+    reset = await startBackend();
     rulesDir = await mkdtemp(join(tmpdir(), 'postern-proxy-rules-'));
     const rule = join(rulesDir, 'tag.sieve');
     await writeFile(rule, 'require ["editheader"];\naddheader "X-Gateway-Rule" "seen";\n');
@@ -95,6 +104,7 @@ describe('routes mode: proxy', () => {
         'store.example': { nexthop: `lmtp://127.0.0.1:${lmtp.port}`, mode: 'proxy' },
         'queued.example': `smtp://127.0.0.1:${smtp.port}`,
         'dead.example': { nexthop: 'smtp://127.0.0.1:9', mode: 'proxy' },
+        'reset.example': { nexthop: `smtp://127.0.0.1:${reset.port}`, mode: 'proxy' },
       },
     });
   });
@@ -103,6 +113,7 @@ describe('routes mode: proxy', () => {
     await removeDir(d.dir);
     await smtp.stop();
     await lmtp.stop();
+    await reset.stop();
     await rm(rulesDir, { recursive: true, force: true });
   });
 
@@ -160,6 +171,25 @@ describe('routes mode: proxy', () => {
     await s.cmd('RCPT TO:<x@queued.example>', '250');
     await s.cmd('RCPT TO:<alice@corp.example>', '452 4.5.3');
     s.close();
+  });
+
+  it('a client RSET ends the backend transaction: the next client gets that backend connection', { timeout: 30_000 }, async () => {
+    const first = await session(d.ports.smtp!);
+    await first.cmd('MAIL FROM:<first@remote.example>', '250');
+    await first.cmd('RCPT TO:<alice@reset.example>', '250');
+    await first.cmd('RSET', '250');
+    // The first client stays connected, so only its RSET can have freed the backend connection.
+    const second = await session(d.ports.smtp!);
+    await second.cmd('MAIL FROM:<second@remote.example>', '250');
+    await second.cmd('RCPT TO:<bob@reset.example>', '250');
+    await second.cmd('DATA', '354');
+    await second.cmd('Subject: after rset\r\n\r\nx\r\n.', '250 2.0.0');
+    second.close();
+    first.close();
+    const sessionOf = (from: string) => reset.mails.find((m) => m.from === from)?.session;
+    assert.ok(sessionOf('first@remote.example'));
+    assert.equal(sessionOf('second@remote.example'), sessionOf('first@remote.example'));
+    assert.equal(reset.connections, 1);
   });
 
   it('LMTP client through an LMTP backend: one backend reply per recipient', { timeout: 30_000 }, async () => {
