@@ -5,15 +5,22 @@
 // Config keys: none.
 
 export class DeliveryError extends Error {
+  /**
+   * The copy is in the mailbox already, but its folder could not be fsynced: a retry under the
+   * same queue id finds it (maildir.ts). The client must not be asked to send the message again.
+   */
+  readonly stored: boolean;
+
   constructor(
     readonly temporary: boolean,
     readonly code: number,
     readonly enhanced: string,
     readonly text: string,
-    opts: { cause?: unknown } = {},
+    opts: { cause?: unknown; stored?: boolean } = {},
   ) {
-    super(`${enhanced} ${text}`, opts);
+    super(`${enhanced} ${text}`, { cause: opts.cause });
     this.name = 'DeliveryError';
+    this.stored = opts.stored === true;
   }
 }
 
@@ -24,6 +31,8 @@ export const DeliveryErrors = {
   systemFull: (cause?: unknown) => new DeliveryError(true, 452, '4.3.1', 'Mail system full', { cause }),
   /** RFC 3463 X.3.0: any other local trouble. */
   localError: (cause?: unknown) => new DeliveryError(true, 451, '4.3.0', 'Local delivery error, try again later', { cause }),
+  /** X.3.0 too, for a copy written into place whose folder could not be fsynced (`stored`). */
+  notSynced: (cause?: unknown) => new DeliveryError(true, 451, '4.3.0', 'Local delivery error, try again later', { cause, stored: true }),
   /** RFC 3463 X.2.4 would be for lists; X.2.0 for a mailbox we could not lock in time. */
   locked: (cause?: unknown) => new DeliveryError(true, 451, '4.2.0', 'Mailbox busy, try again later', { cause }),
   /** RFC 3463 X.1.1: no such user (e.g. deleted while the message waited). */

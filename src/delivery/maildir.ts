@@ -3,6 +3,12 @@
 //
 // A delivery writes tmp/<name>, fdatasyncs it, renames it into new/<name> and fsyncs new/ (one
 // sequence on the I/O pool, durable-file.ts). Only then does it count as delivered.
+// When only that fsync fails, after the rename, the copy is in new/ and may already be read; it
+// is never taken back. new/ is fsynced once more (the failure may pass), and if that fails too the
+// delivery throws a temporary DeliveryError with `stored` set: the caller must retry under the
+// same queue id with `checkExisting` (the queue does; LMTP answers 250 and keeps the recipient in
+// the spool rather than a 4xx that would bring the message back under another id). A copy found
+// by such a retry counts as delivered only once its folder is fsynced.
 //
 // File names are unique as the spec asks, and also DETERMINISTIC per (queue id, recipient,
 // folder), so that a retry after a crash can see that it already delivered:
@@ -21,8 +27,8 @@
 //
 // Config keys: `mailbox.path` (resolved by local.ts), `hostname`.
 import { readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
-import { writeThenRename } from '../queue/durable-file.js';
-import { join } from 'node:path';
+import { renamedButNotSynced, writeThenRename } from '../queue/durable-file.js';
+import { dirname, join } from 'node:path';
 import type { DirSyncer } from '../queue/dir-sync.js';
 import { FolderNameError, maildirPlusName, type FolderNames } from './folder.js';
 import { DeliveryErrors, fromFsError } from './errors.js';
@@ -72,6 +78,29 @@ export class MaildirWriter {
     private readonly syncer: DirSyncer,
     private readonly folderNames: FolderNames = 'utf7',
   ) {}
+
+  /**
+   * writeThenRename into `folder` (new/ or cur/). A copy renamed into place whose folder fsync
+   * failed, twice, throws DeliveryErrors.notSynced (see the header).
+   */
+  private async writeInto(folder: string, tmp: string, final: string, bytes: Uint8Array[], lf: boolean): Promise<string> {
+    try {
+      return await writeThenRename(tmp, final, bytes, 0o666, folder, { lf });
+    } catch (e) {
+      if (!renamedButNotSynced(e)) throw e;
+      await this.syncStored(folder, e);
+      return e.target;
+    }
+  }
+
+  /** fsyncs the folder of a copy already in place; DeliveryErrors.notSynced when it fails. */
+  private async syncStored(folder: string, earlier?: unknown): Promise<void> {
+    try {
+      await this.syncer.sync(folder);
+    } catch (e) {
+      throw DeliveryErrors.notSynced(earlier ?? e);
+    }
+  }
 
   /** The folder's directory under the Maildir root; throws DeliveryError for a bad name. */
   folderDir(root: string, folder: string | undefined): string {
@@ -123,7 +152,11 @@ export class MaildirWriter {
       await this.ensure(root, dir);
       if (checkExisting) {
         const found = await this.findExisting(dir, parts, lf ? undefined : content.length);
-        if (found) return { path: found, duplicate: true };
+        if (found) {
+          // The earlier attempt may have failed right after its rename, before its folder fsync.
+          await this.syncStored(dirname(found));
+          return { path: found, duplicate: true };
+        }
       }
       const name = maildirName(parts, lf ? SIZE_LATER : content.length);
       const tmp = join(dir, 'tmp', name);
@@ -133,13 +166,13 @@ export class MaildirWriter {
       // 'w': a leftover tmp file of the same name can only be our own interrupted attempt.
       let written: string;
       try {
-        written = await writeThenRename(tmp, final, bytes, 0o666, join(dir, sub), { lf });
+        written = await this.writeInto(join(dir, sub), tmp, final, bytes, lf);
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
         // The Maildir was removed under us: forget it, create it again.
         this.known.delete(dir);
         await this.ensure(root, dir);
-        written = await writeThenRename(tmp, final, bytes, 0o666, join(dir, sub), { lf });
+        written = await this.writeInto(join(dir, sub), tmp, final, bytes, lf);
       }
       return { path: written, duplicate: false };
     } catch (e) {

@@ -20,6 +20,19 @@
 // Errors keep their errno `code`, `syscall` and `path`, so callers test them as usual
 // (`e.code === 'ENOENT'`).
 //
+// What a failed `writeThenRename` means for the file. Before the rename (open, write, fdatasync,
+// close, the rename itself) nothing is left: the temp file is removed and the target name was
+// never used. After the rename only the folder fsync can fail; the file is then in place under
+// its final name, complete and visible to every reader, but the name may not survive a crash.
+// That failure carries `renamed: true` and `target` (the final name), because the right answer
+// differs per caller (see `renamedButNotSynced`):
+//   - the spool fsyncs q/ once more and otherwise takes a new entry back (unlinks it), so a 4xx
+//     never leaves behind a message that would also be delivered (spool.ts);
+//   - Maildir delivery fsyncs the folder once more and otherwise reports a temporary failure that
+//     says the copy is stored; the retry, under the same queue id, finds that copy and counts it
+//     once its folder is fsynced (maildir.ts), and LMTP answers 250 rather than 4xx for it
+//     (manager.ts).
+//
 // Config keys: none.
 import { Worker } from 'node:worker_threads';
 
@@ -70,9 +83,21 @@ function writeThenRename(tmp, target, parts, mode, syncDir, lf) {
     try { fs.unlinkSync(tmp); } catch {}
     throw e;
   }
-  fs.closeSync(fd);
-  fs.renameSync(tmp, target);
-  if (syncDir) fsyncDir(syncDir);
+  try {
+    fs.closeSync(fd);
+    fs.renameSync(tmp, target);
+  } catch (e) {
+    try { fs.unlinkSync(tmp); } catch {}
+    throw e;
+  }
+  if (syncDir) {
+    try {
+      fsyncDir(syncDir);
+    } catch (e) {
+      // The file is in place already: say so, and under which name (see the header).
+      throw Object.assign(e, { renamed: true, target });
+    }
+  }
   return target;
 }
 
@@ -82,7 +107,8 @@ function fsyncDir(dir) {
 }
 
 function errorOf(e) {
-  return { message: e.message, code: e.code, errno: e.errno, syscall: e.syscall, path: e.path };
+  const info = { message: e.message, code: e.code, errno: e.errno, syscall: e.syscall, path: e.path };
+  return e.renamed ? { ...info, renamed: true, target: e.target } : info;
 }
 
 // Unlinks each group's paths in order (a missing file is no error); a group stops at its first
@@ -126,7 +152,20 @@ type Request =
   | { op: 'fsyncDir'; path: string }
   | { op: 'unlinkAll'; groups: string[][]; syncDir?: string };
 
-type ErrorInfo = { message: string; code?: string; errno?: number; syscall?: string; path?: string };
+type ErrorInfo = { message: string; code?: string; errno?: number; syscall?: string; path?: string; renamed?: true; target?: string };
+
+/**
+ * A `writeThenRename` that failed after its rename: the file is complete under `target`, only
+ * the fsync of its folder failed, so the name may not survive a crash (see the header).
+ */
+export interface RenamedButNotSynced extends NodeJS.ErrnoException {
+  renamed: true;
+  target: string;
+}
+
+export function renamedButNotSynced(e: unknown): e is RenamedButNotSynced {
+  return typeof e === 'object' && e !== null && (e as { renamed?: unknown }).renamed === true && typeof (e as { target?: unknown }).target === 'string';
+}
 
 interface Reply {
   id: number;
@@ -155,7 +194,8 @@ export class IoPool {
    * Writes `parts` to `tmp`, fdatasyncs, closes and renames it to `target`, then fsyncs
    * `syncDir` (the target's folder) when given; removes `tmp` on failure. `opts.lf` writes every
    * CRLF as LF (a mailbox file), on the pool's thread. A NUL in `tmp` and `target` is replaced by
-   * the number of bytes written; resolves with the target's final name.
+   * the number of bytes written; resolves with the target's final name. A failure of the folder
+   * fsync, after the rename, rejects with a `RenamedButNotSynced` error.
    */
   writeThenRename(tmp: string, target: string, parts: Uint8Array[], mode = 0o666, syncDir?: string, opts: { lf?: boolean } = {}): Promise<string> {
     // One buffer that owns its memory is moved to the thread, not cloned: a clone of a view

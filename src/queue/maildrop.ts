@@ -2,7 +2,11 @@
 // runs (Postfix's postdrop/pickup split). Under `<data_dir>/maildrop/`:
 //   tmp/<id>.<pid>   being written by sendmail
 //   new/<id>         complete: the spool file format (spool.ts), fdatasync'ed, renamed here, and
-//                    new/ fsynced before sendmail exits 0
+//                    new/ fsynced before sendmail exits 0. When that fsync fails (after the
+//                    rename) it is tried once more; then the file is taken back (unlinked) and
+//                    sendmail fails, so whoever runs it again sends the only copy. A file the
+//                    daemon picked up meanwhile, or one that cannot be unlinked, is kept and the
+//                    drop succeeds: the daemon delivers it.
 // The daemon picks new/ up at start, on a file-system watch and every few seconds: it RENAMES
 // new/<id> to spool/q/<id> (same file system: the file is in exactly one place at any time, so a
 // crash can neither lose nor duplicate it), fsyncs both folders, and adopts the entry.
@@ -17,7 +21,7 @@ import type { Envelope } from './envelope.js';
 import { parseSpoolFile, spoolFileParts } from './spool.js';
 import { isQueueId } from './queue-id.js';
 import { DirSyncer } from './dir-sync.js';
-import { writeThenRename } from './durable-file.js';
+import { renamedButNotSynced, writeThenRename, type RenamedButNotSynced } from './durable-file.js';
 import { logEvent } from '../log/logger.js';
 
 export function maildropDirs(dataDir: string) {
@@ -31,11 +35,27 @@ export async function dropMessage(dataDir: string, id: string, envelope: Envelop
   const d = maildropDirs(dataDir);
   await mkdir(d.tmp, { recursive: true });
   await mkdir(d.new, { recursive: true });
-  const tmp = join(d.tmp, `${id}.${process.pid}`);
-  await writeThenRename(tmp, join(d.new, id), spoolFileParts(envelope, message));
   const syncer = new DirSyncer();
-  await syncer.sync(d.new);
+  // new/ itself must be durable before anything is promised in it.
   await syncer.sync(d.root);
+  const tmp = join(d.tmp, `${id}.${process.pid}`);
+  try {
+    await writeThenRename(tmp, join(d.new, id), spoolFileParts(envelope, message), 0o600, d.new);
+  } catch (e) {
+    if (!renamedButNotSynced(e)) throw e;
+    if (await syncer.sync(d.new).then(() => true, () => false)) return;
+    await takeBack(e);
+  }
+}
+
+/** Unlinks a dropped file whose name is not durable, then rejects; resolves when it is kept (see the header). */
+async function takeBack(cause: RenamedButNotSynced): Promise<void> {
+  try {
+    await unlink(cause.target);
+  } catch {
+    return; // picked up by the daemon (ENOENT), or it stays for the daemon to pick up
+  }
+  throw Object.assign(new Error(`${cause.message} (the dropped message was taken back)`), { code: cause.code, cause });
 }
 
 export interface PickupTarget {

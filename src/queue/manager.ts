@@ -18,6 +18,9 @@
 //     after. At start, before anything else, every intent record left without a message file is
 //     checked: a torn mbox entry it marks is cut off (the LMTP client, never answered, sends the
 //     message again); any other such record is just removed.
+//   - A Maildir copy renamed into place whose folder fsync failed is a temporary failure marked
+//     `stored` (maildir.ts): retried under the same queue id like any other (the retry finds the
+//     copy), and LMTP keeps that recipient in the spool with a 250, never a 4xx.
 // Temporary failures retry after `outbound.retry` waits (plus up to 10% jitter, so a burst does
 // not retry in lockstep); after `outbound.lifetime` the target is failed. Permanent failures (the
 // user no longer exists, a bad folder name, a 5xx from the next hop) mark the target failed.
@@ -175,7 +178,7 @@ class QueueManager implements ManagedQueue {
   private idleWaiters: (() => void)[] = [];
 
   constructor(private readonly opts: QueueOptions) {
-    this.spool = new Spool(opts.config.data_dir, this.syncer);
+    this.spool = new Spool(opts.config.data_dir, this.syncer, opts.log);
     this.router = createRouter({ config: opts.config, directory: opts.directory, routes: opts.routes ?? new LiveRoutes(opts.config.routes, opts.store) });
     // Per-user Sieve (delivery/sieve.ts) needs the store and a way to queue redirects, vacation
     // replies and refusals: through `accept`, like any message.
@@ -355,8 +358,11 @@ class QueueManager implements ManagedQueue {
           return err ? { t, ok: false as const, err } : { t, ok: true as const };
         }),
       );
-      const anyOk = results.some((x) => x.ok);
-      if (!anyOk) {
+      // A copy already in its mailbox whose folder fsync failed (`stored`) is kept, not refused:
+      // a 4xx would bring the message back under another queue id, and the retry could not tell
+      // it from the copy in place. It waits in the spool; its retry finds that copy.
+      const anyKept = results.some((x) => x.ok || x.err.stored);
+      if (!anyKept) {
         // Nothing of this recipient went anywhere: report the first failure; the client retries.
         const err = results.map((x) => (x.ok ? null : x.err)).find((e) => e && e.temporary) ?? (results[0] as { err: DeliveryError }).err;
         for (const x of results) if (!x.ok) this.logFailure(id, x.t, x.err, false);

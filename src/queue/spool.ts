@@ -18,15 +18,27 @@
 //
 // fsync strategy: fdatasync(2) for the new file (a new file's size is metadata fdatasync covers),
 // then an fsync of q/ after the rename, both in one sequence on the I/O pool (io-pool.ts).
+// When only that fsync of q/ fails, the file is in q/ already: q/ is fsynced once more (the
+// failure may pass, as EMFILE opening the folder does), and if that fails too:
+//   - a new message is taken back (unlinked) before `accept` rejects: the client hears 4xx and
+//     sends it again, so nothing may be left that this queue or the next start would deliver
+//     too. Only a crash before the unlink reaches the disk can bring it back. If it cannot be
+//     unlinked either, the commit stands and `accept` resolves (logged): it is in q/ and will be
+//     delivered, and a 4xx would only make the client send a second copy;
+//   - a state or intent record has replaced the one before it, which is gone: the write is
+//     reported failed and left in place; its caller keeps what it wrote and writes it again.
 // Removal (unlink) is fsynced only when the caller asks (a relayed message must not be sent
 // again); otherwise the next commit's fsync of q/ persists it, and a removal lost to a crash only
 // makes recovery retry deliveries that are idempotent anyway.
 //
 // Config keys: `data_dir`.
-import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
+import { mkdir, readdir, readFile, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import type { Logger } from 'pino';
 import type { Envelope } from './envelope.js';
-import { writeThenRename } from './durable-file.js';
+import { renamedButNotSynced, writeThenRename, type RenamedButNotSynced } from './durable-file.js';
+import { ioPool } from './io-pool.js';
+import { logEvent, silentLogger } from '../log/logger.js';
 import { DirSyncer } from './dir-sync.js';
 import { UnlinkBatcher } from './unlink-batch.js';
 import { isQueueId } from './queue-id.js';
@@ -55,6 +67,7 @@ export class Spool {
   constructor(
     dataDir: string,
     readonly syncer: DirSyncer = new DirSyncer(),
+    private readonly log: Logger = silentLogger(),
   ) {
     this.root = join(dataDir, 'spool');
     this.tmpDir = join(this.root, 'tmp');
@@ -76,10 +89,14 @@ export class Spool {
     return { removedTemp };
   }
 
-  /** Writes message and envelope; resolves only when both are durable under q/. */
+  /**
+   * Writes message and envelope; resolves only when both are durable under q/ (or, rarely, when
+   * they are in q/ and can be neither fsynced nor removed: see the header). A rejection leaves
+   * nothing in q/.
+   */
   async accept(id: string, envelope: Envelope, message: Buffer): Promise<void> {
     checkId(id);
-    await this.commit(id, spoolFileParts(envelope, message));
+    await this.commit(id, spoolFileParts(envelope, message), { takeBack: true });
   }
 
   async read(id: string): Promise<SpooledMessage> {
@@ -217,10 +234,34 @@ export class Spool {
     return this.intentKeys.has(id);
   }
 
-  private async commit(name: string, parts: Buffer[]): Promise<void> {
+  /**
+   * Writes `name` into q/ through tmp/, durably. `takeBack`: a new entry, unlinked again when
+   * q/ cannot be fsynced after the rename (the header says why, and what the others do).
+   */
+  private async commit(name: string, parts: Buffer[], opts: { takeBack?: boolean } = {}): Promise<void> {
     // A per-process sequence keeps two writers of the same state file apart in tmp/.
     const tmp = join(this.tmpDir, `${name}.${process.pid}.${this.tmpSeq++}`);
-    await writeThenRename(tmp, join(this.queueDir, name), parts, 0o666, this.queueDir);
+    try {
+      await writeThenRename(tmp, join(this.queueDir, name), parts, 0o666, this.queueDir);
+    } catch (e) {
+      if (!renamedButNotSynced(e)) throw e;
+      if (await this.syncer.sync(this.queueDir).then(() => true, () => false)) return;
+      if (!opts.takeBack) throw e;
+      await this.takeBack(name, e);
+    }
+  }
+
+  /**
+   * Unlinks a new entry whose name in q/ is not durable, then rejects with `cause`. Resolves
+   * instead when the file is still there afterwards: the commit stands (see the header).
+   */
+  private async takeBack(name: string, cause: RenamedButNotSynced): Promise<void> {
+    const path = join(this.queueDir, name);
+    await ioPool().unlinkAll([[path]]).catch(() => undefined);
+    // Whatever the unlink answered, the file's presence decides (an unknown answer counts as there).
+    const stands = await stat(path).then(() => true, (e: NodeJS.ErrnoException) => e.code !== 'ENOENT');
+    if (!stands) throw Object.assign(new Error(`${cause.message} (the new spool entry was taken back)`), { code: cause.code, cause });
+    logEvent(this.log, 'error', 'spool.error', { qid: name, err: String(cause) }, 'q/ could not be fsynced after a commit, nor the entry removed: it stays queued');
   }
 
   async close(): Promise<void> {

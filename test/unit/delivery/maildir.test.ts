@@ -9,6 +9,7 @@ import { DeliveryError } from '../../../src/delivery/errors.js';
 import { tempDir, testConfig } from '../queue/helpers.js';
 import { LocalDelivery } from '../../../src/delivery/local.js';
 import { readWithPython } from './python.js';
+import { failFolderSyncs } from '../queue/folder-sync-faults.js';
 
 const parts = (qid: string, key = 'k1') => ({ qid, receivedAt: 1_700_000_000_123, key, hostname: 'mx.example.test' });
 
@@ -117,6 +118,45 @@ test('a Maildir removed under the writer is made again; bad folders are permanen
     await writeFile(join(dir, 'blocked', 'file'), '');
     await assert.rejects(w.deliver(join(dir, 'blocked', 'file'), undefined, parts('HHH'), Buffer.from('z'), false), (e: unknown) => e instanceof DeliveryError && e.temporary && e.code === 451);
   } finally {
+    await cleanup();
+  }
+});
+
+test('a folder fsync that fails once after the rename is made again: the delivery counts', async () => {
+  const { dir, cleanup } = await tempDir();
+  const root = join(dir, 'm');
+  const w = new MaildirWriter(new DirSyncer());
+  await w.ensure(root, root);
+  const fault = failFolderSyncs(join(root, 'new'), 1);
+  try {
+    const r = await w.deliver(root, undefined, parts('EEE'), Buffer.from('Subject: once\n\n'), false);
+    assert.equal(fault.failed, 1);
+    assert.equal(r.duplicate, false);
+    assert.deepEqual(await readdir(join(root, 'new')), [r.path.split('/').pop()]);
+  } finally {
+    fault.restore();
+    await cleanup();
+  }
+});
+
+test('a copy whose folder cannot be fsynced: a temporary failure that says the copy is stored; the retry counts it once the folder is fsynced', async () => {
+  const { dir, cleanup } = await tempDir();
+  const root = join(dir, 'm');
+  const w = new MaildirWriter(new DirSyncer());
+  await w.ensure(root, root);
+  const bytes = Buffer.from('Subject: once\n\n');
+  const fault = failFolderSyncs(join(root, 'new'));
+  try {
+    await assert.rejects(w.deliver(root, undefined, parts('FFF'), bytes, false), (e: DeliveryError) => e.temporary && e.stored);
+    assert.equal((await readdir(join(root, 'new'))).length, 1, 'the copy is in new/');
+    // Found, but still not durable: not a delivery yet.
+    await assert.rejects(w.deliver(root, undefined, parts('FFF'), bytes, true), (e: DeliveryError) => e.temporary && e.stored);
+    fault.heal();
+    const r = await w.deliver(root, undefined, parts('FFF'), bytes, true);
+    assert.equal(r.duplicate, true);
+    assert.deepEqual(await readdir(join(root, 'new')), [r.path.split('/').pop()]);
+  } finally {
+    fault.restore();
     await cleanup();
   }
 });

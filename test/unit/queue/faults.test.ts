@@ -14,6 +14,7 @@ import { startDnsServer, type RunningDnsServer } from '../../helpers/dns-server.
 import { startSink, type RunningSink, type SinkOptions } from '../../helpers/smtp-sink.js';
 import { FakeDirectory } from './fake-directory.js';
 import { captureLogger, envelope, message, tempDir, testConfig } from './helpers.js';
+import { failFolderSyncs } from './folder-sync-faults.js';
 
 let dns: RunningDnsServer;
 before(async () => {
@@ -126,6 +127,29 @@ test('a removal whose folder fsync fails after the unlinks: the entry is dropped
     assert.equal(s.q.entries().length, 0);
     assert.equal(s0.by['remote.test']!.messages.length, 1);
   } finally {
+    await s.q.stop();
+    await s0.close();
+    await s.cleanup();
+  }
+});
+
+test('a message whose commit cannot be made durable is refused, and sent by neither this queue nor the next start', async () => {
+  const s0 = await sinks({ 'remote.test': {} });
+  const s = await setup(s0.port);
+  const fault = failFolderSyncs(join(s.dir, 'spool', 'q'));
+  try {
+    await assert.rejects(s.q.accept(s.q.newId(), envelope('alice@example.test', ['x@remote.test']), message('hello\r\n')));
+    await sleep(300); // three retry periods
+    await s.q.idle();
+    fault.heal();
+    await s.q.stop();
+    await s.q.start(); // what a restart finds in spool/q
+    await sleep(300);
+    await s.q.idle();
+    assert.equal(s0.by['remote.test']!.messages.length, 0, 'the client, told 4xx, sends it again: it must not be here too');
+    assert.deepEqual(await spoolFiles(s.dir), []);
+  } finally {
+    fault.restore();
     await s.q.stop();
     await s0.close();
     await s.cleanup();

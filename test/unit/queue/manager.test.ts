@@ -10,6 +10,7 @@ import { FakeDirectory } from './fake-directory.js';
 import { captureLogger, envelope, message, tempDir, testConfig } from './helpers.js';
 import { readWithPython } from '../delivery/python.js';
 import { MemoryStore } from '../../../src/store/memory.js';
+import { failFolderSyncs } from './folder-sync-faults.js';
 
 const USERS = ['alice@example.test', 'bob@example.test'];
 
@@ -378,6 +379,38 @@ test('deliverNow (LMTP): an alias with one target refused for good answers 250, 
     await q.stop();
   } finally {
     await store.close();
+    await s.cleanup();
+  }
+});
+
+test('deliverNow (LMTP): a copy stored whose folder fsync failed is answered 250, not 4xx; its retry finds it, no second copy', async () => {
+  const s = await setup();
+  const inbox = join(s.dir, 'mail', 'example.test', 'alice');
+  await new LocalDelivery(s.config, new DirSyncer()).maildir.ensure(inbox, inbox);
+  const fault = failFolderSyncs(join(inbox, 'new'));
+  try {
+    const q = s.make();
+    await q.start();
+    const id = q.newId();
+    const out = await q.deliverNow(id, envelope('a@example.net', ['alice@example.test']), message('x'));
+    // A 4xx would make the client send it again under another queue id: a second copy.
+    assert.deepEqual(out.map((o) => [o.status, o.code]), [['queued', 250]]);
+    assert.equal((await maildirFiles(s.dir, 'alice')).length, 1);
+    assert.deepEqual(q.entries().map((e) => e.targets?.map((t) => t.status)), [['deferred']]);
+    // While the folder cannot be fsynced the copy found is not yet a delivery.
+    await q.retry(id);
+    await q.idle();
+    assert.deepEqual(q.entries().map((e) => e.targets?.map((t) => t.status)), [['deferred']]);
+    fault.heal();
+    await q.retry(id);
+    await q.idle();
+    assert.deepEqual(q.entries(), []);
+    assert.equal((await maildirFiles(s.dir, 'alice')).length, 1);
+    assert.equal(evts(s.lines, 'delivery.duplicate_skipped').length, 1);
+    assert.deepEqual(await spoolEntries(s.dir), []);
+    await q.stop();
+  } finally {
+    fault.restore();
     await s.cleanup();
   }
 });

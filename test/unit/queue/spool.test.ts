@@ -4,7 +4,9 @@ import { mkdir, readdir, readFile, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Spool, parseSpoolFile, SpoolFormatError } from '../../../src/queue/spool.js';
 import { newQueueId } from '../../../src/queue/queue-id.js';
-import { envelope, tempDir } from './helpers.js';
+import { ioPool } from '../../../src/queue/io-pool.js';
+import { captureLogger, envelope, tempDir } from './helpers.js';
+import { failFolderSyncs } from './folder-sync-faults.js';
 
 test('accept writes one file under q/ that reads back exactly', async () => {
   const { dir, cleanup } = await tempDir();
@@ -154,6 +156,88 @@ test('a message that cannot be removed keeps its state file (its delivery marks 
     assert.deepEqual((await readdir(join(dir, 'spool', 'q'))).sort(), [id, `${id}.state`]);
     await spool.close();
   } finally {
+    await cleanup();
+  }
+});
+
+test('a folder fsync that fails once after the rename: fsynced again, the message is committed', async () => {
+  const { dir, cleanup } = await tempDir();
+  const spool = new Spool(dir);
+  await spool.init();
+  const fault = failFolderSyncs(join(dir, 'spool', 'q'), 1);
+  try {
+    const id = newQueueId();
+    await spool.accept(id, envelope('', ['x@example.test']), Buffer.from('m'));
+    assert.equal(fault.failed, 1);
+    assert.deepEqual(await spool.list(), [id]);
+    assert.equal((await spool.read(id)).message.toString(), 'm');
+  } finally {
+    fault.restore();
+    await spool.close();
+    await cleanup();
+  }
+});
+
+test('a folder fsync that keeps failing after the rename: the commit is taken back, nothing is left to deliver later', async () => {
+  const { dir, cleanup } = await tempDir();
+  const cap = captureLogger();
+  const spool = new Spool(dir, undefined, cap.log);
+  await spool.init();
+  const fault = failFolderSyncs(join(dir, 'spool', 'q'));
+  try {
+    const id = newQueueId();
+    await assert.rejects(spool.accept(id, envelope('', ['x@example.test']), Buffer.from('m')), (e: NodeJS.ErrnoException) => e.code === 'EIO');
+    assert.ok(fault.failed >= 2, 'fsynced once more before giving up');
+    assert.deepEqual(await readdir(join(dir, 'spool', 'q')), []);
+    assert.deepEqual(await readdir(join(dir, 'spool', 'tmp')), []);
+    fault.heal();
+    assert.deepEqual(await new Spool(dir).list(), [], 'a restart finds nothing');
+  } finally {
+    fault.restore();
+    await spool.close();
+    await cleanup();
+  }
+});
+
+test('a commit that can neither be fsynced nor taken back stands: the caller is not told to send again what is kept', async () => {
+  const { dir, cleanup } = await tempDir();
+  const cap = captureLogger();
+  const spool = new Spool(dir, undefined, cap.log);
+  await spool.init();
+  const fault = failFolderSyncs(join(dir, 'spool', 'q'));
+  const pool = ioPool();
+  const realUnlink = pool.unlinkAll.bind(pool);
+  pool.unlinkAll = async (groups) => ({ errors: groups.map(() => Object.assign(new Error('EIO: i/o error, unlink'), { code: 'EIO' })) });
+  try {
+    const id = newQueueId();
+    await spool.accept(id, envelope('', ['x@example.test']), Buffer.from('m'));
+    assert.deepEqual(await readdir(join(dir, 'spool', 'q')), [id]);
+    assert.equal(cap.lines.filter((l) => l.evt === 'spool.error' && l.qid === id).length, 1, 'logged');
+  } finally {
+    pool.unlinkAll = realUnlink;
+    fault.restore();
+    await spool.close();
+    await cleanup();
+  }
+});
+
+test('a state file replaced but not fsynced is reported failed (it is written again) and not taken back', async () => {
+  const { dir, cleanup } = await tempDir();
+  const spool = new Spool(dir);
+  await spool.init();
+  const id = newQueueId();
+  await spool.accept(id, envelope('', ['x@example.test']), Buffer.from('m'));
+  await spool.writeState(id, { v: 1, n: 1 });
+  const fault = failFolderSyncs(join(dir, 'spool', 'q'));
+  try {
+    await assert.rejects(spool.writeState(id, { v: 1, n: 2 }), (e: NodeJS.ErrnoException) => e.code === 'EIO');
+    assert.deepEqual(await spool.readState(id), { v: 1, n: 2 });
+    fault.heal();
+    await spool.writeState(id, { v: 1, n: 2 });
+    assert.deepEqual(await spool.list(), [id]);
+  } finally {
+    fault.restore();
+    await spool.close();
     await cleanup();
   }
 });
