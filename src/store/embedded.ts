@@ -313,8 +313,8 @@ export class EmbeddedStore implements Store {
       }
       if (lines.length) {
         const buf = Buffer.from((torn ? '\n' : '') + lines.join('\n') + '\n', 'utf8');
-        writeAll(this.jfd, buf);
-        if (durable) fsyncSync(this.jfd);
+        this.writeJournal(buf);
+        if (durable) this.syncJournal();
         this.offset += buf.length;
       }
     } catch (err) {
@@ -343,6 +343,22 @@ export class EmbeddedStore implements Store {
         this.log.error({ evt: 'store.error', err }, 'embedded store: compaction failed');
       }
     }
+  }
+
+  // The journal's disk writes that a sound disk can still refuse (ENOSPC, EIO), one method each,
+  // so that tests can inject those faults here.
+
+  /** Appends `buf` to the journal (O_APPEND); a failure may leave a part of it written. */
+  private writeJournal(buf: Buffer): void {
+    writeAll(this.jfd, buf);
+  }
+
+  private syncJournal(): void {
+    fsyncSync(this.jfd);
+  }
+
+  private removeFile(path: string): void {
+    unlinkSync(path);
   }
 
   /**
@@ -398,7 +414,7 @@ export class EmbeddedStore implements Store {
     this.snapBytes = id?.size ?? 0;
     try {
       // Other processes see its link count drop to 0 and reload.
-      unlinkSync(oldPath);
+      this.removeFile(oldPath);
     } catch (err) {
       this.log.warn({ evt: 'store.error', err }, 'embedded store: could not remove the old journal');
     }
