@@ -6,8 +6,10 @@
 //   store.lock                the flock(2) every writer holds while it appends or compacts
 //   store.snapshot.json       the compacted state at generation G (written to .tmp, fsynced,
 //                             renamed, directory fsynced); absent until the first compaction (G=0)
-//   store.journal.<G>.jsonl   every change since that snapshot, one JSON object a line
-//                             (state-map.ts lists the entry kinds), appended under the lock
+//   store.journal.<G>.jsonl   every change since that snapshot, appended under the lock, one
+//                             line per batch of writes: the entry object (state-map.ts lists
+//                             the kinds), or an array of entries when the batch holds several,
+//                             so a reader applies a batch whole or not at all
 //
 // Multi-process protocol:
 //   - Reads are served from memory. Before a read the process catches up: one fstat of the
@@ -19,7 +21,7 @@
 //     our read paths starts that way. Pub/sub entries are picked up by an fs.watch on the folder
 //     and a short poll (`pollMs`), and delivered to this process's subscribers.
 //   - A write takes the lock, catches up, decides (SET NX, INCR's value and WRONGTYPE checks are
-//     made against the caught-up state, so they are atomic across processes), appends its lines
+//     made against the caught-up state, so they are atomic across processes), appends one line
 //     with one write(2), fsyncs when needed, and releases the lock. Writes queued in the same
 //     event-loop turn go out as one batch: one lock, one write, at most one fsync (group commit).
 //   - Compaction (when the journal outgrows max(compactMinBytes, the last snapshot)) runs under
@@ -34,7 +36,17 @@
 // the promise resolves, so other processes see them and a crash of Postern loses nothing; only a
 // power loss or kernel crash can drop the last few of them, which costs at worst a repeated
 // greylist delay or a reset rate window. A torn last line (a writer died mid-write) is skipped on
-// replay, and the next writer ends it with a newline so the following entries stay intact.
+// replay, and the next writer ends it with CAN and a newline (CAN is never part of a JSON text),
+// so the following entries stay intact and a line that lacked only its newline stays unreadable.
+//
+// A batch the disk refuses is rejected whole and leaves nothing any reader applies, now or after
+// a restart: a write that stopped part-way is a torn line (its newline is the last byte, never
+// written); a batch whose fsync failed is complete, and other processes may have applied it
+// already, so a void line follows it: readers skip a batch followed by one, and a process that
+// meets a void after applying its batch reloads. The writer rebuilds its memory from the files.
+// Limits: a void that cannot be written either leaves the batch in place (logged), and the void
+// is not durable, so after a power loss the disk may hold the batch without it. Events of such a
+// batch may have been delivered already; subscribers treat events as hints anyway.
 // The lock is never held across an event-loop turn, and is taken with non-blocking attempts, so a
 // stuck peer makes writes fail after `lockTimeoutMs` instead of hanging the daemon.
 //
@@ -65,6 +77,10 @@ const LOCK = 'store.lock';
 const journalName = (gen: number) => `store.journal.${gen}.jsonl`;
 const JOURNAL_RE = /^store\.journal\.(\d+)\.jsonl$/;
 const NL = 0x0a;
+/** Ends a torn line for good: U+0018 (CAN) is never part of a JSON text (see the header). */
+const TORN_END = '\u0018\n';
+/** Follows a batch whose fsync failed: that batch never happened (see the header). */
+const VOID_LINE = '{"o":"void"}';
 
 interface PendingOp {
   plan: (state: StateMap, now: number) => Planned<unknown>;
@@ -88,6 +104,8 @@ export class EmbeddedStore implements Store {
   private offset = 0;
   /** An incomplete last line: a write in progress elsewhere, or torn by a crash. */
   private partial: Buffer = Buffer.alloc(0);
+  /** Memory holds a batch that a void line later took back: rebuild it from the files. */
+  private voided = false;
   /** Identity of the snapshot we loaded (null: none existed). */
   private snapIdent: string | null = null;
   private snapBytes = 0;
@@ -295,14 +313,14 @@ export class EmbeddedStore implements Store {
     try {
       const torn = this.syncLocked();
       const now = Date.now();
-      const lines: string[] = [];
+      const entries: JournalEntry[] = [];
       let durable = false;
       for (const op of batch) {
         try {
           const p = op.plan(this.state, now);
           for (const e of p.entries) {
             this.state.apply(e, now);
-            lines.push(JSON.stringify(e));
+            entries.push(e);
             durable ||= StateMap.durable(e);
             if (e.o === 'pub') published.push({ channel: e.c, message: e.m });
           }
@@ -311,15 +329,15 @@ export class EmbeddedStore implements Store {
           outcomes.push({ ok: false, err }); // WRONGTYPE and the like: this op only
         }
       }
-      if (lines.length) {
-        const buf = Buffer.from((torn ? '\n' : '') + lines.join('\n') + '\n', 'utf8');
-        this.writeJournal(buf);
-        if (durable) this.syncJournal();
+      if (entries.length) {
+        const record = JSON.stringify(entries.length === 1 ? entries[0] : entries);
+        const buf = Buffer.from((torn ? TORN_END : '') + record + '\n', 'utf8');
+        this.appendBatch(buf, durable);
         this.offset += buf.length;
       }
     } catch (err) {
-      // The disk refused (ENOSPC, EIO…): memory may hold entries the journal lacks. Rebuild
-      // from the files, which are the truth, and fail the whole batch.
+      // The disk refused (ENOSPC, EIO…): memory holds the batch, which no reader of the files
+      // applies (appendBatch). Rebuild from the files, which are the truth, and fail the batch.
       this.log.error({ evt: 'store.error', err }, 'embedded store: journal write failed; reloading');
       try {
         this.reloadLocked();
@@ -362,13 +380,44 @@ export class EmbeddedStore implements Store {
   }
 
   /**
-   * Under the lock: makes memory equal to the files (reloading after another process compacted).
+   * Appends one batch's line (`buf`), fsynced when `durable`. Throws the disk's refusal, having
+   * left nothing a reader applies: a write that stopped part-way never wrote the newline that
+   * ends the line; after a failed fsync a void line takes the complete batch back.
+   */
+  private appendBatch(buf: Buffer, durable: boolean): void {
+    this.writeJournal(buf);
+    if (!durable) return;
+    try {
+      this.syncJournal();
+    } catch (e) {
+      this.voidLastBatch();
+      throw e;
+    }
+  }
+
+  private voidLastBatch(): void {
+    try {
+      this.writeJournal(Buffer.from(`${VOID_LINE}\n`, 'utf8'));
+    } catch (err) {
+      this.log.error({ evt: 'store.error', err }, 'embedded store: a batch whose fsync failed could not be voided; it stays in the journal');
+      return;
+    }
+    try {
+      this.syncJournal(); // so that a power loss does not bring the batch back; the disk just failed one
+    } catch {
+      // readers skip the batch all the same
+    }
+  }
+
+  /**
+   * Under the lock: makes memory equal to the files (reloading after another process compacted,
+   * or after a void took back a batch we had applied).
    * Returns true when the journal ends in a torn line, which the next append must terminate.
    */
   private syncLocked(): boolean {
     if (snapshotIdent(this.snapPath) !== this.snapIdent) {
       this.reloadLocked();
-    } else if (this.readNew(true) === 0) {
+    } else if (this.readNew(true) === 0 || this.voided) {
       this.reloadLocked();
     }
     if (this.partial.length === 0) return false;
@@ -437,7 +486,7 @@ export class EmbeddedStore implements Store {
     // look of their own: see the header.) Our own writes are in memory already (flush applies
     // them), so reads still see those.
     if (this.lookedThisCallback) return;
-    if (this.readNew(true) === 0) {
+    if (this.readNew(true) === 0 || this.voided) {
       await this.requestReload();
       return;
     }
@@ -460,7 +509,7 @@ export class EmbeddedStore implements Store {
     if (this.closed || this.closing || this.reloadQueued) return;
     try {
       const nlink = this.readNew(true);
-      if (nlink === 0 || (full && snapshotIdent(this.snapPath) !== this.snapIdent)) void this.requestReload();
+      if (nlink === 0 || this.voided || (full && snapshotIdent(this.snapPath) !== this.snapIdent)) void this.requestReload();
     } catch (err) {
       this.log.error({ evt: 'store.error', err }, 'embedded store: reading the journal failed');
     }
@@ -505,28 +554,39 @@ export class EmbeddedStore implements Store {
     return st.nlink;
   }
 
+  /** Applies the complete lines of `chunk` (after what `partial` holds); keeps the rest in `partial`. */
   private consume(chunk: Buffer, deliver: boolean): void {
     const data = this.partial.length ? Buffer.concat([this.partial, chunk]) : chunk;
+    const lines: string[] = [];
     let start = 0;
-    const now = Date.now();
     for (let nl = data.indexOf(NL, start); nl !== -1; nl = data.indexOf(NL, start)) {
-      const line = data.toString('utf8', start, nl);
+      lines.push(data.toString('utf8', start, nl));
       start = nl + 1;
+    }
+    this.partial = start < data.length ? Buffer.from(data.subarray(start)) : Buffer.alloc(0);
+    const now = Date.now();
+    for (let i = 0; i < lines.length; i++) {
+      const line = lines[i]!;
       if (line.length === 0) continue;
-      let entry: JournalEntry | null = null;
-      try {
-        entry = StateMap.validate(JSON.parse(line));
-      } catch {
-        entry = null;
+      if (line === VOID_LINE) {
+        // Its batch came in an earlier read and is applied here: rebuild from the files.
+        this.voided = true;
+        continue;
       }
-      if (!entry) {
+      if (lines[i + 1] === VOID_LINE) {
+        i++; // a batch whose fsync failed: it never happened
+        continue;
+      }
+      const entries = parseBatch(line);
+      if (!entries) {
         this.log.warn({ evt: 'store.error', gen: this.gen, bytes: line.length }, 'embedded store: skipping an unreadable journal line');
         continue;
       }
-      this.state.apply(entry, now);
-      if (deliver && entry.o === 'pub') this.queueDelivery({ channel: entry.c, message: entry.m });
+      for (const entry of entries) {
+        this.state.apply(entry, now);
+        if (deliver && entry.o === 'pub') this.queueDelivery({ channel: entry.c, message: entry.m });
+      }
     }
-    this.partial = start < data.length ? Buffer.from(data.subarray(start)) : Buffer.alloc(0);
   }
 
   /** Under the lock: drains the old journal (events included), then loads snapshot + journal. */
@@ -566,6 +626,8 @@ export class EmbeddedStore implements Store {
     this.offset = 0;
     this.partial = Buffer.alloc(0);
     this.readNew(deliver);
+    // A replay reads the whole journal at once, so every void meets its batch in it.
+    this.voided = false;
   }
 
   /** Under the lock: journals older than the snapshot and a half-written snapshot (crash leftovers). */
@@ -603,6 +665,19 @@ export class EmbeddedStore implements Store {
 
 export function createEmbeddedStore(dataDir: string, opts: EmbeddedStoreOptions = {}): EmbeddedStore {
   return new EmbeddedStore(dataDir, opts);
+}
+
+/** One journal line: a batch's entries (one entry, or an array), or null when it is unreadable. */
+function parseBatch(line: string): JournalEntry[] | null {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(line);
+  } catch {
+    return null;
+  }
+  const entries = (Array.isArray(raw) ? raw : [raw]).map((e) => StateMap.validate(e));
+  // All or nothing, as the batch was written: one unknown entry (a newer version) drops the line.
+  return entries.length > 0 && entries.every((e) => e !== null) ? (entries as JournalEntry[]) : null;
 }
 
 function writeAll(fd: number, buf: Buffer): void {

@@ -7,7 +7,7 @@ import { appendFileSync, closeSync, mkdtempSync, openSync, readdirSync, readFile
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { createEmbeddedStore, type EmbeddedStoreOptions } from '../../../src/store/embedded.js';
+import { createEmbeddedStore, type EmbeddedStore, type EmbeddedStoreOptions } from '../../../src/store/embedded.js';
 import { LockTimeoutError, tryLockSync, unlockSync } from '../../../src/store/flock.js';
 import { StateMap } from '../../../src/store/state-map.js';
 import type { ChangeEvent } from '../../../src/store/store.js';
@@ -398,6 +398,92 @@ describe('embedded store: another process', () => {
     } finally {
       await a.close();
       await b.close();
+    }
+  });
+});
+
+/** The store's own disk writes (embedded.ts), to inject the faults a test cannot make the disk produce. */
+interface DiskWrites {
+  writeJournal(buf: Buffer): void;
+  syncJournal(): void;
+  removeFile(path: string): void;
+  poke(full: boolean): void;
+}
+const disk = (s: EmbeddedStore) => s as unknown as DiskWrites;
+const fault = (code: string) => Object.assign(new Error(`${code}: injected`), { code });
+
+describe('embedded store: a batch of writes the disk refuses is not applied anywhere', () => {
+  it('a batch written only in part (ENOSPC): rejected, and neither this handle, another one nor a reopen sees any of it', async () => {
+    const dir = freshDir();
+    const a = open(dir);
+    const b = open(dir);
+    try {
+      await a.hset('h', 'f0', '0');
+      const d = disk(a);
+      const real = d.writeJournal.bind(a);
+      let calls = 0;
+      // The disk fills up: all of the batch but its last byte gets written.
+      d.writeJournal = (buf) => {
+        if (calls++ > 0) return real(buf);
+        real(buf.subarray(0, buf.length - 1));
+        throw fault('ENOSPC');
+      };
+      const r = await Promise.allSettled([a.hset('h', 'f1', '1'), a.hset('h', 'f2', '2')]);
+      assert.deepEqual(r.map((x) => x.status), ['rejected', 'rejected']);
+      assert.deepEqual(await a.hgetall('h'), { f0: '0' });
+      await sleep(5);
+      assert.deepEqual(await b.hgetall('h'), { f0: '0' });
+      // The next write ends the torn batch for good and is itself read back.
+      await a.hset('h', 'f3', '3');
+      await sleep(5);
+      assert.deepEqual(await a.hgetall('h'), { f0: '0', f3: '3' });
+      assert.deepEqual(await b.hgetall('h'), { f0: '0', f3: '3' });
+    } finally {
+      await a.close();
+      await b.close();
+    }
+    const c = open(dir);
+    try {
+      assert.deepEqual(await c.hgetall('h'), { f0: '0', f3: '3' });
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('a batch whose fsync fails (EIO): rejected, and taken back from a handle that had already read it', async () => {
+    const dir = freshDir();
+    const a = open(dir);
+    const b = open(dir);
+    try {
+      await a.hset('h', 'f0', '0');
+      await sleep(5);
+      assert.deepEqual(await b.hgetall('h'), { f0: '0' });
+      const d = disk(a);
+      const real = d.syncJournal.bind(a);
+      let calls = 0;
+      d.syncJournal = () => {
+        if (calls++ > 0) return real();
+        // Another process reads the journal between the write and the failed fsync.
+        disk(b).poke(false);
+        throw fault('EIO');
+      };
+      const r = await Promise.allSettled([a.hset('h', 'f1', '1'), a.hset('h', 'f2', '2')]);
+      assert.deepEqual(r.map((x) => x.status), ['rejected', 'rejected']);
+      assert.deepEqual(await a.hgetall('h'), { f0: '0' });
+      await sleep(5);
+      assert.deepEqual(await b.hgetall('h'), { f0: '0' });
+      await a.hset('h', 'f3', '3');
+      await sleep(5);
+      assert.deepEqual(await b.hgetall('h'), { f0: '0', f3: '3' });
+    } finally {
+      await a.close();
+      await b.close();
+    }
+    const c = open(dir);
+    try {
+      assert.deepEqual(await c.hgetall('h'), { f0: '0', f3: '3' });
+    } finally {
+      await c.close();
     }
   });
 });
