@@ -25,10 +25,15 @@
 //     with one write(2), fsyncs when needed, and releases the lock. Writes queued in the same
 //     event-loop turn go out as one batch: one lock, one write, at most one fsync (group commit).
 //   - Compaction (when the journal outgrows max(compactMinBytes, the last snapshot)) runs under
-//     the lock: snapshot G+1 is written and renamed into place, journal G+1 is created, journal G
-//     unlinked. Others notice their journal's link count fall to 0 (or the snapshot change on the
-//     poll), read what is left of it, and reload. A process that slept through two compactions may
-//     have missed published events: it delivers `{"resync":true}` on every channel it listens to.
+//     the lock: snapshot G+1 is written, journal G+1 is created, an end line is appended to
+//     journal G, snapshot G+1 is renamed into place (the commit) and journal G unlinked. Others
+//     meet the end line at their next look, before any read is served, and reload under the
+//     lock, where the snapshot decides. So a journal G that could not be unlinked leaves no reader
+//     behind (it is removed by the next process that opens the store); its link count falling to
+//     0, and the snapshot's change seen by the poll, are signals too. An end line left by a
+//     compaction that failed before its commit costs one reload. A process that slept through two
+//     compactions may have missed published events: it delivers `{"resync":true}` on every
+//     channel it listens to.
 //
 // Durability: persistent writes (SET without TTL, DEL, HSET, HDEL, INCR of a key without TTL) are
 // fsynced before the promise resolves. Keys with a TTL (greylist triplets, rate counters, caches:
@@ -81,6 +86,8 @@ const NL = 0x0a;
 const TORN_END = '\u0018\n';
 /** Follows a batch whose fsync failed: that batch never happened (see the header). */
 const VOID_LINE = '{"o":"void"}';
+/** Ends a journal that a compaction replaces: its readers reload (see the header). */
+const END_LINE = '{"o":"end"}';
 
 interface PendingOp {
   plan: (state: StateMap, now: number) => Planned<unknown>;
@@ -106,6 +113,8 @@ export class EmbeddedStore implements Store {
   private partial: Buffer = Buffer.alloc(0);
   /** Memory holds a batch that a void line later took back: rebuild it from the files. */
   private voided = false;
+  /** The journal we read has ended (a compaction): reload under the lock, where the snapshot decides. */
+  private ended = false;
   /** Identity of the snapshot we loaded (null: none existed). */
   private snapIdent: string | null = null;
   private snapBytes = 0;
@@ -420,6 +429,9 @@ export class EmbeddedStore implements Store {
     } else if (this.readNew(true) === 0 || this.voided) {
       this.reloadLocked();
     }
+    // Under the lock no compaction is under way: an end line in our current journal is one that
+    // failed before its commit, and the snapshot check above has decided.
+    this.ended = false;
     if (this.partial.length === 0) return false;
     // Nobody else writes while we hold the lock, so an incomplete line is a dead writer's.
     this.log.warn({ evt: 'store.error', bytes: this.partial.length, gen: this.gen }, 'embedded store: skipping a torn journal line');
@@ -446,6 +458,9 @@ export class EmbeddedStore implements Store {
     const nfd = openSync(nextPath, 'a+', 0o600);
     try {
       ftruncateSync(nfd, 0);
+      // Before the commit point: a committed compaction always has its end line, whether or not
+      // journal G can be unlinked below.
+      this.writeJournal(Buffer.from(`${END_LINE}\n`, 'utf8'));
       renameSync(tmp, this.snapPath); // the commit point
       fsyncDir(this.dir);
     } catch (e) {
@@ -462,10 +477,10 @@ export class EmbeddedStore implements Store {
     this.snapIdent = id?.ident ?? null;
     this.snapBytes = id?.size ?? 0;
     try {
-      // Other processes see its link count drop to 0 and reload.
+      // Tidying up: readers reload on the end line. Its link count dropping to 0 tells them too.
       this.removeFile(oldPath);
     } catch (err) {
-      this.log.warn({ evt: 'store.error', err }, 'embedded store: could not remove the old journal');
+      this.log.warn({ evt: 'store.error', err }, 'embedded store: could not remove the old journal; the next process to open the store removes it');
     }
     closeSync(oldFd);
     this.log.info({ evt: 'store.compacted', gen: next, bytes: body.length }, 'embedded store: compacted');
@@ -486,7 +501,7 @@ export class EmbeddedStore implements Store {
     // look of their own: see the header.) Our own writes are in memory already (flush applies
     // them), so reads still see those.
     if (this.lookedThisCallback) return;
-    if (this.readNew(true) === 0 || this.voided) {
+    if (this.readNew(true) === 0 || this.voided || this.ended) {
       await this.requestReload();
       return;
     }
@@ -509,7 +524,7 @@ export class EmbeddedStore implements Store {
     if (this.closed || this.closing || this.reloadQueued) return;
     try {
       const nlink = this.readNew(true);
-      if (nlink === 0 || this.voided || (full && snapshotIdent(this.snapPath) !== this.snapIdent)) void this.requestReload();
+      if (nlink === 0 || this.voided || this.ended || (full && snapshotIdent(this.snapPath) !== this.snapIdent)) void this.requestReload();
     } catch (err) {
       this.log.error({ evt: 'store.error', err }, 'embedded store: reading the journal failed');
     }
@@ -568,6 +583,10 @@ export class EmbeddedStore implements Store {
     for (let i = 0; i < lines.length; i++) {
       const line = lines[i]!;
       if (line.length === 0) continue;
+      if (line === END_LINE) {
+        this.ended = true;
+        continue;
+      }
       if (line === VOID_LINE) {
         // Its batch came in an earlier read and is applied here: rebuild from the files.
         this.voided = true;
@@ -626,8 +645,10 @@ export class EmbeddedStore implements Store {
     this.offset = 0;
     this.partial = Buffer.alloc(0);
     this.readNew(deliver);
-    // A replay reads the whole journal at once, so every void meets its batch in it.
+    // A replay reads the whole journal at once, so every void meets its batch in it; it runs
+    // under the lock, so an end line in it is one a failed compaction left (see syncLocked).
     this.voided = false;
+    this.ended = false;
   }
 
   /** Under the lock: journals older than the snapshot and a half-written snapshot (crash leftovers). */

@@ -487,3 +487,59 @@ describe('embedded store: a batch of writes the disk refuses is not applied anyw
     }
   });
 });
+
+describe('embedded store: compaction whose old journal cannot be removed', () => {
+  it('an end line of a compaction that never committed (a crash before the rename) is read past', async () => {
+    const dir = freshDir();
+    const a = open(dir);
+    await a.set('k', '1');
+    await a.close();
+    appendFileSync(journalOf(dir), '{"o":"end"}\n');
+    const b = open(dir);
+    const c = open(dir);
+    try {
+      assert.equal(await c.get('k'), '1');
+      await b.set('k', '2');
+      await sleep(5);
+      assert.equal(await c.get('k'), '2');
+      assert.deepEqual(stateFiles(dir), ['store.journal.0.jsonl', 'store.lock']);
+    } finally {
+      await b.close();
+      await c.close();
+    }
+    const d = open(dir);
+    try {
+      assert.equal(await d.get('k'), '2');
+    } finally {
+      await d.close();
+    }
+  });
+
+
+  it('another process reads the new generation at its next read, not at its next poll', async () => {
+    const dir = freshDir();
+    // The poll is out of the picture: only what a read does counts.
+    const a = open(dir, { compactMinBytes: 512, pollMs: 60_000 });
+    const b = open(dir, { pollMs: 60_000 });
+    try {
+      disk(a).removeFile = () => {
+        throw fault('EIO');
+      };
+      await a.set('k', 'before');
+      await sleep(5);
+      assert.equal(await b.get('k'), 'before');
+      for (let i = 0; !stateFiles(dir).includes('store.snapshot.json'); i++) await a.set(`fill${i % 5}`, 'x'.repeat(100));
+      assert.equal(stateFiles(dir).filter((f) => f.startsWith('store.journal.')).length, 2, 'the old journal is still there');
+      await a.set('k', 'after');
+      await sleep(5);
+      assert.equal(await b.get('k'), 'after');
+      // And the other way round: b writes into the new generation, a reads it.
+      await b.set('from-b', 'yes');
+      await sleep(5);
+      assert.equal(await a.get('from-b'), 'yes');
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+});
