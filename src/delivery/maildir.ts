@@ -4,7 +4,8 @@
 // A delivery writes tmp/<name>, fdatasyncs it, renames it into new/<name> and fsyncs new/ (one
 // sequence on the I/O pool, durable-file.ts). Only then does it count as delivered.
 // When only that fsync fails, after the rename, the copy is in new/ and may already be read; it
-// is never taken back. new/ is fsynced once more (the failure may pass), and if that fails too the
+// is never taken back. new/ is fsynced once more when opening it was what failed (io-pool.ts
+// `folderSyncRetryable`), and if that fails too, or an fsync(2) itself failed, the
 // delivery throws a temporary DeliveryError with `stored` set: the caller must retry under the
 // same queue id with `checkExisting` (the queue does; LMTP answers 250 and keeps the recipient in
 // the spool rather than a 4xx that would bring the message back under another id). A copy found
@@ -27,7 +28,7 @@
 //
 // Config keys: `mailbox.path` (resolved by local.ts), `hostname`.
 import { readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
-import { renamedButNotSynced, writeThenRename } from '../queue/durable-file.js';
+import { folderSyncRetryable, renamedButNotSynced, writeThenRename } from '../queue/durable-file.js';
 import { dirname, join } from 'node:path';
 import type { DirSyncer } from '../queue/dir-sync.js';
 import { FolderNameError, maildirPlusName, type FolderNames } from './folder.js';
@@ -81,13 +82,14 @@ export class MaildirWriter {
 
   /**
    * writeThenRename into `folder` (new/ or cur/). A copy renamed into place whose folder fsync
-   * failed, twice, throws DeliveryErrors.notSynced (see the header).
+   * failed (twice, when it may be tried again) throws DeliveryErrors.notSynced (see the header).
    */
   private async writeInto(folder: string, tmp: string, final: string, bytes: Uint8Array[], lf: boolean): Promise<string> {
     try {
       return await writeThenRename(tmp, final, bytes, 0o666, folder, { lf });
     } catch (e) {
       if (!renamedButNotSynced(e)) throw e;
+      if (!folderSyncRetryable(e)) throw DeliveryErrors.notSynced(e);
       await this.syncStored(folder, e);
       return e.target;
     }

@@ -242,6 +242,23 @@ export interface MboxDeliveryResult {
   offset: number;
 }
 
+/** True when the file's last byte (of `size`) is LF. */
+async function endsInLf(fh: FileHandle, size: number): Promise<boolean> {
+  const last = Buffer.alloc(1);
+  const { bytesRead } = await fh.read(last, 0, 1, size - 1);
+  return bytesRead === 1 && last[0] === 0x0a;
+}
+
+/** Writes all of `buf` at `position`, however many writes it takes. */
+async function writeAll(fh: FileHandle, buf: Buffer, position: number): Promise<void> {
+  let done = 0;
+  while (done < buf.length) {
+    const { bytesWritten } = await fh.write(buf, done, buf.length - done, position + done);
+    if (bytesWritten <= 0) throw new Error('write made no progress');
+    done += bytesWritten;
+  }
+}
+
 export class MboxWriter {
   private readonly lockTimeoutMs: number;
   private readonly staleLockMs: number;
@@ -342,14 +359,16 @@ export class MboxWriter {
       }
     }
     const created = size === 0;
+    // A file that does not end in LF (a torn entry left by another program, or one of ours not
+    // repaired yet) would glue our From_ line onto its last line, where no reader, and no
+    // torn-entry check (mbox-intent.ts), could see it start a message: end that line first.
+    if (size > 0 && !(await endsInLf(fh, size))) {
+      await writeAll(fh, Buffer.from('\n'), size);
+      size += 1;
+    }
     if (opts.intent) await opts.intent.put({ offset: size, length: entry.length });
     try {
-      let done = 0;
-      while (done < entry.length) {
-        const { bytesWritten } = await fh.write(entry, done, entry.length - done, size + done);
-        if (bytesWritten <= 0) throw new Error('write made no progress');
-        done += bytesWritten;
-      }
+      await writeAll(fh, entry, size);
       await fh.datasync();
     } catch (e) {
       // Never leave a torn message behind.
@@ -357,7 +376,13 @@ export class MboxWriter {
       await fh.datasync().catch(() => undefined);
       throw e;
     }
-    if (created) await this.syncer.sync(dirname(file));
+    if (created) {
+      // The entry is in the file for good; only its name may not be: a retry under this queue
+      // id finds it through the intent record, so a 4xx that brings a second copy is avoided.
+      await this.syncer.sync(dirname(file)).catch((e: unknown) => {
+        throw DeliveryErrors.notSynced(e);
+      });
+    }
     return { path: file, duplicate: false, offset: size };
   }
 

@@ -7,7 +7,7 @@
 // The sequence runs on the I/O pool's threads (io-pool.ts explains why).
 import { ioPool } from './io-pool.js';
 
-export { renamedButNotSynced, type RenamedButNotSynced } from './io-pool.js';
+export { folderSyncRetryable, renamedButNotSynced, type RenamedButNotSynced } from './io-pool.js';
 
 export function writeThenRename(tmp: string, target: string, parts: Uint8Array[], mode = 0o600, syncDir?: string, opts: { lf?: boolean } = {}): Promise<string> {
   return ioPool().writeThenRename(tmp, target, parts, mode, syncDir, opts);

@@ -26,9 +26,10 @@
 // its final name, complete and visible to every reader, but the name may not survive a crash.
 // That failure carries `renamed: true` and `target` (the final name), because the right answer
 // differs per caller (see `renamedButNotSynced`):
-//   - the spool fsyncs q/ once more and otherwise takes a new entry back (unlinks it), so a 4xx
+//   - the spool fsyncs q/ once more (only when opening it failed: `folderSyncRetryable`) and
+//     otherwise takes a new entry back (unlinks it), so a 4xx
 //     never leaves behind a message that would also be delivered (spool.ts);
-//   - Maildir delivery fsyncs the folder once more and otherwise reports a temporary failure that
+//   - Maildir delivery fsyncs the folder once more (the same condition) and otherwise reports a temporary failure that
 //     says the copy is stored; the retry, under the same queue id, finds that copy and counts it
 //     once its folder is fsynced (maildir.ts), and LMTP answers 250 rather than 4xx for it
 //     (manager.ts).
@@ -161,6 +162,17 @@ type ErrorInfo = { message: string; code?: string; errno?: number; syscall?: str
 export interface RenamedButNotSynced extends NodeJS.ErrnoException {
   renamed: true;
   target: string;
+}
+
+/**
+ * True when a failed folder fsync may be made again: it failed opening the folder (EMFILE,
+ * ENFILE, ENOMEM...), before anything was asked of the disk. An fsync(2) that reported an error
+ * has used it up: Linux (since 4.13) reports a writeback error once to each descriptor open when
+ * it happened, so a second fsync through a new descriptor may succeed while the folder's new
+ * entry is still not on disk, and success would be claimed for a name a crash can lose.
+ */
+export function folderSyncRetryable(e: unknown): boolean {
+  return (e as NodeJS.ErrnoException | undefined)?.syscall === 'open';
 }
 
 export function renamedButNotSynced(e: unknown): e is RenamedButNotSynced {

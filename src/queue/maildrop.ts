@@ -3,7 +3,8 @@
 //   tmp/<id>.<pid>   being written by sendmail
 //   new/<id>         complete: the spool file format (spool.ts), fdatasync'ed, renamed here, and
 //                    new/ fsynced before sendmail exits 0. When that fsync fails (after the
-//                    rename) it is tried once more; then the file is taken back (unlinked) and
+//                    rename) it is tried once more if opening new/ was what failed
+//                    (io-pool.ts `folderSyncRetryable`); then the file is taken back (unlinked) and
 //                    sendmail fails, so whoever runs it again sends the only copy. A file the
 //                    daemon picked up meanwhile, or one that cannot be unlinked, is kept and the
 //                    drop succeeds: the daemon delivers it.
@@ -21,7 +22,7 @@ import type { Envelope } from './envelope.js';
 import { parseSpoolFile, spoolFileParts } from './spool.js';
 import { isQueueId } from './queue-id.js';
 import { DirSyncer } from './dir-sync.js';
-import { renamedButNotSynced, writeThenRename, type RenamedButNotSynced } from './durable-file.js';
+import { folderSyncRetryable, renamedButNotSynced, writeThenRename, type RenamedButNotSynced } from './durable-file.js';
 import { logEvent } from '../log/logger.js';
 
 export function maildropDirs(dataDir: string) {
@@ -43,7 +44,7 @@ export async function dropMessage(dataDir: string, id: string, envelope: Envelop
     await writeThenRename(tmp, join(d.new, id), spoolFileParts(envelope, message), 0o600, d.new);
   } catch (e) {
     if (!renamedButNotSynced(e)) throw e;
-    if (await syncer.sync(d.new).then(() => true, () => false)) return;
+    if (folderSyncRetryable(e) && (await syncer.sync(d.new).then(() => true, () => false))) return;
     await takeBack(e);
   }
 }

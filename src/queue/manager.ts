@@ -20,7 +20,8 @@
 //     message again); any other such record is just removed.
 //   - A Maildir copy renamed into place whose folder fsync failed is a temporary failure marked
 //     `stored` (maildir.ts): retried under the same queue id like any other (the retry finds the
-//     copy), and LMTP keeps that recipient in the spool with a 250, never a 4xx.
+//     copy), and LMTP keeps that recipient in the spool with a 250 rather than a 4xx (only a spool
+//     that cannot take it either leaves the 4xx, and the client's retry may store a second copy).
 // Temporary failures retry after `outbound.retry` waits (plus up to 10% jitter, so a burst does
 // not retry in lockstep); after `outbound.lifetime` the target is failed. Permanent failures (the
 // user no longer exists, a bad folder name, a 5xx from the next hop) mark the target failed.
@@ -253,7 +254,7 @@ class QueueManager implements ManagedQueue {
         await this.spool.remove(id, { hasState: false, durable: true });
         logEvent(this.log, 'warn', 'spool.withdrawn', { qid: id }, 'a copy was withdrawn: another copy of the same transaction could not be spooled');
       } catch (e) {
-        logEvent(this.log, 'error', 'spool.error', { qid: id, err: String(e) }, 'could not withdraw a copy of a transaction that failed; it will be delivered');
+        logEvent(this.log, 'error', 'spool.error', { qid: id, err: String(e) }, 'a copy of a transaction that failed could not be withdrawn for certain: if it is still in the spool, the next start delivers it');
       }
     }
   }

@@ -18,8 +18,9 @@
 //
 // fsync strategy: fdatasync(2) for the new file (a new file's size is metadata fdatasync covers),
 // then an fsync of q/ after the rename, both in one sequence on the I/O pool (io-pool.ts).
-// When only that fsync of q/ fails, the file is in q/ already: q/ is fsynced once more (the
-// failure may pass, as EMFILE opening the folder does), and if that fails too:
+// When only that fsync of q/ fails, the file is in q/ already: q/ is fsynced once more when the
+// failure was in opening it (EMFILE may pass; an fsync(2) error may not be trusted to, see
+// io-pool.ts `folderSyncRetryable`), and if that fails too, or was not tried:
 //   - a new message is taken back (unlinked) before `accept` rejects: the client hears 4xx and
 //     sends it again, so nothing may be left that this queue or the next start would deliver
 //     too. Only a crash before the unlink reaches the disk can bring it back. If it cannot be
@@ -36,7 +37,7 @@ import { mkdir, readdir, readFile, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Envelope } from './envelope.js';
-import { renamedButNotSynced, writeThenRename, type RenamedButNotSynced } from './durable-file.js';
+import { folderSyncRetryable, renamedButNotSynced, writeThenRename, type RenamedButNotSynced } from './durable-file.js';
 import { ioPool } from './io-pool.js';
 import { logEvent, silentLogger } from '../log/logger.js';
 import { DirSyncer } from './dir-sync.js';
@@ -245,7 +246,7 @@ export class Spool {
       await writeThenRename(tmp, join(this.queueDir, name), parts, 0o666, this.queueDir);
     } catch (e) {
       if (!renamedButNotSynced(e)) throw e;
-      if (await this.syncer.sync(this.queueDir).then(() => true, () => false)) return;
+      if (folderSyncRetryable(e) && (await this.syncer.sync(this.queueDir).then(() => true, () => false))) return;
       if (!opts.takeBack) throw e;
       await this.takeBack(name, e);
     }

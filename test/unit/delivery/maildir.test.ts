@@ -122,12 +122,12 @@ test('a Maildir removed under the writer is made again; bad folders are permanen
   }
 });
 
-test('a folder fsync that fails once after the rename is made again: the delivery counts', async () => {
+test('a folder that cannot be opened once for its fsync after the rename is fsynced again: the delivery counts', async () => {
   const { dir, cleanup } = await tempDir();
   const root = join(dir, 'm');
   const w = new MaildirWriter(new DirSyncer());
   await w.ensure(root, root);
-  const fault = failFolderSyncs(join(root, 'new'), 1);
+  const fault = failFolderSyncs(join(root, 'new'), 1, 'open');
   try {
     const r = await w.deliver(root, undefined, parts('EEE'), Buffer.from('Subject: once\n\n'), false);
     assert.equal(fault.failed, 1);

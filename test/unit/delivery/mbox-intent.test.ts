@@ -7,6 +7,8 @@ import { MboxWriter, mboxEntry } from '../../../src/delivery/mbox.js';
 import { HEAD_BYTES, parseStandaloneIntent, repairTornEntry, standaloneIntent, type RepairOutcome } from '../../../src/delivery/mbox-intent.js';
 import { tempDir } from '../queue/helpers.js';
 import { readWithPython } from './python.js';
+import { failFolderSyncs } from '../queue/folder-sync-faults.js';
+import { DeliveryError } from '../../../src/delivery/errors.js';
 
 const T = Date.UTC(2024, 0, 4, 5, 6, 7);
 const before = mboxEntry('a@example.net', T, Buffer.from('Subject: before\n\nbody before\n'));
@@ -84,4 +86,48 @@ test('standalone mbox intent: the record keeps the file and the first bytes; oth
     { ...rec, length: 3 }, // shorter than the bytes kept
   ];
   for (const b of bad) assert.equal(parseStandaloneIntent(b), null, JSON.stringify(b));
+});
+
+// A torn entry that ends mid-line, then one of our complete appends (the record's check failed
+// at start, so the tail was not cut yet): the append ends the torn line first, so its From_ line
+// starts a line, the check sees another entry, and the complete message is not cut off.
+test('standalone mbox intent: a complete append after a tail torn mid-line is never cut off with it', async () => {
+  const { dir, cleanup } = await tempDir();
+  try {
+    const path = join(dir, 'box');
+    const midLine = ours.indexOf('\n', 1500) - 3;
+    await writeFile(path, Buffer.concat([before, ours.subarray(0, midLine)]));
+    const rec = parseStandaloneIntent(standaloneIntent(path, ours, { offset: before.length, length: ours.length }))!;
+    const writer = new MboxWriter(new DirSyncer());
+    await writer.deliver(path, undefined, other);
+    assert.ok((await stat(path)).size < before.length + ours.length, 'the file still ends before our whole entry would');
+    assert.equal(await repairTornEntry(writer, rec), 'changed');
+    const read = readWithPython('mbox', path).map((m) => m.bytes.toString());
+    assert.equal(read.at(-1), 'Subject: other\n\nshort\n', 'the later message is whole and a message of its own');
+  } finally {
+    await cleanup();
+  }
+});
+
+// A new mbox whose folder cannot be fsynced after the entry is in it: a temporary failure that
+// says the copy is stored (as for Maildir), and the retry under the same queue id finds it
+// through its intent record instead of appending a second copy.
+test('a new mbox whose folder fsync fails: stored, and the retry counts the entry once', async () => {
+  const { dir, cleanup } = await tempDir();
+  const fault = failFolderSyncs(dir);
+  try {
+    const path = join(dir, 'box');
+    let record: { offset: number; length: number } | null = null;
+    const intent = { get: async () => record, put: async (r: { offset: number; length: number }) => void (record = r) };
+    const writer = new MboxWriter(new DirSyncer());
+    await assert.rejects(writer.deliver(path, undefined, other, { intent }), (e: unknown) => e instanceof DeliveryError && e.temporary && e.stored);
+    assert.ok(fault.failed >= 1);
+    fault.heal();
+    const again = await writer.deliver(path, undefined, other, { intent, checkExisting: true });
+    assert.equal(again.duplicate, true);
+    assert.deepEqual(readWithPython('mbox', path).map((m) => m.bytes.toString()), ['Subject: other\n\nshort\n']);
+  } finally {
+    fault.restore();
+    await cleanup();
+  }
 });

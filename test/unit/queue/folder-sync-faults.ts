@@ -15,8 +15,11 @@ export interface FolderSyncFault {
   restore(): void;
 }
 
-/** The next `times` fsyncs of `dir` fail (default: all of them until `heal`). */
-export function failFolderSyncs(dir: string, times = Infinity): FolderSyncFault {
+/**
+ * The next `times` fsyncs of `dir` fail (default: all of them until `heal`): fsync(2) itself
+ * with EIO, or, `at: 'open'`, opening the folder with EMFILE (the failure that may be retried).
+ */
+export function failFolderSyncs(dir: string, times = Infinity, at: 'fsync' | 'open' = 'fsync'): FolderSyncFault {
   const pool = ioPool();
   const realWrite = pool.writeThenRename.bind(pool);
   const realSync = pool.fsyncDir.bind(pool);
@@ -26,6 +29,7 @@ export function failFolderSyncs(dir: string, times = Infinity): FolderSyncFault 
     if (left <= 0) return null;
     left--;
     failed++;
+    if (at === 'open') return Object.assign(new Error(`EMFILE: too many open files, open '${dir}'`), { code: 'EMFILE', errno: -24, syscall: 'open', path: dir });
     return Object.assign(new Error(`EIO: i/o error, fsync '${dir}'`), { code: 'EIO', errno: -5, syscall: 'fsync', path: dir });
   };
   pool.writeThenRename = async (tmp, target, parts, mode, syncDir, opts) => {

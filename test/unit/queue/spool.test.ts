@@ -160,17 +160,35 @@ test('a message that cannot be removed keeps its state file (its delivery marks 
   }
 });
 
-test('a folder fsync that fails once after the rename: fsynced again, the message is committed', async () => {
+test('a folder that cannot be opened once for its fsync after the rename: fsynced again, the message is committed', async () => {
   const { dir, cleanup } = await tempDir();
   const spool = new Spool(dir);
   await spool.init();
-  const fault = failFolderSyncs(join(dir, 'spool', 'q'), 1);
+  const fault = failFolderSyncs(join(dir, 'spool', 'q'), 1, 'open');
   try {
     const id = newQueueId();
     await spool.accept(id, envelope('', ['x@example.test']), Buffer.from('m'));
     assert.equal(fault.failed, 1);
     assert.deepEqual(await spool.list(), [id]);
     assert.equal((await spool.read(id)).message.toString(), 'm');
+  } finally {
+    fault.restore();
+    await spool.close();
+    await cleanup();
+  }
+});
+
+// An fsync(2) error is reported once per descriptor open at the time (Linux 4.13 on): a second
+// fsync through a new descriptor may succeed with the folder entry still not on disk.
+test('a folder fsync(2) error after the rename is not tried again: the commit is taken back though a second fsync would pass', async () => {
+  const { dir, cleanup } = await tempDir();
+  const spool = new Spool(dir);
+  await spool.init();
+  const fault = failFolderSyncs(join(dir, 'spool', 'q'), 1);
+  try {
+    await assert.rejects(spool.accept(newQueueId(), envelope('', ['x@example.test']), Buffer.from('m')), (e: NodeJS.ErrnoException) => e.code === 'EIO');
+    assert.equal(fault.failed, 1);
+    assert.deepEqual(await spool.list(), []);
   } finally {
     fault.restore();
     await spool.close();
@@ -187,7 +205,7 @@ test('a folder fsync that keeps failing after the rename: the commit is taken ba
   try {
     const id = newQueueId();
     await assert.rejects(spool.accept(id, envelope('', ['x@example.test']), Buffer.from('m')), (e: NodeJS.ErrnoException) => e.code === 'EIO');
-    assert.ok(fault.failed >= 2, 'fsynced once more before giving up');
+    assert.equal(fault.failed, 1, 'an fsync(2) error is not tried again');
     assert.deepEqual(await readdir(join(dir, 'spool', 'q')), []);
     assert.deepEqual(await readdir(join(dir, 'spool', 'tmp')), []);
     fault.heal();
