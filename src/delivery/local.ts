@@ -7,10 +7,13 @@
 //
 // Idempotence per (queue id, user, folder): the Maildir file name and the mbox intent key are
 // derived from `targetKey(user, folder)`, so a retry with `checkExisting` finds an earlier copy
-// instead of storing a second one (maildir.ts, mbox.ts). An intent store that can `remove` backs
-// a delivery with no spool message file (LMTP): its mbox records carry the file and the entry's
-// first bytes, so the queue can check them alone after a crash (mbox-intent.ts), and each is
-// removed once its append is durable.
+// instead of storing a second one (maildir.ts, mbox.ts). A `standalone` intent store backs a
+// delivery with no spool message file (LMTP): its mbox records carry the file and the entry's
+// first bytes, so the queue can check them alone after a crash (mbox-intent.ts). Records are
+// never removed here: the queue removes them once the recipient's outcome is final, and keeps
+// them as the spool entry's intents when a store of the plan must be retried.
+// A plan's store that fails after an earlier one stored its copy fails as `stored`: the retry
+// must run under the same queue id, where it finds the earlier copies.
 //
 // Path template: `{data_dir}` is the data folder; `{user}` the full address, `{local}` its local
 // part, `{domain}` its domain, each made safe as ONE path segment (bytes outside
@@ -33,7 +36,7 @@ import { UserSieve, type SieveStore, type Submit } from './sieve.js';
 import { MboxWriter, mboxEntry, type MboxIntent, type MboxIntentStore, type MboxOptions } from './mbox.js';
 import { standaloneIntent } from './mbox-intent.js';
 import { folderSegments } from './folder.js';
-import { DeliveryErrors, fromFsError } from './errors.js';
+import { DeliveryError, DeliveryErrors, fromFsError } from './errors.js';
 
 export type LocalDeliveryConfig = Pick<Config, 'mailbox' | 'data_dir' | 'hostname'> & { baseDir?: string; sieve?: SieveConfig };
 
@@ -50,10 +53,10 @@ export interface IntentStore {
   get(key: string): Promise<unknown>;
   put(key: string, value: unknown): Promise<void>;
   /**
-   * Present when no spool message file backs the delivery (LMTP, before its reply): records are
-   * then standalone (see the header) and removed here after the append.
+   * Set when no spool message file backs the delivery (LMTP, before its reply): records are
+   * then standalone (see the header); the queue removes them.
    */
-  remove?(key: string): Promise<void>;
+  standalone?: boolean;
 }
 
 export interface LocalDeliveryRequest {
@@ -81,11 +84,11 @@ export interface LocalDeliveryResult {
   duplicate: boolean;
 }
 
-/** One delivery's view of the queue's intent records; standalone ones when the store can remove. */
+/** One delivery's view of the queue's intent records; standalone ones when the store asks for them. */
 function mboxIntentStore(intents: IntentStore, key: string, file: string, entry: Buffer): MboxIntentStore {
   return {
     get: async () => (await intents.get(key)) as MboxIntent | null,
-    put: (v) => intents.put(key, intents.remove ? standaloneIntent(file, entry, v) : v),
+    put: (v) => intents.put(key, intents.standalone ? standaloneIntent(file, entry, v) : v),
   };
 }
 
@@ -185,7 +188,15 @@ export class LocalDelivery {
       });
       if (plan) {
         const results: LocalDeliveryResult[] = [];
-        for (const s of plan.stores) results.push(await this.store({ ...req, message: plan.message }, s));
+        for (const s of plan.stores) {
+          try {
+            results.push(await this.store({ ...req, message: plan.message }, s));
+          } catch (e) {
+            if (results.length === 0 || !(e instanceof DeliveryError) || e.stored) throw e;
+            // Copies are in place already: see the header.
+            throw new DeliveryError(e.temporary, e.code, e.enhanced, e.text, { cause: e.cause, stored: true });
+          }
+        }
         if (results.length === 0) return { destination: `sieve:${plan.summary}`, duplicate: false };
         return { destination: results.map((r) => r.destination).join(' '), duplicate: results.every((r) => r.duplicate) };
       }
@@ -205,9 +216,6 @@ export class LocalDelivery {
         checkExisting: req.checkExisting,
         intent: intents ? mboxIntentStore(intents, key, this.mbox.folderPath(path, req.folder), entry) : undefined,
       });
-      // A standalone record has served its purpose once the append is durable. A failed or lost
-      // removal is harmless: the check at start finds the entry complete and drops the record.
-      if (intents?.remove) await intents.remove(key).catch(() => undefined);
       return { destination: `mbox:${r.path}`, duplicate: r.duplicate };
     }
     const parts = { qid: req.qid, receivedAt: req.receivedAt, key, hostname: this.config.hostname };

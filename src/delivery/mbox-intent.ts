@@ -7,8 +7,9 @@
 // The record (a spool intent, spool.ts) is mbox.ts's {offset, length} plus what a check needs
 // without the message: `file`, the mbox path, and `head`, the entry's first HEAD_BYTES bytes
 // (base64): its From_ line and trace headers, whose Received field names the queue id. It is
-// written durably before the append (under the mbox's locks) and removed once the append is
-// durable; a removal lost to a crash leaves a record whose entry is complete.
+// written durably before the append (under the mbox's locks) and removed by the queue once the
+// recipient's outcome is final (or kept as the intents of the spool entry that retries it, which
+// then has a message file); a removal lost to a crash leaves a record whose entry is complete.
 //
 // At start, before anything appends, the queue checks each such record that has no message file
 // (`repairTornEntry`) under the mbox's locks. The file is cut back to `offset` on this evidence

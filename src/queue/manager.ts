@@ -14,8 +14,10 @@
 //     covered by idempotent delivery: every attempt after recovery runs with `checkExisting`, and
 //     Maildir file names / mbox intents are deterministic per (queue id, user, folder).
 //   - LMTP delivers local recipients before its replies, with no spool entry: an mbox append
-//     there writes a standalone intent record first (delivery/mbox-intent.ts) and removes it
-//     after. At start, before anything else, every intent record left without a message file is
+//     there writes a standalone intent record first (delivery/mbox-intent.ts). The records of a
+//     recipient stay until its outcome is final: removed (not durably) when all of it was
+//     delivered or refused, kept as the spool entry's intents when part of it is spooled, so
+//     the retry (`checkExisting`) finds every copy a Sieve plan stored before. At start, before anything else, every intent record left without a message file is
 //     checked: a torn mbox entry it marks is cut off (the LMTP client, never answered, sends the
 //     message again); any other such record is just removed.
 //   - A Maildir copy renamed into place whose folder fsync failed is a temporary failure marked
@@ -330,9 +332,9 @@ class QueueManager implements ManagedQueue {
    * One local target's first delivery, before the client has its reply (no earlier copy can
    * exist, so no lookup for one). Null when delivered (and reported), else the error.
    */
-  private async deliverFirstTime(id: string, envelope: Envelope, message: Buffer, t: TargetState): Promise<DeliveryError | null> {
+  private async deliverFirstTime(id: string, envelope: Envelope, message: Buffer, t: TargetState, written?: Set<string>): Promise<DeliveryError | null> {
     try {
-      const d = await this.local.deliver({ qid: id, sender: envelope.mailFrom, receivedAt: envelope.receivedAt, user: t.user!, rcpt: t.rcpt, folder: t.folder, message, checkExisting: false, intents: this.standaloneIntents(id) });
+      const d = await this.local.deliver({ qid: id, sender: envelope.mailFrom, receivedAt: envelope.receivedAt, user: t.user!, rcpt: t.rcpt, folder: t.folder, message, checkExisting: false, intents: this.standaloneIntents(id, written) });
       this.delivered(id, t, d.destination, d.duplicate);
       return null;
     } catch (e) {
@@ -346,16 +348,20 @@ class QueueManager implements ManagedQueue {
     const spoolRcpts: EnvelopeRecipient[] = [];
     const spoolTargets = new Map<string, TargetState>();
     const pendingOutcome: number[] = [];
+    // Standalone intent records: of recipients whose outcome is final, of spooled ones.
+    const finished = new Set<string>();
+    const kept = new Set<string>();
     for (const rcpt of envelope.recipients) {
       const r = await this.expand(rcpt);
       if ('error' in r) {
         outcomes.push(outcome(rcpt, r.error));
         continue;
       }
+      const written = new Set<string>();
       const results = await Promise.all(
         r.targets.map(async (t) => {
           if (t.kind !== 'local') return { t, ok: true as const };
-          const err = await this.deliverFirstTime(id, envelope, message, t);
+          const err = await this.deliverFirstTime(id, envelope, message, t, written);
           return err ? { t, ok: false as const, err } : { t, ok: true as const };
         }),
       );
@@ -368,6 +374,7 @@ class QueueManager implements ManagedQueue {
         const err = results.map((x) => (x.ok ? null : x.err)).find((e) => e && e.temporary) ?? (results[0] as { err: DeliveryError }).err;
         for (const x of results) if (!x.ok) this.logFailure(id, x.t, x.err, false);
         outcomes.push(outcome(rcpt, err));
+        for (const k of written) finished.add(k);
         continue;
       }
       // Something was delivered or must be relayed: answer 250 and keep the rest in the spool.
@@ -398,6 +405,7 @@ class QueueManager implements ManagedQueue {
         }
         if (!spoolTargets.has(t.key)) spoolTargets.set(t.key, t);
       }
+      for (const k of written) (spooled ? kept : finished).add(k);
       if (spooled) {
         spoolRcpts.push(rcpt);
         pendingOutcome.push(outcomes.length);
@@ -416,6 +424,7 @@ class QueueManager implements ManagedQueue {
       } catch (e) {
         logEvent(this.log, 'error', 'spool.error', { qid: id, err: String(e) }, 'could not spool LMTP recipients');
         for (const i of pendingOutcome) outcomes[i] = outcome(outcomes[i]!.recipient, DeliveryErrors.localError(e));
+        await this.dropIntents(id, [...finished, ...kept]);
         return outcomes;
       }
       const saved = await this.writeFirstState(id, state);
@@ -424,6 +433,9 @@ class QueueManager implements ManagedQueue {
       for (const t of targets) if (t.status === 'held') this.held(id, t);
       this.reschedule(entry);
     }
+    // The records of spooled recipients are now the entry's intents (its message file exists,
+    // so the check at start leaves them to the entry's retry).
+    await this.dropIntents(id, [...finished].filter((k) => !kept.has(k)));
     return outcomes;
   }
 
@@ -1001,10 +1013,29 @@ class QueueManager implements ManagedQueue {
 
   /**
    * Intents of a delivery with no spool message file (before the reply): standalone records,
-   * removed after the append (not durably: a record that outlives its append is harmless).
+   * their keys added to `written` so the caller can remove them once the outcome is final.
    */
-  private standaloneIntents(id: string): IntentStore {
-    return { ...this.intents(id), remove: (key) => this.spool.removeIntent(id, key) };
+  private standaloneIntents(id: string, written?: Set<string>): IntentStore {
+    return {
+      get: (key) => this.spool.readIntent(id, key),
+      put: (key, v) => {
+        written?.add(key);
+        return this.spool.writeIntent(id, key, v);
+      },
+      standalone: true,
+    };
+  }
+
+  /**
+   * Removes standalone records whose outcome is final (not durably: a record that outlives its
+   * append is harmless, the check at start finds the entry complete and drops it).
+   */
+  private async dropIntents(id: string, keys: Iterable<string>): Promise<void> {
+    for (const key of keys) {
+      await this.spool.removeIntent(id, key).catch((e: unknown) => {
+        logEvent(this.log, 'error', 'spool.error', { qid: id, err: String(e) }, 'could not remove an intent record');
+      });
+    }
   }
 
   /** Routes one envelope recipient into targets, or the error to report for it. */

@@ -8,7 +8,7 @@
 //   spool/q/<id>.<k>.intent  a delivery's intent record (mbox: size before the append). One
 //                         without a message file is an ORPHAN, left by a crash: in an LMTP
 //                         delivery straight into an mbox (it has no message file and removes its
-//                         record after the append), or inside `remove`. `list` keeps orphans;
+//                         records once the outcome is final), or inside `remove`. `list` keeps orphans;
 //                         `orphanIntents` hands them to the queue, which checks and removes each.
 //
 // Message file format (all lengths in bytes):

@@ -18,6 +18,7 @@ import type { Envelope } from '../../../src/queue/envelope.js';
 import { FakeDirectory } from './fake-directory.js';
 import { captureLogger, envelope, message, tempDir, testConfig } from './helpers.js';
 import { readWithPython } from '../delivery/python.js';
+import { MemoryStore } from '../../../src/store/memory.js';
 
 const USERS = ['alice@example.test', 'bob@example.test'];
 const MBOX = { mailbox: { format: 'mbox', path: '{data_dir}/mbox/{user}' } };
@@ -48,7 +49,7 @@ async function deliverThenDie(config: Config, spool: Spool, id: string, env: Env
     user: 'alice@example.test',
     message: msg,
     checkExisting: false,
-    intents: { get: (k) => spool.readIntent(id, k), put: (k, v) => spool.writeIntent(id, k, v), remove: async () => undefined },
+    intents: { get: (k) => spool.readIntent(id, k), put: (k, v) => spool.writeIntent(id, k, v), standalone: true },
   });
 }
 
@@ -232,5 +233,45 @@ test('LMTP into mbox: no append without its durable intent record; the client he
     await q.stop();
   } finally {
     await s.cleanup();
+  }
+});
+
+test('LMTP into mbox: a Sieve plan whose second store fails is retried without a second copy in the first folder', async () => {
+  const t = await tempDir();
+  const config = testConfig(t.dir, { ...MBOX, outbound: { retry: ['50ms'] } });
+  const cap = captureLogger();
+  const store = new MemoryStore();
+  const holder = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)'], { stdio: 'ignore' });
+  try {
+    await store.hset('sieve:scripts:alice@example.test', 'main', 'require ["fileinto", "mailbox"];\nfileinto :create "A";\nkeep;\n');
+    await store.set('sieve:active:alice@example.test', 'main');
+    const inbox = join(t.dir, 'mbox', 'alice@example.test');
+    await mkdir(join(t.dir, 'mbox'), { recursive: true });
+    // A mail reader holds INBOX's dotlock: the store into A succeeds, the one into INBOX fails.
+    await writeFile(`${inbox}.lock`, `${holder.pid}\n`);
+    const q = createMessageQueue({ config, log: cap.log, directory: new FakeDirectory(['example.test'], [...USERS]), store, mbox: { lockTimeoutMs: 100 } });
+    await q.start();
+    const id = q.newId();
+    const out = await q.deliverNow(id, envelope('a@example.net', ['alice@example.test']), message('filed\r\n'));
+    assert.deepEqual(out.map((o) => [o.status, o.code]), [['queued', 250]]);
+    assert.deepEqual(bodies(join(`${inbox}.d`, 'A')), ['filed\n']);
+    // The record of the append into A stays, as the spooled entry's intent.
+    assert.equal((await spoolFiles(t.dir)).filter((f) => f.endsWith('.intent')).length, 1);
+
+    holder.kill();
+    await new Promise((r) => holder.on('exit', r));
+    await rm(`${inbox}.lock`, { force: true });
+    for (let i = 0; i < 100 && (await spoolFiles(t.dir)).length > 0; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      await q.idle();
+    }
+    assert.deepEqual(bodies(join(`${inbox}.d`, 'A')), ['filed\n']);
+    assert.deepEqual(bodies(inbox), ['filed\n']);
+    assert.deepEqual(await spoolFiles(t.dir), []);
+    await q.stop();
+  } finally {
+    holder.kill();
+    await store.close();
+    await t.cleanup();
   }
 });
