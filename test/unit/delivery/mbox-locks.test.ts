@@ -18,6 +18,13 @@ import { readWithPython } from './python.js';
 
 const T = Date.UTC(2024, 0, 4, 5, 6, 7);
 const OLD = 'From old@example.net Thu Jan  4 05:06:07 2024\nSubject: old\n\nold\n\n';
+/** An mbox holding one old message, in a temp folder of its own. */
+async function mboxWithOld(): Promise<{ dir: string; path: string; cleanup: () => Promise<void> }> {
+  const { dir, cleanup } = await tempDir('postern-mbox-fcntl-');
+  const path = join(dir, 'box');
+  await writeFile(path, OLD);
+  return { dir, path, cleanup };
+}
 const entry = (tag: string) => mboxEntry('a@example.net', T, Buffer.from(`Subject: ${tag}\n\nbody ${tag}\n`));
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const isLocked = (e: unknown) => e instanceof DeliveryError && e.temporary && e.enhanced === '4.2.0';
@@ -102,9 +109,7 @@ async function until(ok: () => boolean): Promise<void> {
 }
 
 test('an fcntl record lock held by another process makes delivery wait; it appends once the lock goes', async () => {
-  const { dir, cleanup } = await tempDir('postern-mbox-fcntl-');
-  const path = join(dir, 'box');
-  await writeFile(path, OLD);
+  const { path, cleanup } = await mboxWithOld();
   const holder = PythonPeer.start(HOLD_LOCKF, [path]);
   try {
     assert.equal(await holder.line(), 'locked');
@@ -129,9 +134,7 @@ test('an fcntl record lock held by another process makes delivery wait; it appen
 });
 
 test('an fcntl record lock held past the timeout: a temporary failure, the file unchanged, our locks gone', async () => {
-  const { dir, cleanup } = await tempDir('postern-mbox-fcntl-');
-  const path = join(dir, 'box');
-  await writeFile(path, OLD);
+  const { path, cleanup } = await mboxWithOld();
   const holder = PythonPeer.start(HOLD_LOCKF, [path]);
   try {
     assert.equal(await holder.line(), 'locked');
@@ -152,9 +155,7 @@ test('an fcntl record lock held past the timeout: a temporary failure, the file 
 });
 
 test('while it appends, Postern holds the dotlock, flock and an fcntl write lock; none is left after success or failure', async () => {
-  const { dir, cleanup } = await tempDir('postern-mbox-fcntl-');
-  const path = join(dir, 'box');
-  await writeFile(path, OLD);
+  const { path, cleanup } = await mboxWithOld();
   try {
     const w = new MboxWriter(new DirSyncer());
     // The intent store is called with every lock taken, just before the append is written.

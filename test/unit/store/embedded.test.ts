@@ -412,6 +412,32 @@ interface DiskWrites {
 const disk = (s: EmbeddedStore) => s as unknown as DiskWrites;
 const fault = (code: string) => Object.assign(new Error(`${code}: injected`), { code });
 
+/**
+ * A batch of two writes to `a` that the disk refuses: both rejected, neither `a` nor `b` sees
+ * them, and the next write (which ends a torn batch for good) is seen by both.
+ */
+async function assertBatchRefused(a: EmbeddedStore, b: EmbeddedStore): Promise<void> {
+  const r = await Promise.allSettled([a.hset('h', 'f1', '1'), a.hset('h', 'f2', '2')]);
+  assert.deepEqual(r.map((x) => x.status), ['rejected', 'rejected']);
+  assert.deepEqual(await a.hgetall('h'), { f0: '0' });
+  await sleep(5);
+  assert.deepEqual(await b.hgetall('h'), { f0: '0' });
+  await a.hset('h', 'f3', '3');
+  await sleep(5);
+  assert.deepEqual(await a.hgetall('h'), { f0: '0', f3: '3' });
+  assert.deepEqual(await b.hgetall('h'), { f0: '0', f3: '3' });
+}
+
+/** A fresh handle on `dir` (a restart) reads hash `h` as `want`. */
+async function assertReopenSees(dir: string, want: Record<string, string>): Promise<void> {
+  const c = open(dir);
+  try {
+    assert.deepEqual(await c.hgetall('h'), want);
+  } finally {
+    await c.close();
+  }
+}
+
 describe('embedded store: a batch of writes the disk refuses is not applied anywhere', () => {
   it('a batch written only in part (ENOSPC): rejected, and neither this handle, another one nor a reopen sees any of it', async () => {
     const dir = freshDir();
@@ -428,26 +454,12 @@ describe('embedded store: a batch of writes the disk refuses is not applied anyw
         real(buf.subarray(0, buf.length - 1));
         throw fault('ENOSPC');
       };
-      const r = await Promise.allSettled([a.hset('h', 'f1', '1'), a.hset('h', 'f2', '2')]);
-      assert.deepEqual(r.map((x) => x.status), ['rejected', 'rejected']);
-      assert.deepEqual(await a.hgetall('h'), { f0: '0' });
-      await sleep(5);
-      assert.deepEqual(await b.hgetall('h'), { f0: '0' });
-      // The next write ends the torn batch for good and is itself read back.
-      await a.hset('h', 'f3', '3');
-      await sleep(5);
-      assert.deepEqual(await a.hgetall('h'), { f0: '0', f3: '3' });
-      assert.deepEqual(await b.hgetall('h'), { f0: '0', f3: '3' });
+      await assertBatchRefused(a, b);
     } finally {
       await a.close();
       await b.close();
     }
-    const c = open(dir);
-    try {
-      assert.deepEqual(await c.hgetall('h'), { f0: '0', f3: '3' });
-    } finally {
-      await c.close();
-    }
+    await assertReopenSees(dir, { f0: '0', f3: '3' });
   });
 
   it('a batch whose fsync fails (EIO): rejected, and taken back from a handle that had already read it', async () => {
@@ -467,24 +479,12 @@ describe('embedded store: a batch of writes the disk refuses is not applied anyw
         disk(b).poke(false);
         throw fault('EIO');
       };
-      const r = await Promise.allSettled([a.hset('h', 'f1', '1'), a.hset('h', 'f2', '2')]);
-      assert.deepEqual(r.map((x) => x.status), ['rejected', 'rejected']);
-      assert.deepEqual(await a.hgetall('h'), { f0: '0' });
-      await sleep(5);
-      assert.deepEqual(await b.hgetall('h'), { f0: '0' });
-      await a.hset('h', 'f3', '3');
-      await sleep(5);
-      assert.deepEqual(await b.hgetall('h'), { f0: '0', f3: '3' });
+      await assertBatchRefused(a, b);
     } finally {
       await a.close();
       await b.close();
     }
-    const c = open(dir);
-    try {
-      assert.deepEqual(await c.hgetall('h'), { f0: '0', f3: '3' });
-    } finally {
-      await c.close();
-    }
+    await assertReopenSees(dir, { f0: '0', f3: '3' });
   });
 });
 
