@@ -122,6 +122,9 @@ async function withFileLocks<T>(fh: FileHandle, deadline: number, fn: () => Prom
  */
 const fileQueues = new Map<string, Promise<unknown>>();
 
+/** mbox files this process made whose folder fsync failed (their names may not be durable yet). */
+const unsyncedFolders = new Set<string>();
+
 /** A dotlock still empty this long after it was made was left by a writer killed in between. */
 const EMPTY_LOCK_GRACE_MS = 10_000;
 
@@ -348,7 +351,11 @@ export class MboxWriter {
         const buf = Buffer.alloc(have);
         await fh.read(buf, 0, have, rec.offset);
         if (buf.equals(entry.subarray(0, have))) {
-          if (have === entry.length) return { path: file, duplicate: true, offset: rec.offset };
+          if (have === entry.length) {
+            // An earlier attempt that made the file may have failed at its folder fsync.
+            if (rec.offset === 0 || unsyncedFolders.has(file)) await this.syncFolderOf(file);
+            return { path: file, duplicate: true, offset: rec.offset };
+          }
           if (rec.offset + have === size) {
             // A crash tore our entry at the end of the file: cut it off and write it again.
             await fh.truncate(rec.offset);
@@ -358,32 +365,44 @@ export class MboxWriter {
         }
       }
     }
-    const created = size === 0;
-    // A file that does not end in LF (a torn entry left by another program, or one of ours not
-    // repaired yet) would glue our From_ line onto its last line, where no reader, and no
-    // torn-entry check (mbox-intent.ts), could see it start a message: end that line first.
-    if (size > 0 && !(await endsInLf(fh, size))) {
-      await writeAll(fh, Buffer.from('\n'), size);
-      size += 1;
-    }
-    if (opts.intent) await opts.intent.put({ offset: size, length: entry.length });
+    // On any failure the file goes back to this size, exactly: the evidence a torn entry's
+    // check (here on retry, mbox-intent.ts at start) compares with must not change.
+    const start = size;
     try {
+      // A file that does not end in LF (a torn entry left by another program, or one of ours not
+      // repaired yet) would glue our From_ line onto its last line, where no reader, and no
+      // torn-entry check, could see it start a message: end that line first.
+      if (size > 0 && !(await endsInLf(fh, size))) {
+        await writeAll(fh, Buffer.from('\n'), size);
+        size += 1;
+      }
+      if (opts.intent) await opts.intent.put({ offset: size, length: entry.length });
       await writeAll(fh, entry, size);
       await fh.datasync();
     } catch (e) {
       // Never leave a torn message behind.
-      await fh.truncate(size).catch(() => undefined);
+      await fh.truncate(start).catch(() => undefined);
       await fh.datasync().catch(() => undefined);
       throw e;
     }
-    if (created) {
-      // The entry is in the file for good; only its name may not be: a retry under this queue
-      // id finds it through the intent record, so a 4xx that brings a second copy is avoided.
-      await this.syncer.sync(dirname(file)).catch((e: unknown) => {
-        throw DeliveryErrors.notSynced(e);
-      });
-    }
+    if (start === 0 || unsyncedFolders.has(file)) await this.syncFolderOf(file);
     return { path: file, duplicate: false, offset: size };
+  }
+
+  /**
+   * fsyncs the folder of a file this process made (its name is durable only then). A failure is
+   * `stored`: the entry is in the file for good, only its name may not be; a retry under the same
+   * queue id finds it through its intent record and comes back here, and so does any append to
+   * the file until a folder fsync has worked.
+   */
+  private async syncFolderOf(file: string): Promise<void> {
+    try {
+      await this.syncer.sync(dirname(file));
+      unsyncedFolders.delete(file);
+    } catch (e) {
+      unsyncedFolders.add(file);
+      throw DeliveryErrors.notSynced(e);
+    }
   }
 
   private async dotlock(lock: string, deadline: number): Promise<void> {

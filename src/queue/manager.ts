@@ -226,7 +226,8 @@ class QueueManager implements ManagedQueue {
    * committed (no direct delivery, rounds start after the last commit); when a commit fails, the
    * copies committed before it are removed durably and the error is thrown, and the client's
    * retry sends each recipient one copy. Only a removal that fails too leaves a copy behind
-   * (logged): it is delivered, and its recipients may get the retry's copy as well.
+   * (logged): it is not scheduled now, the next start delivers it, and its recipients may get
+   * the retry's copy as well.
    */
   async acceptAll(copies: { id: string; envelope: Envelope; message: Buffer }[]): Promise<void> {
     if (copies.length === 1) return this.accept(copies[0]!.id, copies[0]!.envelope, copies[0]!.message);
@@ -374,7 +375,8 @@ class QueueManager implements ManagedQueue {
         const err = results.map((x) => (x.ok ? null : x.err)).find((e) => e && e.temporary) ?? (results[0] as { err: DeliveryError }).err;
         for (const x of results) if (!x.ok) this.logFailure(id, x.t, x.err, false);
         outcomes.push(outcome(rcpt, err));
-        for (const k of written) finished.add(k);
+        // The records of these failed appends stay for the check at start: a truncate-back that
+        // failed too may have left a torn entry (the check finds nothing and removes them).
         continue;
       }
       // Something was delivered or must be relayed: answer 250 and keep the rest in the spool.

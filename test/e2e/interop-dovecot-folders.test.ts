@@ -96,7 +96,7 @@ describe('interop: non-ASCII Sieve folders as Dovecot IMAP lists them', () => {
       for (const sub of ['', '.Entw&APw-rfe', '.Projekte.R&-D']) n += (await readdir(join(maildir, sub, 'new')).catch(() => [])).length;
       return n;
     };
-    await waitFor(count, (n) => n === 3);
+    assert.equal(await waitFor(count, (n) => n === 3), 3, 'each message is in its folder, under the folder names Dovecot uses on disk');
 
     // Dovecot reads a copy owned by its mail user, with its indexes in memory and its control files apart.
     dv = await mkdtemp(join(tmpdir(), 'postern-dovecot-folders-'));

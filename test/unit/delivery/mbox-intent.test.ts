@@ -119,15 +119,58 @@ test('a new mbox whose folder fsync fails: stored, and the retry counts the entr
     const path = join(dir, 'box');
     let record: { offset: number; length: number } | null = null;
     const intent = { get: async () => record, put: async (r: { offset: number; length: number }) => void (record = r) };
-    const writer = new MboxWriter(new DirSyncer());
+    const syncer = new DirSyncer();
+    const writer = new MboxWriter(syncer);
     await assert.rejects(writer.deliver(path, undefined, other, { intent }), (e: unknown) => e instanceof DeliveryError && e.temporary && e.stored);
     assert.ok(fault.failed >= 1);
     fault.heal();
+    const syncs = syncer.syncs;
     const again = await writer.deliver(path, undefined, other, { intent, checkExisting: true });
     assert.equal(again.duplicate, true);
+    assert.ok(syncer.syncs > syncs, 'the retry made the name durable before counting the entry');
     assert.deepEqual(readWithPython('mbox', path).map((m) => m.bytes.toString()), ['Subject: other\n\nshort\n']);
   } finally {
     fault.restore();
+    await cleanup();
+  }
+});
+
+test('a new mbox whose folder fsync failed: the next append to it, from another delivery, fsyncs the folder before it counts', async () => {
+  const { dir, cleanup } = await tempDir();
+  const fault = failFolderSyncs(dir);
+  try {
+    const path = join(dir, 'box');
+    const syncer = new DirSyncer();
+    const writer = new MboxWriter(syncer);
+    await assert.rejects(writer.deliver(path, undefined, other), (e: unknown) => e instanceof DeliveryError && e.stored);
+    // Still failing: the second append is in the file, but its name is not durable either.
+    await assert.rejects(writer.deliver(path, undefined, before), (e: unknown) => e instanceof DeliveryError && e.stored);
+    fault.heal();
+    const syncs = syncer.syncs;
+    await writer.deliver(path, undefined, mboxEntry('d@example.net', T, Buffer.from('Subject: third\n\nthird\n')));
+    assert.ok(syncer.syncs > syncs);
+  } finally {
+    fault.restore();
+    await cleanup();
+  }
+});
+
+// An append that fails after it ended a torn line (here: its intent record cannot be written)
+// puts the file back to its exact size, so the torn entry's own check still recognises it.
+test('standalone mbox intent: an append that fails after ending a torn line leaves the torn entry as it was, and it is cut off at start', async () => {
+  const { dir, cleanup } = await tempDir();
+  try {
+    const path = join(dir, 'box');
+    const torn = Buffer.concat([before, ours.subarray(0, 600)]);
+    await writeFile(path, torn);
+    const writer = new MboxWriter(new DirSyncer());
+    const failing = { get: async () => null, put: async () => Promise.reject(new Error('EIO: intent record')) };
+    await assert.rejects(writer.deliver(path, undefined, other, { intent: failing }));
+    assert.deepEqual(await readFile(path), torn);
+    const rec = parseStandaloneIntent(standaloneIntent(path, ours, { offset: before.length, length: ours.length }))!;
+    assert.equal(await repairTornEntry(writer, rec), 'truncated');
+    assert.deepEqual(await readFile(path), before);
+  } finally {
     await cleanup();
   }
 });

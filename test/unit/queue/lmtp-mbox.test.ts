@@ -275,3 +275,48 @@ test('LMTP into mbox: a Sieve plan whose second store fails is retried without a
     await t.cleanup();
   }
 });
+
+// A recipient refused because its append failed after the record was written: the record stays
+// for the check at start (a truncate-back that also failed would leave a torn entry behind), and
+// that check, finding the mbox back at its size, removes it. The append is made to fail with a
+// file size limit on this process (prlimit(1)): the write stops short with EFBIG.
+test('LMTP into mbox: the record of an append that failed is kept for the check at start, which removes it', async () => {
+  const s = await setup();
+  try {
+    await firstOverLmtp(s);
+    const path = s.inbox('alice@example.test');
+    const q = s.make();
+    await q.start();
+    // A mailbox larger than any file the delivery writes besides the append (its record).
+    const big = await q.deliverNow(q.newId(), envelope('a@example.net', ['alice@example.test']), message(`Subject: big\r\n\r\n${'x'.repeat(70)}\r\n`.repeat(100)));
+    assert.deepEqual(big.map((o) => o.status), ['delivered']);
+    const size = (await stat(path)).size;
+    const id = q.newId();
+    await limitFileSize(size + 100);
+    let out;
+    try {
+      out = await q.deliverNow(id, envelope('a@example.net', ['alice@example.test']), message(SECOND));
+    } finally {
+      await limitFileSize('unlimited');
+    }
+    assert.deepEqual(out.map((o) => [o.status, o.code]), [['deferred', 451]]);
+    assert.equal((await stat(path)).size, size, 'the append was taken back');
+    assert.deepEqual((await spoolFiles(s.dir)).filter((f) => f.endsWith('.intent')).length, 1, 'its record is kept');
+    await q.stop();
+    const again = s.make();
+    await again.start();
+    await again.stop();
+    assert.deepEqual(await spoolFiles(s.dir), []);
+    assert.equal(evts(s.lines, 'delivery.mbox_intent_dropped').length, 1);
+    assert.equal(bodies(path).length, 2);
+  } finally {
+    await s.cleanup();
+  }
+});
+
+/** Sets this process's file size limit (RLIMIT_FSIZE) with prlimit(1), util-linux. */
+async function limitFileSize(bytes: number | 'unlimited'): Promise<void> {
+  const p = spawn('prlimit', ['--pid', String(process.pid), `--fsize=${bytes}:unlimited`], { stdio: 'inherit' });
+  const code = await new Promise((r) => p.on('exit', r));
+  assert.equal(code, 0, 'prlimit (util-linux) sets the file size limit');
+}
