@@ -27,12 +27,12 @@
 // That failure carries `renamed: true` and `target` (the final name), because the right answer
 // differs per caller (see `renamedButNotSynced`):
 //   - the spool fsyncs q/ once more (only when opening it failed: `folderSyncRetryable`) and
-//     otherwise takes a new entry back (unlinks it), so a 4xx
-//     never leaves behind a message that would also be delivered (spool.ts);
-//   - Maildir delivery fsyncs the folder once more (the same condition) and otherwise reports a temporary failure that
-//     says the copy is stored; the retry, under the same queue id, finds that copy and counts it
-//     once its folder is fsynced (maildir.ts), and LMTP answers 250 rather than 4xx for it
-//     (manager.ts).
+//     otherwise takes a new entry back (unlinks it), so a 4xx never leaves behind a message that
+//     would also be delivered (spool.ts);
+//   - Maildir delivery fsyncs the folder once more (on the same condition) and otherwise reports
+//     a temporary failure that says the copy is stored; the retry, under the same queue id,
+//     finds that copy and counts it once its folder is fsynced (maildir.ts), and LMTP answers
+//     250 rather than 4xx for it (manager.ts). A new mbox file is `stored` the same way (mbox.ts).
 //
 // Config keys: none.
 import { Worker } from 'node:worker_threads';
