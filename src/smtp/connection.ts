@@ -29,7 +29,8 @@
 //
 // Session state: the library's session is the reference, and the controller follows it. Each
 // time the library starts its session over (`_resetSession`: RSET, an accepted HELO/EHLO, XCLIENT,
-// XFORWARD, STARTTLS, the end of DATA) the controller's transaction ends too (sessionReset).
+// XFORWARD, STARTTLS, the end of DATA) the controller's transaction ends too (sessionReset), and
+// so do the client names XFORWARD gave for it (handler_XFORWARD).
 // Config keys: none directly (the listener passes ConnectionPolicy).
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
@@ -78,6 +79,8 @@ export interface ConnectionController {
   closed(conn: PosternConnection): void;
   /** XCLIENT or XFORWARD changed the client's address, name, HELO or login. */
   clientChanged?(conn: PosternConnection, via: 'XCLIENT' | 'XFORWARD'): void;
+  /** XFORWARD's transaction ended: the client is the connection's again (connection.ts). */
+  clientRestored?(conn: PosternConnection): void;
 }
 
 /** True when `chunk` starts like a PROXY header of either version (a prefix is enough). */
@@ -101,6 +104,14 @@ export function isBase64(s: string): boolean {
   return BASE64_RE.test(s);
 }
 
+/** The library's view of the client that XFORWARD changes. */
+interface ClientFields {
+  remoteAddress: string;
+  remotePort: number;
+  clientHostname: string | false;
+  hostNameAppearsAs: string | false;
+}
+
 export class PosternConnection extends SMTPConnection {
   badCommands = 0;
   earlyTalker = false;
@@ -113,6 +124,9 @@ export class PosternConnection extends SMTPConnection {
   private readonly proxied: boolean;
   /** How many times the library started its session over (tells an accepted greeting apart). */
   private sessionResets = 0;
+  /** The client before XFORWARD and as XFORWARD left it, while its transaction lasts. */
+  private xforwarded: { before: ClientFields; after: ClientFields } | undefined;
+  private applyingXForward = false;
 
   constructor(server: PosternServer, socket: Socket | TLSSocket, options: SMTPConnectionOptions | null | undefined, controller: ConnectionController) {
     super(server, socket, options);
@@ -137,11 +151,39 @@ export class PosternConnection extends SMTPConnection {
     });
   }
 
+  /**
+   * XFORWARD's attributes describe the client of one message (a content filter handing back
+   * what it was given), so they last for one mail transaction: Postfix resets them in its
+   * mail_reset (RSET, a new greeting, the end of DATA). `xforwarded` keeps what they replaced.
+   */
   override handler_XFORWARD(command: Buffer, callback: () => void): void {
+    const before = this.xforwarded?.before ?? this.clientFields();
+    const resets = this.sessionResets;
+    this.applyingXForward = true;
     super.handler_XFORWARD(command, () => {
-      this.controller.clientChanged?.(this, 'XFORWARD');
+      this.applyingXForward = false;
+      // Accepted: the library starts its session over only then.
+      if (this.sessionResets !== resets) {
+        this.xforwarded = { before, after: this.clientFields() };
+        this.controller.clientChanged?.(this, 'XFORWARD');
+      }
       callback();
     });
+  }
+
+  private clientFields(): ClientFields {
+    return { remoteAddress: this.remoteAddress, remotePort: this.remotePort, clientHostname: this.clientHostname, hostNameAppearsAs: this.hostNameAppearsAs };
+  }
+
+  /** The transaction XFORWARD described is over: what it set, unless changed since (XCLIENT, a greeting), goes back. */
+  private endXForward(x: { before: ClientFields; after: ClientFields }): void {
+    this.xforwarded = undefined;
+    if (this.remoteAddress === x.after.remoteAddress) this.remoteAddress = x.before.remoteAddress;
+    if (this.remotePort === x.after.remotePort) this.remotePort = x.before.remotePort;
+    if (this.clientHostname === x.after.clientHostname) this.clientHostname = x.before.clientHostname;
+    if (this.hostNameAppearsAs === x.after.hostNameAppearsAs) this.hostNameAppearsAs = x.before.hostNameAppearsAs;
+    this._xForward.clear();
+    this.controller.clientRestored?.(this);
   }
 
   /**
@@ -156,6 +198,7 @@ export class PosternConnection extends SMTPConnection {
   }
 
   override _resetSession(): void {
+    if (this.xforwarded && !this.applyingXForward) this.endXForward(this.xforwarded);
     super._resetSession();
     this.sessionResets++;
     this.controller.sessionReset(this);

@@ -10,7 +10,8 @@
 // transaction ends whenever the library's envelope does (RSET, HELO/EHLO, XCLIENT, XFORWARD,
 // STARTTLS, end of DATA); the login goes wherever the library drops it (XCLIENT, STARTTLS). After
 // STARTTLS (RFC 3207 §4.2) the greeting, the login and the transaction are forgotten; the client
-// address and name a trusted peer gave with XCLIENT/XFORWARD stay (see startedTls).
+// address and name a trusted peer gave with XCLIENT stay (see startedTls). XFORWARD's names the
+// client of one transaction for logs, plugins and Received, never for relaying (connection.ts).
 //
 // Core relay policy (never an open relay, whatever the chain holds; ARCHITECTURE.md): a recipient
 // in a local domain without address tricks is checked against the directory (unknown → 550 5.1.1);
@@ -124,7 +125,7 @@ interface Tx {
 function dropTx(st: ConnState): void {
   st.tx?.inline?.abort();
   st.tx = undefined;
-  st.log = st.connLog;
+  st.log = st.forwardLog ?? st.connLog;
 }
 
 interface ConnState {
@@ -134,9 +135,13 @@ interface ConnState {
   log: Logger;
   /** The connection's own logger, parent of each transaction's. */
   connLog: Logger;
+  /** The connection's logger naming the client XFORWARD gave, while its transaction lasts. */
+  forwardLog?: Logger;
   notes: Map<string, Record<string, unknown>>;
   abort: AbortController;
   counted: boolean;
+  /** The address this connection is counted under (per-IP limits): the peer's, or XCLIENT's. */
+  countedAs: string;
   /** The greeting in effect was EHLO/LHLO (not HELO); false before any greeting. */
   ehlo: boolean;
   /**
@@ -212,7 +217,7 @@ export class SessionController implements ConnectionController {
       relaying: inRanges(conn.remoteAddress, this.trustedNetworks),
     };
     const log = this.deps.log.child({ cid: conn.id, proto: this.kind, remote: conn.remoteAddress });
-    this.states.set(conn.session, { conn, info, log, connLog: log, notes: new Map(), abort: new AbortController(), counted: true, ehlo: false, networkRelaying: info.relaying });
+    this.states.set(conn.session, { conn, info, log, connLog: log, notes: new Map(), abort: new AbortController(), counted: true, countedAs: conn.remoteAddress, ehlo: false, networkRelaying: info.relaying });
     this.counter.add(conn.remoteAddress);
   }
 
@@ -222,7 +227,7 @@ export class SessionController implements ConnectionController {
     st.counted = false;
     st.abort.abort(new ConnectionClosed());
     dropTx(st);
-    this.counter.remove(conn.remoteAddress);
+    this.counter.remove(st.countedAs);
     logEvent(st.log, 'debug', 'smtp.disconnect', {});
   }
 
@@ -242,18 +247,23 @@ export class SessionController implements ConnectionController {
     this.followLibraryLogin(st);
     const before = st.info.remoteAddress;
     if (conn.remoteAddress !== before) {
-      if (st.counted) {
-        this.counter.remove(before);
-        this.counter.add(conn.remoteAddress);
-      }
       st.info.remoteAddress = conn.remoteAddress;
       if (typeof conn.remotePort === 'number') st.info.remotePort = conn.remotePort;
-      // XCLIENT hands the session to the forwarded client: its own network (or the LOGIN given
-      // with it) decides relaying, never the peer's.
-      st.networkRelaying = inRanges(conn.remoteAddress, this.trustedNetworks);
-      st.info.relaying = st.networkRelaying || !!st.info.authUser;
-      st.connLog = st.connLog.child({ remote: conn.remoteAddress });
-      st.log = st.connLog;
+      if (via === 'XCLIENT') {
+        // XCLIENT hands the session to the forwarded client: its own network (or the LOGIN
+        // given with it) decides relaying, never the peer's, and the limits count it.
+        if (st.counted) {
+          this.counter.remove(st.countedAs);
+          this.counter.add(conn.remoteAddress);
+          st.countedAs = conn.remoteAddress;
+        }
+        st.networkRelaying = inRanges(conn.remoteAddress, this.trustedNetworks);
+        st.info.relaying = st.networkRelaying || !!st.info.authUser;
+      }
+      // XFORWARD names the client for logs, plugins and Received only; the peer (a content
+      // filter handing mail back) keeps its own standing, as with Postfix.
+      if (via === 'XCLIENT') st.log = st.connLog = st.connLog.child({ remote: conn.remoteAddress });
+      else st.log = st.forwardLog = st.connLog.child({ remote: conn.remoteAddress });
     }
     const name = attrs.get('NAME');
     if (typeof name === 'string' && name && !name.startsWith('[')) st.info.clientHostname = name.toLowerCase();
@@ -261,6 +271,20 @@ export class SessionController implements ConnectionController {
     const helo = attrs.get('HELO');
     if (typeof helo === 'string' && helo) st.info.helo = helo.toLowerCase();
     logEvent(st.log, 'info', 'smtp.xclient', { via, peer: conn._originalRemoteAddress, client: conn.remoteAddress, name: st.info.clientHostname ?? null, helo: st.info.helo ?? null, login: st.info.authUser ?? null });
+  }
+
+  /** XFORWARD's transaction is over (connection.ts): logs, plugins and Received name the connection's client again. */
+  clientRestored(conn: PosternConnection): void {
+    const st = this.states.get(conn.session);
+    if (!st) return;
+    st.info.remoteAddress = conn.remoteAddress;
+    if (typeof conn.remotePort === 'number') st.info.remotePort = conn.remotePort;
+    const name = conn.clientHostname;
+    if (typeof name === 'string' && name && !name.startsWith('[')) st.info.clientHostname = name.toLowerCase();
+    else delete st.info.clientHostname;
+    if (typeof conn.hostNameAppearsAs === 'string' && conn.hostNameAppearsAs) st.info.helo = conn.hostNameAppearsAs.toLowerCase();
+    delete st.forwardLog;
+    st.log = st.connLog;
   }
 
   stashParams(conn: PosternConnection, kind: 'mail' | 'rcpt', params: unknown): void {
@@ -401,7 +425,8 @@ export class SessionController implements ConnectionController {
    *   - forgotten: the HELO/EHLO name and mode; any login, an XCLIENT LOGIN too (an authorization
    *     identity never carries across STARTTLS: the client authenticates again inside TLS); the
    *     XCLIENT HELO (the client's greeting, which a new EHLO replaces, as for any client).
-   *   - kept: the client address, port and name a trusted peer gave with XCLIENT or XFORWARD.
+   *   - kept: the client address, port and name a trusted peer gave with XCLIENT (XFORWARD's
+   *     end with their transaction, which STARTTLS ends, as Postfix's mail_reset does).
    *     They describe the far end of the connection, like the peer address, which STARTTLS does
    *     not change either, and the peer was trusted for them by that address
    *     (listen.<name>.xclient.trusted), which still holds. Postfix draws the same line: its
@@ -509,7 +534,7 @@ export class SessionController implements ConnectionController {
     st.tx = { id: this.deps.queue.newId(), started: Date.now(), envelope, notes: copyNotes(st.notes), trace: [], rcpts: new Map() };
     // From the connection's logger, not the last transaction's: bindings must not pile up over
     // a long connection.
-    st.log = st.connLog.child({ qid: st.tx.id });
+    st.log = (st.forwardLog ?? st.connLog).child({ qid: st.tx.id });
     const r = await this.run(st, 'mail', {});
     const refused = this.refusal(r.verdict);
     if (refused) {

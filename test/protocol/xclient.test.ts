@@ -1,6 +1,7 @@
 // XCLIENT and XFORWARD inbound (Postfix extensions), only from listen.<name>.xclient.trusted
-// peers: the forwarded client's address, name, HELO and login then drive the relay policy, the
-// plugins and the Received header. Any other peer gets 500 and no EHLO keyword.
+// peers: XCLIENT's address, name, HELO and login then drive the relay policy, the plugins and the
+// Received header; XFORWARD's name the client of one transaction for plugins and Received, and
+// the peer keeps its own standing. Any other peer gets 500 and no EHLO keyword.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { openSmtp } from '../helpers/smtp-client.js';
@@ -130,6 +131,55 @@ test('a listener without xclient offers neither command', async () => {
     assert.doesNotMatch(ehlo, /XCLIENT|XFORWARD/);
     await s.cmd('XCLIENT ADDR=192.0.2.7', '500 5.5.2');
     s.close();
+  } finally {
+    await h.close();
+  }
+});
+
+// XFORWARD is for logs and Received (Postfix's XFORWARD_README): a content filter hands mail back
+// naming the client it came from, and the filter, not that client, decides relaying. The names
+// last for one mail transaction (Postfix resets them with each one, smtpd mail_reset).
+test('XFORWARD naming an outside client: the trusted peer still relays; the next transaction names the peer again', async () => {
+  const h = await startHarness({
+    config: { relay: { networks: ['127.0.0.0/8'] }, listen: { smtp: { host: '127.0.0.1', port: 0, xclient: { trusted: ['127.0.0.2/32'] } } } },
+  });
+  try {
+    const s = await openSmtp(h.ports.smtp!, { localAddress: '127.0.0.2' });
+    await s.expect('220 ');
+    await s.cmd('EHLO filter.example', '250');
+    await s.cmd('XFORWARD ADDR=198.51.100.9 NAME=outside.example HELO=outside-helo.example', '250');
+    await s.cmd('MAIL FROM:<alice@example.test>', '250');
+    await s.cmd('RCPT TO:<x@foreign.example>', '250 2.1.5');
+    await s.cmd('DATA', '354');
+    await s.cmd(MSG, '250 2.0.0');
+    await s.cmd('MAIL FROM:<alice@example.test>', '250');
+    await s.cmd('RCPT TO:<y@foreign.example>', '250 2.1.5');
+    await s.cmd('DATA', '354');
+    await s.cmd(MSG, '250 2.0.0');
+    s.close();
+    const [first, second] = h.queue.accepted.map((m) => m.message.toString('latin1'));
+    assert.match(first!, /^Received: from outside-helo\.example \(outside\.example \[198\.51\.100\.9\]\)/);
+    assert.match(second!, /^Received: from filter\.example \(\S*\s*\[127\.0\.0\.2\]\)/);
+    assert.equal(h.queue.accepted[1]!.envelope.source.remoteAddress, '127.0.0.2');
+  } finally {
+    await h.close();
+  }
+});
+
+test('XFORWARD then RSET: the forwarded client is gone before the next transaction', async () => {
+  const h = await harness();
+  try {
+    const s = await openSmtp(h.ports.smtp!, { localAddress: '127.0.0.2' });
+    await s.expect('220 ');
+    await s.cmd('EHLO proxy.example', '250');
+    await s.cmd('XFORWARD ADDR=192.0.2.8 NAME=fwd.example', '250');
+    await s.cmd('RSET', '250');
+    await s.cmd('MAIL FROM:<a@sender.example>', '250');
+    await s.cmd('RCPT TO:<alice@example.test>', '250');
+    s.close();
+    const rcpt = h.pipeline.calls.filter((c) => c.stage === 'rcpt').at(-1)!;
+    assert.equal(rcpt.input.session.remoteAddress, '127.0.0.2');
+    assert.equal(rcpt.input.session.clientHostname, undefined);
   } finally {
     await h.close();
   }
