@@ -127,6 +127,7 @@ export class PosternConnection extends SMTPConnection {
   /** The client before XFORWARD and as XFORWARD left it, while its transaction lasts. */
   private xforwarded: { before: ClientFields; after: ClientFields } | undefined;
   private applyingXForward = false;
+  private applyingXClient = false;
 
   constructor(server: PosternServer, socket: Socket | TLSSocket, options: SMTPConnectionOptions | null | undefined, controller: ConnectionController) {
     super(server, socket, options);
@@ -145,7 +146,9 @@ export class PosternConnection extends SMTPConnection {
   }
 
   override handler_XCLIENT(command: Buffer, callback: () => void): void {
+    this.applyingXClient = true;
     super.handler_XCLIENT(command, () => {
+      this.applyingXClient = false;
       this.controller.clientChanged?.(this, 'XCLIENT');
       callback();
     });
@@ -175,15 +178,19 @@ export class PosternConnection extends SMTPConnection {
     return { remoteAddress: this.remoteAddress, remotePort: this.remotePort, clientHostname: this.clientHostname, hostNameAppearsAs: this.hostNameAppearsAs };
   }
 
-  /** The transaction XFORWARD described is over: what it set, unless changed since (XCLIENT, a greeting), goes back. */
+  /**
+   * The transaction XFORWARD described is over: what it set goes back, unless it was changed
+   * since (a greeting) or is being set now by XCLIENT, whose values then stand (clientChanged).
+   */
   private endXForward(x: { before: ClientFields; after: ClientFields }): void {
     this.xforwarded = undefined;
-    if (this.remoteAddress === x.after.remoteAddress) this.remoteAddress = x.before.remoteAddress;
-    if (this.remotePort === x.after.remotePort) this.remotePort = x.before.remotePort;
-    if (this.clientHostname === x.after.clientHostname) this.clientHostname = x.before.clientHostname;
-    if (this.hostNameAppearsAs === x.after.hostNameAppearsAs) this.hostNameAppearsAs = x.before.hostNameAppearsAs;
+    const keep = (key: string) => this.applyingXClient && this._xClient.has(key);
+    if (this.remoteAddress === x.after.remoteAddress && !keep('ADDR')) this.remoteAddress = x.before.remoteAddress;
+    if (this.remotePort === x.after.remotePort && !keep('PORT')) this.remotePort = x.before.remotePort;
+    if (this.clientHostname === x.after.clientHostname && !keep('NAME')) this.clientHostname = x.before.clientHostname;
+    if (this.hostNameAppearsAs === x.after.hostNameAppearsAs && !keep('HELO')) this.hostNameAppearsAs = x.before.hostNameAppearsAs;
     this._xForward.clear();
-    this.controller.clientRestored?.(this);
+    if (!this.applyingXClient) this.controller.clientRestored?.(this);
   }
 
   /**

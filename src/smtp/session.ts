@@ -246,24 +246,30 @@ export class SessionController implements ConnectionController {
     // logout) end the library's login; ours goes with it.
     this.followLibraryLogin(st);
     const before = st.info.remoteAddress;
-    if (conn.remoteAddress !== before) {
-      st.info.remoteAddress = conn.remoteAddress;
-      if (typeof conn.remotePort === 'number') st.info.remotePort = conn.remotePort;
-      if (via === 'XCLIENT') {
-        // XCLIENT hands the session to the forwarded client: its own network (or the LOGIN
-        // given with it) decides relaying, never the peer's, and the limits count it.
+    if (via === 'XCLIENT') {
+      // XCLIENT hands the session to the forwarded client: its own network (or the LOGIN given
+      // with it) decides relaying, never the peer's, and the limits count it. It also ends what
+      // an XFORWARD before it named (connection.ts).
+      delete st.forwardLog;
+      if (conn.remoteAddress !== st.countedAs) {
         if (st.counted) {
           this.counter.remove(st.countedAs);
           this.counter.add(conn.remoteAddress);
-          st.countedAs = conn.remoteAddress;
         }
+        st.countedAs = conn.remoteAddress;
         st.networkRelaying = inRanges(conn.remoteAddress, this.trustedNetworks);
         st.info.relaying = st.networkRelaying || !!st.info.authUser;
+        st.connLog = st.connLog.child({ remote: conn.remoteAddress });
       }
+      st.log = st.connLog;
+    } else if (conn.remoteAddress !== before) {
       // XFORWARD names the client for logs, plugins and Received only; the peer (a content
       // filter handing mail back) keeps its own standing, as with Postfix.
-      if (via === 'XCLIENT') st.log = st.connLog = st.connLog.child({ remote: conn.remoteAddress });
-      else st.log = st.forwardLog = st.connLog.child({ remote: conn.remoteAddress });
+      st.log = st.forwardLog = st.connLog.child({ remote: conn.remoteAddress });
+    }
+    if (conn.remoteAddress !== before) {
+      st.info.remoteAddress = conn.remoteAddress;
+      if (typeof conn.remotePort === 'number') st.info.remotePort = conn.remotePort;
     }
     const name = attrs.get('NAME');
     if (typeof name === 'string' && name && !name.startsWith('[')) st.info.clientHostname = name.toLowerCase();

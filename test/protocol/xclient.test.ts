@@ -184,3 +184,27 @@ test('XFORWARD then RSET: the forwarded client is gone before the next transacti
     await h.close();
   }
 });
+
+test('XFORWARD cannot lend relaying: an inside address named by XFORWARD does not relay; the same address by XCLIENT does', async () => {
+  const h = await harness();
+  try {
+    const s = await openSmtp(h.ports.smtp!, { localAddress: '127.0.0.2' });
+    await s.expect('220 ');
+    await s.cmd('EHLO proxy.example', '250');
+    await s.cmd('XFORWARD ADDR=192.0.2.7 NAME=inside.example', '250');
+    await s.cmd('MAIL FROM:<a@sender.example>', '250');
+    await s.cmd('RCPT TO:<x@foreign.example>', '554 5.7.1');
+    await s.cmd('RSET', '250');
+    await s.cmd('XFORWARD ADDR=192.0.2.7', '250');
+    // XCLIENT right after, naming the same address: XCLIENT's standing is what counts now.
+    await s.cmd('XCLIENT ADDR=192.0.2.7', '220 ');
+    await s.cmd('EHLO proxy.example', '250');
+    await s.cmd('MAIL FROM:<a@sender.example>', '250');
+    await s.cmd('RCPT TO:<x@foreign.example>', '250 2.1.5');
+    s.close();
+    const rcpt = h.pipeline.calls.filter((c) => c.stage === 'rcpt').at(-1)!;
+    assert.equal(rcpt.input.session.remoteAddress, '192.0.2.7');
+  } finally {
+    await h.close();
+  }
+});
