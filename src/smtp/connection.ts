@@ -146,10 +146,13 @@ export class PosternConnection extends SMTPConnection {
   }
 
   override handler_XCLIENT(command: Buffer, callback: () => void): void {
+    const resets = this.sessionResets;
     this.applyingXClient = true;
     super.handler_XCLIENT(command, () => {
       this.applyingXClient = false;
-      this.controller.clientChanged?.(this, 'XCLIENT');
+      // Only an accepted XCLIENT changes anything (the library starts its session over then); a
+      // refused one (501, 503, a LOGIN refused) leaves the client as it was.
+      if (this.sessionResets !== resets) this.controller.clientChanged?.(this, 'XCLIENT');
       callback();
     });
   }
@@ -190,7 +193,8 @@ export class PosternConnection extends SMTPConnection {
     if (this.clientHostname === x.after.clientHostname && !keep('NAME')) this.clientHostname = x.before.clientHostname;
     if (this.hostNameAppearsAs === x.after.hostNameAppearsAs && !keep('HELO')) this.hostNameAppearsAs = x.before.hostNameAppearsAs;
     this._xForward.clear();
-    if (!this.applyingXClient) this.controller.clientRestored?.(this);
+    // Our state follows the library's again; XCLIENT's own values are applied after (clientChanged).
+    this.controller.clientRestored?.(this);
   }
 
   /**
@@ -226,6 +230,9 @@ export class PosternConnection extends SMTPConnection {
    * RFC 5321 §4.1.4 asks of a failed EHLO.
    */
   private greeting(callback: () => void, handler: (done: () => void) => void): void {
+    // A greeting ends what XFORWARD named before the library takes the new name: put back after
+    // it, a HELO equal to XFORWARD's would be taken for XFORWARD's and undone.
+    if (this.xforwarded) this.endXForward(this.xforwarded);
     const resets = this.sessionResets;
     handler(() => {
       if (this.sessionResets !== resets) this.controller.greeted(this);

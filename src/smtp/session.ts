@@ -288,7 +288,9 @@ export class SessionController implements ConnectionController {
     const name = conn.clientHostname;
     if (typeof name === 'string' && name && !name.startsWith('[')) st.info.clientHostname = name.toLowerCase();
     else delete st.info.clientHostname;
-    if (typeof conn.hostNameAppearsAs === 'string' && conn.hostNameAppearsAs) st.info.helo = conn.hostNameAppearsAs.toLowerCase();
+    // The greeting in effect: the last accepted one, or the HELO an XCLIENT gave (greetingName).
+    if (typeof conn.hostNameAppearsAs === 'string' && conn.hostNameAppearsAs) st.info.helo = this.greetingName(conn, conn.hostNameAppearsAs).toLowerCase();
+    else delete st.info.helo;
     delete st.forwardLog;
     st.log = st.connLog;
   }

@@ -208,3 +208,49 @@ test('XFORWARD cannot lend relaying: an inside address named by XFORWARD does no
     await h.close();
   }
 });
+
+test('XFORWARD then a refused XCLIENT: nothing changes, the peer still may not relay', async () => {
+  const h = await harness();
+  try {
+    const s = await openSmtp(h.ports.smtp!, { localAddress: '127.0.0.2' });
+    await s.expect('220 ');
+    await s.cmd('EHLO proxy.example', '250');
+    await s.cmd('XFORWARD ADDR=192.0.2.7', '250');
+    await s.cmd('XCLIENT FOO=bar', '501');
+    await s.cmd('RSET', '250');
+    await s.cmd('MAIL FROM:<a@sender.example>', '250');
+    await s.cmd('RCPT TO:<x@foreign.example>', '554 5.7.1');
+    s.close();
+  } finally {
+    await h.close();
+  }
+});
+
+test('XFORWARD ended by XCLIENT or by a greeting: Received names the client those give, never what XFORWARD named', async () => {
+  const h = await harness();
+  try {
+    const s = await openSmtp(h.ports.smtp!, { localAddress: '127.0.0.2' });
+    await s.expect('220 ');
+    await s.cmd('EHLO a.example', '250');
+    await s.cmd('XFORWARD ADDR=198.51.100.9 NAME=outside.example HELO=b.example', '250');
+    // A new greeting equal to XFORWARD's HELO is the client's own now.
+    await s.cmd('EHLO b.example', '250');
+    await s.cmd('MAIL FROM:<a@sender.example>', '250');
+    await s.cmd('RCPT TO:<alice@example.test>', '250');
+    await s.cmd('DATA', '354');
+    await s.cmd(MSG, '250 2.0.0');
+    await s.cmd('XFORWARD ADDR=198.51.100.9 NAME=outside.example HELO=outside-helo.example', '250');
+    await s.cmd('XCLIENT ADDR=192.0.2.7', '220 ');
+    await s.cmd('EHLO c.example', '250');
+    await s.cmd('MAIL FROM:<a@sender.example>', '250');
+    await s.cmd('RCPT TO:<alice@example.test>', '250');
+    await s.cmd('DATA', '354');
+    await s.cmd(MSG, '250 2.0.0');
+    s.close();
+    const [first, second] = h.queue.accepted.map((m) => m.message.toString('latin1'));
+    assert.match(first!, /^Received: from b\.example \(\S*\s*\[127\.0\.0\.2\]\)/);
+    assert.match(second!, /^Received: from c\.example \(\[192\.0\.2\.7\]\)/);
+  } finally {
+    await h.close();
+  }
+});
