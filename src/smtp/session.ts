@@ -11,7 +11,8 @@
 // STARTTLS, end of DATA); the login goes wherever the library drops it (XCLIENT, STARTTLS). After
 // STARTTLS (RFC 3207 §4.2) the greeting, the login and the transaction are forgotten; the client
 // address and name a trusted peer gave with XCLIENT stay (see startedTls). XFORWARD's names the
-// client of one transaction for logs, plugins and Received, never for relaying (connection.ts).
+// client of one transaction for logs, plugins and Received; the relay standing stays the peer's
+// (connection.ts).
 //
 // Core relay policy (never an open relay, whatever the chain holds; ARCHITECTURE.md): a recipient
 // in a local domain without address tricks is checked against the directory (unknown → 550 5.1.1);
