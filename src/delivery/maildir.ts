@@ -28,7 +28,7 @@
 //
 // Config keys: `mailbox.path` (resolved by local.ts), `hostname`.
 import { readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
-import { folderSyncRetryable, renamedButNotSynced, writeThenRename } from '../queue/durable-file.js';
+import { renamedButNotSynced, syncedOnRetry, writeThenRename } from '../queue/durable-file.js';
 import { dirname, join } from 'node:path';
 import type { DirSyncer } from '../queue/dir-sync.js';
 import { FolderNameError, maildirPlusName, type FolderNames } from './folder.js';
@@ -89,18 +89,17 @@ export class MaildirWriter {
       return await writeThenRename(tmp, final, bytes, 0o666, folder, { lf });
     } catch (e) {
       if (!renamedButNotSynced(e)) throw e;
-      if (!folderSyncRetryable(e)) throw DeliveryErrors.notSynced(e);
-      await this.syncStored(folder, e);
+      if (!(await syncedOnRetry(e, this.syncer, folder))) throw DeliveryErrors.notSynced(e);
       return e.target;
     }
   }
 
   /** fsyncs the folder of a copy already in place; DeliveryErrors.notSynced when it fails. */
-  private async syncStored(folder: string, earlier?: unknown): Promise<void> {
+  private async syncStored(folder: string): Promise<void> {
     try {
       await this.syncer.sync(folder);
     } catch (e) {
-      throw DeliveryErrors.notSynced(earlier ?? e);
+      throw DeliveryErrors.notSynced(e);
     }
   }
 

@@ -22,7 +22,7 @@ import type { Envelope } from './envelope.js';
 import { parseSpoolFile, spoolFileParts } from './spool.js';
 import { isQueueId } from './queue-id.js';
 import { DirSyncer } from './dir-sync.js';
-import { folderSyncRetryable, renamedButNotSynced, writeThenRename, type RenamedButNotSynced } from './durable-file.js';
+import { renamedButNotSynced, syncedOnRetry, writeThenRename, type RenamedButNotSynced } from './durable-file.js';
 import { logEvent } from '../log/logger.js';
 
 export function maildropDirs(dataDir: string) {
@@ -44,7 +44,7 @@ export async function dropMessage(dataDir: string, id: string, envelope: Envelop
     await writeThenRename(tmp, join(d.new, id), spoolFileParts(envelope, message), 0o600, d.new);
   } catch (e) {
     if (!renamedButNotSynced(e)) throw e;
-    if (folderSyncRetryable(e) && (await syncer.sync(d.new).then(() => true, () => false))) return;
+    if (await syncedOnRetry(e, syncer, d.new)) return;
     await takeBack(e);
   }
 }

@@ -16,10 +16,11 @@
 //   - LMTP delivers local recipients before its replies, with no spool entry: an mbox append
 //     there writes a standalone intent record first (delivery/mbox-intent.ts). The records of a
 //     recipient stay until its outcome is final: removed (not durably) when all of it was
-//     delivered or refused, kept as the spool entry's intents when part of it is spooled, so
-//     the retry (`checkExisting`) finds every copy a Sieve plan stored before. At start, before anything else, every intent record left without a message file is
-//     checked: a torn mbox entry it marks is cut off (the LMTP client, never answered, sends the
-//     message again); any other such record is just removed.
+//     delivered, left for the check at start when it was refused, kept as the spool entry's
+//     intents when part of it is spooled, so the retry (`checkExisting`) finds every copy a
+//     Sieve plan stored before. At start, before anything else, every intent record left
+//     without a message file is checked: a torn mbox entry it marks is cut off (the LMTP client,
+//     never answered, sends the message again); any other such record is just removed.
 //   - A Maildir copy renamed into place whose folder fsync failed is a temporary failure marked
 //     `stored` (maildir.ts): retried under the same queue id like any other (the retry finds the
 //     copy), and LMTP keeps that recipient in the spool with a 250 rather than a 4xx (only a spool
@@ -213,6 +214,11 @@ class QueueManager implements ManagedQueue {
     await this.init();
     if (await this.deliverDirect(id, envelope, message)) return;
     await this.spool.accept(id, envelope, message);
+    this.track(id, envelope, message);
+  }
+
+  /** A fresh entry just committed to the spool: known, and queued for its first round. */
+  private track(id: string, envelope: Envelope, message: Buffer): void {
     logEvent(this.log, 'debug', 'spool.commit', { qid: id, size: message.length, rcpts: envelope.recipients.length });
     const entry: Entry = { id, envelope, message, state: null, checkExisting: false, entryFailures: 0 };
     this.known.set(id, entry);
@@ -242,12 +248,7 @@ class QueueManager implements ManagedQueue {
       await this.withdraw(committed);
       throw e;
     }
-    for (const c of copies) {
-      logEvent(this.log, 'debug', 'spool.commit', { qid: c.id, size: c.message.length, rcpts: c.envelope.recipients.length });
-      const entry: Entry = { id: c.id, envelope: c.envelope, message: c.message, state: null, checkExisting: false, entryFailures: 0 };
-      this.known.set(c.id, entry);
-      if (!this.stopped) this.enqueue(entry);
-    }
+    for (const c of copies) this.track(c.id, c.envelope, c.message);
   }
 
   /** Removes committed copies that no round has seen (acceptAll's undo), durably. */
@@ -486,10 +487,8 @@ class QueueManager implements ManagedQueue {
     for (const { id, key, record } of await this.spool.orphanIntents()) {
       const rec = parseStandaloneIntent(record);
       if (rec && !(await this.repairTorn(id, rec))) continue;
-      await this.spool.removeIntent(id, key, { durable: rec !== null }).catch((e: unknown) => {
-        // Harmless: the next start checks the record again and finds nothing torn.
-        logEvent(this.log, 'error', 'spool.error', { qid: id, err: String(e) }, 'could not remove an intent record');
-      });
+      // A removal that fails is harmless: the next start checks the record again.
+      await this.dropIntents(id, [key], { durable: rec !== null });
     }
   }
 
@@ -1029,12 +1028,12 @@ class QueueManager implements ManagedQueue {
   }
 
   /**
-   * Removes standalone records whose outcome is final (not durably: a record that outlives its
-   * append is harmless, the check at start finds the entry complete and drops it).
+   * Removes standalone records whose outcome is final (by default not durably: a record that
+   * outlives its append is harmless, the check at start finds the entry complete and drops it).
    */
-  private async dropIntents(id: string, keys: Iterable<string>): Promise<void> {
+  private async dropIntents(id: string, keys: Iterable<string>, opts: { durable?: boolean } = {}): Promise<void> {
     for (const key of keys) {
-      await this.spool.removeIntent(id, key).catch((e: unknown) => {
+      await this.spool.removeIntent(id, key, opts).catch((e: unknown) => {
         logEvent(this.log, 'error', 'spool.error', { qid: id, err: String(e) }, 'could not remove an intent record');
       });
     }

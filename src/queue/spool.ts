@@ -37,7 +37,7 @@ import { mkdir, readdir, readFile, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Envelope } from './envelope.js';
-import { folderSyncRetryable, renamedButNotSynced, writeThenRename, type RenamedButNotSynced } from './durable-file.js';
+import { renamedButNotSynced, syncedOnRetry, writeThenRename, type RenamedButNotSynced } from './durable-file.js';
 import { ioPool } from './io-pool.js';
 import { logEvent, silentLogger } from '../log/logger.js';
 import { DirSyncer } from './dir-sync.js';
@@ -193,12 +193,10 @@ export class Spool {
     // `hasState: false` (the caller knows none was written) saves a syscall per message.
     if (opts.hasState !== false) paths.push(join(this.queueDir, `${id}.state`));
     await this.removals.remove(paths, opts.durable === true);
-    // Intents exist only for mbox deliveries; those are rare enough to afford the readdir.
-    if (this.intentKeys.delete(id)) {
-      for (const name of await readdir(this.queueDir)) {
-        if (name.startsWith(`${id}.`) && name.endsWith('.intent')) await unlink(join(this.queueDir, name)).catch(ignoreEnoent);
-      }
-    }
+    // Intents exist only for mbox deliveries; their keys are known (written here or found by `list`).
+    const keys = this.intentKeys.get(id);
+    this.intentKeys.delete(id);
+    for (const key of keys ?? []) await unlink(join(this.queueDir, `${id}.${key}.intent`)).catch(ignoreEnoent);
   }
 
   /**
@@ -246,7 +244,7 @@ export class Spool {
       await writeThenRename(tmp, join(this.queueDir, name), parts, 0o666, this.queueDir);
     } catch (e) {
       if (!renamedButNotSynced(e)) throw e;
-      if (folderSyncRetryable(e) && (await this.syncer.sync(this.queueDir).then(() => true, () => false))) return;
+      if (await syncedOnRetry(e, this.syncer, this.queueDir)) return;
       if (!opts.takeBack) throw e;
       await this.takeBack(name, e);
     }

@@ -198,14 +198,14 @@ export class PosternConnection extends SMTPConnection {
   }
 
   /**
-   * After STARTTLS (RFC 3207 §4.2): the XCLIENT LOGIN and HELO and the XFORWARD HELO were claims
-   * about the client made before TLS; the library has dropped the login and the greeting they
-   * set, and its maps forget them too. ADDR, NAME and PORT stay (session.ts, startedTls).
+   * After STARTTLS (RFC 3207 §4.2): the XCLIENT LOGIN and HELO were claims about the client made
+   * before TLS; the library has dropped the login and the greeting they set, and its map forgets
+   * them too. ADDR, NAME and PORT stay (session.ts, startedTls). XFORWARD's ended with the
+   * session reset STARTTLS made (_resetSession).
    */
   forgetClaimsBeforeTls(): void {
     this._xClient.delete('LOGIN');
     this._xClient.delete('HELO');
-    this._xForward.delete('HELO');
   }
 
   override _resetSession(): void {
