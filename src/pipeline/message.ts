@@ -31,15 +31,19 @@ export interface Message extends MessageAccess {
 const FIELD_NAME = /^[!-9;-~]+$/;
 
 export function createMessage(raw: Buffer): Message {
-  const { fields, separator, body } = split(raw);
+  // Split on first use: most chains never read a header, and a busy gateway would otherwise
+  // split every message for nothing.
+  let parts: ReturnType<typeof split> | undefined;
+  const fieldsOf = (): Field[] => (parts ??= split(raw)).fields;
   let edited = false;
   let parsing: Promise<ParsedMail> | null = null;
 
   const headers: HeaderEditor = {
-    list: () => fields.filter((f) => f.name !== '').map((f) => [f.name, f.value]),
-    get: (name) => fields.filter((f) => f.name !== '' && same(f.name, name)).map((f) => f.value),
+    list: () => fieldsOf().filter((f) => f.name !== '').map((f) => [f.name, f.value]),
+    get: (name) => fieldsOf().filter((f) => f.name !== '' && same(f.name, name)).map((f) => f.value),
     add(name, value, where = 'top') {
       const f = makeField(name, value);
+      const fields = fieldsOf();
       if (where === 'top') fields.unshift(f);
       else {
         // After the last real field, before any trailing junk line a broken client left.
@@ -50,6 +54,7 @@ export function createMessage(raw: Buffer): Message {
       edited = true;
     },
     remove(name, index) {
+      const fields = fieldsOf();
       let n = 0;
       let seen = 0;
       for (let i = 0; i < fields.length; ) {
@@ -81,7 +86,8 @@ export function createMessage(raw: Buffer): Message {
     // Parsed from the bytes as received; header edits are not reflected (they are for the queue).
     parsed: () => (parsing ??= simpleParser(raw)),
     render() {
-      if (!edited) return raw;
+      if (!edited || !parts) return raw;
+      const { fields, separator, body } = parts;
       return Buffer.concat([...fields.map((f) => f.raw), separator, body]);
     },
   };

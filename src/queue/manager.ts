@@ -160,6 +160,8 @@ export interface ManagedQueue extends MessageQueue {
 }
 
 const MAX_TIMER = 2 ** 31 - 1;
+/** Mailboxes checked side by side at start for torn entries (each check holds its locks and descriptors). */
+const ORPHAN_CHECKS_AT_ONCE = 16;
 
 export function createMessageQueue(opts: QueueOptions): ManagedQueue {
   return new QueueManager(opts);
@@ -484,12 +486,28 @@ class QueueManager implements ManagedQueue {
    * start. Any other was left by a crash inside a spool removal and is removed, as always.
    */
   private async checkOrphanIntents(): Promise<void> {
+    // The records of one mailbox in the order they were written, mailboxes side by side: a
+    // mailbox that another program keeps locked then holds up the start by one lock timeout, not
+    // one per record, and the other mailboxes are repaired meanwhile.
+    const byMailbox = new Map<string, { id: string; key: string; rec: TornEntryCheck | null }[]>();
     for (const { id, key, record } of await this.spool.orphanIntents()) {
       const rec = parseStandaloneIntent(record);
-      if (rec && !(await this.repairTorn(id, rec))) continue;
-      // A removal that fails is harmless: the next start checks the record again.
-      await this.dropIntents(id, [key], { durable: rec !== null });
+      const group = rec ? rec.file : `${id}.${key}`;
+      const list = byMailbox.get(group) ?? [];
+      list.push({ id, key, rec });
+      byMailbox.set(group, list);
     }
+    const groups = [...byMailbox.values()];
+    const worker = async () => {
+      for (let list = groups.shift(); list; list = groups.shift()) {
+        for (const { id, key, rec } of list) {
+          if (rec && !(await this.repairTorn(id, rec))) continue;
+          // A removal that fails is harmless: the next start checks the record again.
+          await this.dropIntents(id, [key], { durable: rec !== null });
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(ORPHAN_CHECKS_AT_ONCE, groups.length) }, worker));
   }
 
   /** One standalone record's check, logged; false when it failed (the record stays). */

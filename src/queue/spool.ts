@@ -148,7 +148,9 @@ export class Spool {
    * when damaged). A file under q/ named like an intent but not one of a valid id is deleted.
    */
   async orphanIntents(): Promise<{ id: string; key: string; record: unknown }[]> {
-    const names = await readdir(this.queueDir);
+    // Sorted: queue ids sort by acceptance time, so one message's records, and the records of
+    // one mailbox, come in the order they were written.
+    const names = (await readdir(this.queueDir)).sort();
     const ids = new Set(names.filter(isQueueId));
     const out: { id: string; key: string; record: unknown }[] = [];
     for (const name of names) {

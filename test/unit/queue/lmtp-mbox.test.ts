@@ -37,16 +37,16 @@ const spoolFiles = async (dataDir: string) => (await readdir(join(dataDir, 'spoo
 const bodies = (path: string) => readWithPython('mbox', path).map((m) => m.bytes.toString().split('\n\n').slice(1).join('\n\n'));
 
 /**
- * An LMTP delivery into alice's mbox as deliverNow makes one (its standalone intent record
+ * An LMTP delivery into alice's (or `user`'s) mbox as deliverNow makes one (its standalone intent record
  * written before the append), by a process that dies right after the append: the removal of
  * the record is lost.
  */
-async function deliverThenDie(config: Config, spool: Spool, id: string, env: Envelope, msg: Buffer): Promise<void> {
+async function deliverThenDie(config: Config, spool: Spool, id: string, env: Envelope, msg: Buffer, user = 'alice@example.test'): Promise<void> {
   await new LocalDelivery(config, new DirSyncer()).deliver({
     qid: id,
     sender: env.mailFrom,
     receivedAt: env.receivedAt,
-    user: 'alice@example.test',
+    user,
     message: msg,
     checkExisting: false,
     intents: { get: (k) => spool.readIntent(id, k), put: (k, v) => spool.writeIntent(id, k, v), standalone: true },
@@ -185,6 +185,42 @@ test('LMTP into mbox: a record whose mailbox stays locked is kept, and checked a
     assert.equal(evts(s.lines, 'delivery.mbox_torn_repaired').length, 1);
     assert.deepEqual(await spoolFiles(s.dir), []);
     await q2.stop();
+  } finally {
+    holder.kill();
+    await s.cleanup();
+  }
+});
+
+test('LMTP into mbox: at start, mailboxes are checked side by side; one kept locked does not hold up the others', async () => {
+  const s = await setup();
+  const holder = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)'], { stdio: 'ignore' });
+  try {
+    const alice = s.inbox('alice@example.test');
+    const bob = s.inbox('bob@example.test');
+    const spool = new Spool(s.dir);
+    await spool.init();
+    // alice's record is the older one (queue ids sort by time): checked one after another, bob's
+    // would wait for alice's lock.
+    await deliverThenDie(s.config, spool, newQueueId(), envelope('a@example.net', ['alice@example.test']), message('first\r\n'));
+    await new Promise((r) => setTimeout(r, 5));
+    await deliverThenDie(s.config, spool, newQueueId(), envelope('b@example.net', ['bob@example.test']), Buffer.from(SECOND), 'bob@example.test');
+    await truncate(bob, 1500); // bob's only entry, torn 1500 bytes in
+    await spool.close();
+    // A mail reader holds alice's dotlock, and lets go only once bob's mailbox is repaired.
+    await writeFile(`${alice}.lock`, `${holder.pid}\n`);
+    const q = s.make({ lockTimeoutMs: 10_000 });
+    let started = false;
+    const starting = q.start().finally(() => (started = true));
+    while (!started && evts(s.lines, 'delivery.mbox_torn_repaired').length === 0) await new Promise((r) => setTimeout(r, 10));
+    await rm(`${alice}.lock`);
+    await starting;
+    assert.deepEqual(evts(s.lines, 'delivery.mbox_repair_failed'), [], 'no check waited out its lock timeout');
+    assert.deepEqual(evts(s.lines, 'delivery.mbox_torn_repaired').map((l) => [l.file, l.offset]), [[bob, 0]]);
+    assert.deepEqual(evts(s.lines, 'delivery.mbox_intent_dropped').map((l) => [l.file, l.outcome]), [[alice, 'complete']]);
+    assert.equal((await stat(bob)).size, 0);
+    assert.deepEqual(bodies(alice), ['first\n']);
+    assert.deepEqual(await spoolFiles(s.dir), []);
+    await q.stop();
   } finally {
     holder.kill();
     await s.cleanup();
