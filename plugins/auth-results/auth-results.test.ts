@@ -77,6 +77,21 @@ test('SPF pass, DMARC pass (SPF aligned): one Authentication-Results naming us, 
   assert.equal(r.trace[0]!.detail, 'spf=pass dkim=none dmarc=pass (p=reject) arc=none');
 });
 
+test('mail a content filter hands back with XFORWARD: SPF is asked about the client it named, not the filter; unknown address → not checked', async () => {
+  const h = testPlugin(plugin, {}, { global: GLOBAL() });
+  h.newConnection({ remoteAddress: '203.0.113.5', helo: 'filter.test' });
+  const r = await h.run('data', { tx: { mailFrom: 'a@sender.test' }, forwarded: { address: '192.0.2.1', helo: 'client.test' }, message: msg('a@sender.test') });
+  assert.equal(r.verdict.kind, 'next');
+  const ar = parseAR(r.message!.headers.get('Authentication-Results')[0]!);
+  assert.equal(ar.results.spf, 'pass');
+  assert.ok(ar.props.includes('smtp.helo=client.test'), ar.props.join(' '));
+  assert.match(r.message!.headers.get('Received-SPF')[0]!, /client-ip=192\.0\.2\.1;/);
+  const unknown = await h.run('data', { tx: { mailFrom: 'a@sender.test' }, forwarded: { hostname: 'client.test' }, message: msg('a@sender.test') });
+  assert.equal(unknown.verdict.kind, 'next');
+  assert.deepEqual(unknown.message!.headers.get('Authentication-Results'), []);
+  await h.close();
+});
+
 test('SPF fail with DMARC p=reject: refused with 550 5.7.1 naming the domain', async () => {
   const { r } = await run('a@sender.test', '203.0.113.5');
   assert.deepEqual(r.verdict, { kind: 'reject', code: 550, enhanced: '5.7.1', text: 'Rejected by the DMARC policy of sender.test' });

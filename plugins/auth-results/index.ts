@@ -15,6 +15,9 @@
 // can test, in the gateway Sieve's environment (vnd.postern.spf, .dkim, .dmarc, .arc; via
 // scanner/results.ts) and in the trace (one entry: spf=… dkim=… dmarc=… arc=…).
 // Not checked: authenticated users and trusted networks (unless check_relaying).
+// SPF is asked about the client the message came from: for mail a content filter hands back, the
+// one it named with XFORWARD, with that client's HELO (src/pipeline/origin.ts); when XFORWARD left
+// its address unknown there is nothing to check SPF against, and the message is not checked.
 // Metrics (besides the host's per-hook ones): postern_authresults_results_total{method,result},
 // one per checked message and method (spf, dkim, dmarc, arc) with its RFC 8601 result name.
 // Config keys read: authserv_id, dmarc_reject, dmarc_quarantine, quarantine_folder, honour_pct,
@@ -22,6 +25,7 @@
 import { Resolver as NodeResolver } from 'node:dns/promises';
 import { authenticate } from 'mailauth';
 import { definePlugin, type HookContext } from '../../src/pipeline/plugin.js';
+import { originClient } from '../../src/pipeline/origin.js';
 import { next, quarantine, reject, type Verdict } from '../../src/pipeline/verdict.js';
 import { createMessage } from '../../src/pipeline/message.js';
 import { recordScan } from '../../src/pipeline/scanner/results.js';
@@ -79,10 +83,15 @@ async function verify(ctx: Ctx): Promise<Verdict> {
     ctx.trace?.({ verdict: 'next', detail: 'not checked: authenticated or trusted client' });
     return next();
   }
+  const origin = originClient(ctx.session);
+  if (origin.address === undefined) {
+    ctx.trace?.({ verdict: 'next', detail: "not checked: the forwarded client's address is unknown" });
+    return next();
+  }
   const raw = await ctx.message.raw();
   const res = await authenticate(raw, {
-    ip: ctx.session.remoteAddress,
-    helo: ctx.session.helo ?? ctx.session.clientHostname ?? ctx.session.remoteAddress,
+    ip: origin.address,
+    helo: origin.helo ?? origin.hostname ?? origin.address,
     sender: ctx.tx.mailFrom,
     mta: ctx.state.authservId,
     resolver: ctx.state.resolver as never,

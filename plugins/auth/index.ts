@@ -13,6 +13,7 @@
 // existing or not, keyed case-insensitively so "Alice" and "alice" share one counter.
 // A success does not reset the client's counter, or one valid account would let a client keep
 // guessing others. IPv6 clients are counted per /64 (one host usually owns a whole /64).
+// The client is the connection's (session.remoteAddress), never one XFORWARD names.
 //
 // Store keys: auth:fail:user:<name>, auth:fail:ip:<client> (counters, TTL `window`),
 //             auth:lock:user:<name>, auth:lock:ip:<client> (TTL `lockout`; delete one to unlock).

@@ -19,6 +19,8 @@
 //     whether it refuses at connect, at RCPT, or adds its `score`; score zones refuse at RCPT
 //     once the listing ones add up to `score_threshold` (every score zone is named in the reply).
 // Checks at RCPT run at the first RCPT and their result is kept in the transaction's notes.
+// The address looked up is the connection's client (session.remoteAddress), never one XFORWARD
+// names: the peer that hands mail back holds the standing.
 // Config keys read: zones, stage, dns_timeout, cache_ttl, reject_code, reject_enhanced,
 // reject_text, store_key, score_threshold.
 import ipaddr from 'ipaddr.js';

@@ -19,6 +19,7 @@
 //   greylist:n:<net>                        accepted deliveries   TTL expiry (incr)
 //   greylist:a:<net>                        "1" = auto-allowed    TTL expiry
 // With the Redis store these are shared by every node.
+// The client is the connection's (session.remoteAddress), never one XFORWARD names.
 // Metrics (besides the host's per-hook ones): postern_greylist_outcomes_total{outcome}, one per
 // checked recipient: new (first attempt, or its window was over: deferred), too-early (deferred
 // again), passed (retried in time, or a known triplet), auto-allowed (its network skips the check).

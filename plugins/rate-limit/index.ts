@@ -19,6 +19,8 @@
 // Limits come from the config (`limits`) and from the store (`store_key`, REST
 // /v1/policies/relay/rate-limits, src/policy/rate-limits.ts), read at every MAIL and RCPT, so a
 // policy added on one node limits the next transaction on every node.
+// Client keys and exemptions use the connection's client (session.remoteAddress), never one
+// XFORWARD names: the peer that hands mail back is what is limited.
 // Store keys: ratelimit:<limit index>:<key>:<value>:<bucket> (configured limits) and
 // ratelimit:p<policy id>:<key>:<value>:<bucket> (store policies).
 // Metrics (besides the host's per-hook ones): postern_ratelimit_hits_total{policy}, refusals by

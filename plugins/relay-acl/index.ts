@@ -18,6 +18,8 @@
 //              foreign, and the client is trusted or authenticated → accept
 //              foreign otherwise                                  → 554 5.7.1 Relay access denied
 // Addresses given as IPv4-mapped IPv6 (::ffff:127.0.0.1) match IPv4 networks.
+// The client is the connection's (session.remoteAddress): a client a content filter names with
+// XFORWARD (session.forwarded) describes the message and never decides relaying or access.
 // Config keys read: relay.networks, routes (global); networks, store_key (own, see config.ts).
 import { definePlugin } from '../../src/pipeline/plugin.js';
 import { accept, next, reject } from '../../src/pipeline/verdict.js';

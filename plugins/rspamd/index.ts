@@ -1,7 +1,9 @@
 // rspamd: scans each message with rspamd's HTTP protocol at the data stage: POST /checkv2 with
 // the message as the body and the envelope as request headers (IP, Helo, Hostname, From, one Rcpt
 // per recipient, User, Queue-Id), answered with a JSON object (score, required_score, action,
-// symbols, milter.add_headers / remove_headers, subject, messages.smtp_message).
+// symbols, milter.add_headers / remove_headers, subject, messages.smtp_message). IP, Helo and
+// Hostname are the client the message came from: the one a content filter named with XFORWARD
+// when it hands mail back, not the filter (src/pipeline/origin.ts); unknown ones are left out.
 //
 // rspamd's action decides:
 //   reject          → 550 5.7.1 (rspamd's smtp_message, or reject_text)
@@ -22,6 +24,7 @@
 import { request } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { definePlugin, type HookContext } from '../../src/pipeline/plugin.js';
+import { originClient } from '../../src/pipeline/origin.js';
 import { next, reject, tempfail, type Verdict } from '../../src/pipeline/verdict.js';
 import { describeEndpoint, endpointOf, ScannerUnavailable, type Endpoint } from '../../src/pipeline/scanner/connection.js';
 import { recordScan } from '../../src/pipeline/scanner/results.js';
@@ -156,17 +159,18 @@ function checkv2(ctx: Ctx, body: Buffer): Promise<RspamdReply> {
   const ep = ctx.state.endpoint;
   const where = describeEndpoint(ep);
   const s = ctx.session;
+  const origin = originClient(s);
   const tx = ctx.tx!;
   const headers: Record<string, string | string[]> = {
     'Content-Length': String(body.length),
-    IP: s.remoteAddress,
+    ...(origin.address ? { IP: origin.address } : {}),
     From: tx.mailFrom,
     'Queue-Id': tx.id,
     Rcpt: (tx.recipients.length ? tx.recipients : tx.envelope.recipients).map((r) => r.address),
     Pass: 'all',
   };
-  if (s.helo) headers.Helo = s.helo;
-  if (s.clientHostname) headers.Hostname = s.clientHostname;
+  if (origin.helo) headers.Helo = origin.helo;
+  if (origin.hostname) headers.Hostname = origin.hostname;
   if (s.authUser) headers.User = s.authUser;
   if (ctx.config.password) headers.Password = ctx.config.password;
   return new Promise<RspamdReply>((resolve, rejectP) => {

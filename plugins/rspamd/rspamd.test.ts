@@ -130,6 +130,22 @@ test('the request: POST /checkv2, envelope as headers (one Rcpt per recipient), 
   assert.equal(s.body, msg('clean').replace(/\n/g, '\r\n'));
 });
 
+test('mail a content filter hands back with XFORWARD: IP, Helo and Hostname are the client it named, not the filter; unknown ones are left out', async () => {
+  seen.length = 0;
+  const h = testPlugin(plugin, { port });
+  h.newConnection({ remoteAddress: '127.0.0.1', helo: 'filter.example', clientHostname: 'localhost' });
+  const tx = { id: 'QID123', mailFrom: 'a@sender.test', recipients: [{ address: 'rcpt@example.test' }] };
+  await h.run('data', { tx, forwarded: { address: '192.0.2.9', helo: 'origin-helo.test', hostname: 'origin.test', ident: 'ABC' }, message: msg('clean') });
+  await h.run('data', { tx, forwarded: { hostname: 'origin.test' }, message: msg('clean') });
+  await h.close();
+  assert.equal(seen[0]!.headers.ip, '192.0.2.9');
+  assert.equal(seen[0]!.headers.helo, 'origin-helo.test');
+  assert.equal(seen[0]!.headers.hostname, 'origin.test');
+  assert.equal(seen[1]!.headers.ip, undefined);
+  assert.equal(seen[1]!.headers.helo, undefined);
+  assert.equal(seen[1]!.headers.hostname, 'origin.test');
+});
+
 test('GTUBE (is_skipped with action reject, as rspamd 3.4 answers it): 550 5.7.1 with rspamd\'s message', async () => {
   const r = await run('gtube');
   assert.deepEqual(r.verdict, { kind: 'reject', code: 550, enhanced: '5.7.1', text: 'Gtube pattern' });

@@ -74,6 +74,16 @@ describe('sieve plugin: outcome mapping', () => {
     }
   });
 
+  it('environment remote-ip / remote-host: the client a content filter named with XFORWARD, else the connection\'s', async () => {
+    const { h } = await withScript('require ["environment", "fileinto"];\nif environment :is "remote-ip" "192.0.2.9" { fileinto "Origin"; }\nif environment :is "remote-host" "origin.test" { fileinto "Host"; }\nif environment :is "remote-ip" "127.0.0.1" { fileinto "Filter"; }\n');
+    const tx = { recipients: [{ address: 'rcpt@example.test' }] };
+    const plan = (v: unknown) => (v as { plan?: Record<string, string[]> }).plan?.['rcpt@example.test'];
+    h.newConnection({ remoteAddress: '127.0.0.1', clientHostname: 'localhost' });
+    assert.deepEqual(plan((await h.run('data', { message: MSG, tx, forwarded: { address: '192.0.2.9', hostname: 'origin.test' } })).verdict), ['Origin', 'Host']);
+    assert.deepEqual(plan((await h.run('data', { message: MSG, tx, forwarded: null })).verdict), ['Filter']);
+    await h.close();
+  });
+
   it('addheader and deleteheader edit the queued message', async () => {
     const { h } = await withScript('require "editheader";\naddheader "X-Sieve" "checked";\naddheader :last "X-Last" "end";\ndeleteheader "X-Old";\n');
     const r = await h.run('data', { message: MSG });

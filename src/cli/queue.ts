@@ -75,6 +75,9 @@ export async function runQueueCommand(argv: string[], io: CliIo): Promise<number
     say(io.stdout, `size: ${e.size}`);
     say(io.stdout, `sender: <${env.mailFrom}>`);
     say(io.stdout, `source: ${env.source.listener} ${env.source.remoteAddress}${env.source.helo ? ` (${env.source.helo})` : ''}`);
+    // A message a content filter handed back, naming its original client with XFORWARD.
+    const fwd = env.source.forwarded;
+    if (fwd) say(io.stdout, `forwarded for: ${fwd.address ?? 'unknown'}${fwd.helo ? ` (${fwd.helo})` : ''}${fwd.ident ? ` ident ${fwd.ident}` : ''}`);
     if (env.envid) say(io.stdout, `envid: ${env.envid}`);
     if (env.ret) say(io.stdout, `ret: ${env.ret}`);
     say(io.stdout, 'recipients:');

@@ -11,6 +11,12 @@
 //
 // The session and the notes map persist between run() calls, as on one SMTP connection
 // (connect, then rcpt); `newConnection()` starts over. init runs on the first run().
+//
+// Mail a content filter hands back with XFORWARD: `forwarded` names its original client
+// (session.forwarded, src/pipeline/origin.ts) while the session stays the filter's, and
+// `forwarded: null` ends it again, as RSET or the end of DATA do:
+//
+//   await h.run('data', { session: { remoteAddress: '127.0.0.1' }, forwarded: { address: '192.0.2.9', helo: 'client.test' }, message });
 // Config keys read: none from a file; `global` is parsed with the real config schema.
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
@@ -24,7 +30,7 @@ import type { EnvelopeRecipient } from '../queue/envelope.js';
 import { MemoryStore } from '../store/memory.js';
 import type { Store } from '../store/store.js';
 import { createMessage, type Message } from './message.js';
-import type { AuthAttempt, DeliveryEvent, ObserverStage, PluginDefinition, SessionInfo, Stage, TransactionInfo } from './plugin.js';
+import type { AuthAttempt, DeliveryEvent, ForwardedClientInfo, ObserverStage, PluginDefinition, SessionInfo, Stage, TransactionInfo } from './plugin.js';
 import { validateOptions } from './loader.js';
 import { createPipeline, type AnyPluginDefinition } from './runner.js';
 import type { Pipeline, StageResult } from './types.js';
@@ -49,6 +55,11 @@ export interface HarnessOptions {
 
 export interface RunInput {
   session?: Partial<SessionInfo>;
+  /**
+   * The client a trusted peer named with XFORWARD for this transaction (session.forwarded); kept
+   * for later runs like the rest of the session, until `null` removes it (RSET, end of DATA).
+   */
+  forwarded?: ForwardedClientInfo | null;
   tx?: Partial<TransactionInfo>;
   rcpt?: string | EnvelopeRecipient;
   auth?: Partial<AuthAttempt> & { username: string; password: string };
@@ -106,6 +117,8 @@ export function testPlugin<Schema extends z.ZodType, S>(def: PluginDefinition<Sc
     async run(stage, input = {}) {
       const p = await ready();
       if (input.session) Object.assign(session, input.session);
+      if (input.forwarded === null) delete session.forwarded;
+      else if (input.forwarded) session.forwarded = { ...input.forwarded };
       const message = input.message === undefined ? undefined : toMessage(input.message);
       const rcpt = typeof input.rcpt === 'string' ? { address: input.rcpt } : input.rcpt;
       const tx = input.tx || stage === 'mail' || stage === 'rcpt' || stage === 'data' || stage === 'queue' ? makeTx(input.tx, session, rcpt) : undefined;
@@ -155,7 +168,16 @@ function makeTx(partial: Partial<TransactionInfo> | undefined, session: SessionI
     envelope: partial?.envelope ?? {
       mailFrom,
       recipients,
-      source: { listener: session.listener, remoteAddress: session.remoteAddress, remotePort: session.remotePort, helo: session.helo, authUser: session.authUser, protocol: 'ESMTP' },
+      source: {
+        listener: session.listener,
+        remoteAddress: session.remoteAddress,
+        remotePort: session.remotePort,
+        ...(session.clientHostname ? { clientHostname: session.clientHostname } : {}),
+        helo: session.helo,
+        authUser: session.authUser,
+        protocol: 'ESMTP',
+        ...(session.forwarded ? { forwarded: { ...session.forwarded } } : {}),
+      },
       receivedAt: Date.now(),
     },
   };

@@ -15,12 +15,22 @@ import type { Store } from '../store/store.js';
 import type { Envelope, EnvelopeRecipient, ListenerKind } from '../queue/envelope.js';
 import type { Resolver } from '../dns/resolver.js';
 import type { Verdict } from './verdict.js';
+import type { ForwardedClientInfo } from './origin.js';
+
+export type { ForwardedClientInfo } from './origin.js';
 
 export type Stage = 'connect' | 'helo' | 'auth' | 'mail' | 'rcpt' | 'data' | 'queue';
 export type ObserverStage = 'delivered' | 'deferred' | 'bounced';
 export const STAGES: readonly Stage[] = ['connect', 'helo', 'auth', 'mail', 'rcpt', 'data', 'queue'];
 
-/** Connection facts. `relaying` and `authUser` are the only fields plugins change. */
+/**
+ * Connection facts. `relaying` and `authUser` are the only fields plugins change.
+ *
+ * `remoteAddress`, `remotePort`, `clientHostname` and `helo` are the connection's client: the
+ * peer, or the client a trusted peer handed the session to with XCLIENT (or named in a PROXY
+ * header). Policy is decided on them. A client named with XFORWARD is in `forwarded` instead;
+ * originClient() (origin.ts) gives the client a message came from, for whatever describes it.
+ */
 export interface SessionInfo {
   id: string;
   listener: ListenerKind;
@@ -31,6 +41,14 @@ export interface SessionInfo {
   /** Reverse DNS name, when known. */
   clientHostname?: string;
   helo?: string;
+  /**
+   * The original client a trusted peer (a content filter handing mail back) named with XFORWARD,
+   * for the current mail transaction only: RSET, a new greeting, STARTTLS, XCLIENT and the end of
+   * DATA remove it. For describing the message's origin (Received, logs, spam scanners, SPF,
+   * Sieve's remote-ip), never for policy: relaying, access lists, DNSBL, greylisting, rate limits
+   * and AUTH throttling stay with `remoteAddress`, as in Postfix.
+   */
+  forwarded?: ForwardedClientInfo;
   secure: boolean;
   /** Canonical address of the authenticated user. */
   authUser?: string;

@@ -7,8 +7,9 @@
 //                       TLS; a policy that cannot be met is 451 4.7.5), EHLO again, AUTH with
 //                       the route's credentials; then the client per `forward_client` (default
 //                       XCLIENT ADDR, NAME, HELO, LOGIN, PROTO, PORT, when offered, then EHLO
-//                       again); MAIL FROM with BODY/SMTPUTF8 when offered; the backend's refusal
-//                       of MAIL is the client's RCPT reply
+//                       again: the session's client, which a client named by XFORWARD is not;
+//                       XFORWARD sends that one, forward-client.ts); MAIL FROM with BODY/SMTPUTF8
+//                       when offered; the backend's refusal of MAIL is the client's RCPT reply
 //   each RCPT           mirrored; the backend's reply is the client's
 //   DATA                after our plugin chain ran (header edits applied): DATA, the message,
 //                       <CRLF>.<CRLF>; one reply (SMTP) or one per recipient (LMTP backend)
@@ -26,6 +27,7 @@ import type { Envelope } from '../queue/envelope.js';
 import { classMatches, SmtpReply, type EnhancedCode } from '../smtp/replies.js';
 import { parseNexthop } from '../transport/outbound.js';
 import { routeForwardMode, type ForwardedClient } from '../transport/forward-client.js';
+import type { ForwardedClientInfo } from '../pipeline/origin.js';
 import type { TlsPolicy } from '../transport/tls-policy.js';
 import { BackendError, BackendSession, formatReply, type BackendReply } from './backend-client.js';
 import { BackendPool, connectBackend } from './backend-pool.js';
@@ -57,6 +59,8 @@ export interface ClientFacts {
   helo?: string;
   authUser?: string;
   ehlo: boolean;
+  /** The original client XFORWARD named for this transaction: sent on with XFORWARD only (forward-client.ts). */
+  forwarded?: ForwardedClientInfo | undefined;
 }
 
 export interface InlineOptions {
@@ -78,6 +82,7 @@ export function forwardedClient(c: ClientFacts): ForwardedClient {
     ...(c.authUser ? { login: c.authUser } : {}),
     proto: c.ehlo ? 'ESMTP' : 'SMTP',
     source: 'REMOTE',
+    ...(c.forwarded ? { origin: c.forwarded } : {}),
   };
 }
 

@@ -1,5 +1,6 @@
 // The envelope of one message as the spool keeps it: RFC 5321 MAIL FROM and RCPT TO with their
 // parameters (RFC 3461 DSN, RFC 6152 8BITMIME, RFC 6531 SMTPUTF8), plus where it came from.
+import type { ForwardedClientInfo } from '../pipeline/origin.js';
 
 /** RFC 3461 §4.1 NOTIFY values; `NEVER` stands alone. */
 export type DsnNotify = 'NEVER' | 'SUCCESS' | 'FAILURE' | 'DELAY';
@@ -48,6 +49,12 @@ export interface Envelope {
     /** RFC 3848 `with` keyword used in our Received header (ESMTP, ESMTPS, ESMTPSA, LMTP …). */
     protocol: string;
     tls?: { cipher?: string; version?: string };
+    /**
+     * The original client a trusted peer named with XFORWARD for this message (the fields above
+     * are the peer's then): our Received and log line name it, and it goes on with XFORWARD,
+     * never as XCLIENT's (src/pipeline/origin.ts, src/transport/forward-client.ts).
+     */
+    forwarded?: ForwardedClientInfo;
   };
   /** Milliseconds since the epoch when the message was accepted. */
   receivedAt: number;

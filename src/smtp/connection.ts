@@ -31,6 +31,12 @@
 // time the library starts its session over (`_resetSession`: RSET, an accepted HELO/EHLO, XCLIENT,
 // XFORWARD, STARTTLS, the end of DATA) the controller's transaction ends too (sessionReset), and
 // so do the client names XFORWARD gave for it (handler_XFORWARD).
+//
+// XFORWARD and the library: smtp-server writes XFORWARD's ADDR, PORT, NAME and HELO into the
+// connection's own client fields (remoteAddress …), as XCLIENT's. Here they describe one
+// transaction's original client and hold no standing, so the controller keeps the peer as the
+// session's client (session.ts), anything deciding policy here asks `standingAddress`, and the
+// library's fields are put back when the transaction ends (endXForward).
 // Config keys: none directly (the listener passes ConnectionPolicy).
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
@@ -77,9 +83,9 @@ export interface ConnectionController {
   /** Connection accounting: called once when the socket is accepted and once when it closes. */
   opened(conn: PosternConnection): void;
   closed(conn: PosternConnection): void;
-  /** XCLIENT or XFORWARD changed the client's address, name, HELO or login. */
+  /** XCLIENT changed the client's address, name, HELO or login, or XFORWARD named the client of the next transaction. */
   clientChanged?(conn: PosternConnection, via: 'XCLIENT' | 'XFORWARD'): void;
-  /** XFORWARD's transaction ended: the client is the connection's again (connection.ts). */
+  /** XFORWARD's transaction ended: no client is named for it any more (connection.ts). */
   clientRestored?(conn: PosternConnection): void;
 }
 
@@ -175,6 +181,14 @@ export class PosternConnection extends SMTPConnection {
       }
       callback();
     });
+  }
+
+  /**
+   * The client address that holds this connection's standing (ETRN's trust, and anything else
+   * decided here by address): the peer's, or XCLIENT's, never the one XFORWARD named.
+   */
+  get standingAddress(): string {
+    return this.xforwarded?.before.remoteAddress ?? this.remoteAddress;
   }
 
   private clientFields(): ClientFields {
@@ -377,7 +391,7 @@ export class PosternConnection extends SMTPConnection {
     if (etrn) {
       this._handlerPending = true;
       void etrn
-        .handle({ line, remoteAddress: this.remoteAddress, greeted: !!this.hostNameAppearsAs, inTransaction: !!this.session.envelope.mailFrom })
+        .handle({ line, remoteAddress: this.standingAddress, greeted: !!this.hostNameAppearsAs, inTransaction: !!this.session.envelope.mailFrom })
         .then((r) => {
           this._handlerPending = false;
           if (this._closing || this._closed) return next();

@@ -10,9 +10,10 @@
 // transaction ends whenever the library's envelope does (RSET, HELO/EHLO, XCLIENT, XFORWARD,
 // STARTTLS, end of DATA); the login goes wherever the library drops it (XCLIENT, STARTTLS). After
 // STARTTLS (RFC 3207 §4.2) the greeting, the login and the transaction are forgotten; the client
-// address and name a trusted peer gave with XCLIENT stay (see startedTls). XFORWARD's names the
-// client of one transaction for logs, plugins and Received; the relay standing stays the peer's
-// (connection.ts).
+// address and name a trusted peer gave with XCLIENT stay (see startedTls). XFORWARD names the
+// original client of one transaction (`info.forwarded`, src/pipeline/origin.ts): Received, the
+// log lines and what plugins tell of the message's origin name it, while the session's own client
+// fields stay the peer's, and with them relaying and every plugin's policy (connection.ts).
 //
 // Core relay policy (never an open relay, whatever the chain holds; ARCHITECTURE.md): a recipient
 // in a local domain without address tricks is checked against the directory (unknown → 550 5.1.1);
@@ -50,6 +51,7 @@ import { DataGuard, type DataViolation } from './data-guard.js';
 import type { MailParams, RcptParams } from './params.js';
 import { applyEdits, splitCopies, type MessageCopy } from './copies.js';
 import { receivedHeader, withKeyword } from './received.js';
+import { forwardedFromAttributes, namesClient, originClient, type OriginFacts } from '../pipeline/origin.js';
 import { classMatches, Replies, replyFromVerdict, SmtpReply, type EnhancedCode } from './replies.js';
 import type { ConnectionController, ConnectionPolicy, PosternConnection } from './connection.js';
 
@@ -233,42 +235,41 @@ export class SessionController implements ConnectionController {
   }
 
   /**
-   * XCLIENT / XFORWARD from a trusted peer (connection.ts checks listen.<name>.xclient): the
-   * forwarded client's address, name and HELO replace the peer's for the ACL, plugins, limits
-   * and Received. XCLIENT LOGIN arrives through onAuth (method XCLIENT) before this runs; the
-   * login is then whatever the library kept (XCLIENT ADDR or an empty LOGIN drops it). The
-   * library has already started its session over, which ended any transaction (sessionReset).
+   * XCLIENT / XFORWARD from a trusted peer (connection.ts checks listen.<name>.xclient).
+   *
+   * XCLIENT hands the session to the client it names: its address, name and HELO replace the
+   * peer's for relaying, plugins, limits and Received. XCLIENT LOGIN arrives through onAuth
+   * (method XCLIENT) before this runs; the login is then whatever the library kept (XCLIENT ADDR
+   * or an empty LOGIN drops it).
+   *
+   * XFORWARD only names the original client of the next transaction (`info.forwarded`); the
+   * session's own fields stay the peer's (see forwarded()).
+   *
+   * The library has already started its session over, which ended any transaction (sessionReset).
    */
   clientChanged(conn: PosternConnection, via: 'XCLIENT' | 'XFORWARD'): void {
     const st = this.states.get(conn.session);
     if (!st) return;
-    const attrs = via === 'XCLIENT' ? conn._xClient : conn._xForward;
+    if (via === 'XFORWARD') return this.forwarded(st, conn);
+    const attrs = conn._xClient;
     // XCLIENT ADDR (the peer's own login is not the client's) and XCLIENT LOGIN= (an explicit
     // logout) end the library's login; ours goes with it.
     this.followLibraryLogin(st);
-    const before = st.info.remoteAddress;
-    if (via === 'XCLIENT') {
-      // XCLIENT hands the session to the forwarded client: its own network (or the LOGIN given
-      // with it) decides relaying, never the peer's, and the limits count it. It also ends what
-      // an XFORWARD before it named (connection.ts).
-      delete st.forwardLog;
-      if (conn.remoteAddress !== st.countedAs) {
-        if (st.counted) {
-          this.counter.remove(st.countedAs);
-          this.counter.add(conn.remoteAddress);
-        }
-        st.countedAs = conn.remoteAddress;
-        st.networkRelaying = inRanges(conn.remoteAddress, this.trustedNetworks);
-        st.info.relaying = st.networkRelaying || !!st.info.authUser;
-        st.connLog = st.connLog.child({ remote: conn.remoteAddress });
+    // Its own network (or the LOGIN given with it) decides relaying, never the peer's, and the
+    // limits count it. It also ends what an XFORWARD before it named (connection.ts).
+    this.dropForwarded(st);
+    if (conn.remoteAddress !== st.countedAs) {
+      if (st.counted) {
+        this.counter.remove(st.countedAs);
+        this.counter.add(conn.remoteAddress);
       }
-      st.log = st.connLog;
-    } else if (conn.remoteAddress !== before) {
-      // XFORWARD names the client for logs, plugins and Received only; the peer (a content
-      // filter handing mail back) keeps its own standing, as with Postfix.
-      st.log = st.forwardLog = st.connLog.child({ remote: conn.remoteAddress });
+      st.countedAs = conn.remoteAddress;
+      st.networkRelaying = inRanges(conn.remoteAddress, this.trustedNetworks);
+      st.info.relaying = st.networkRelaying || !!st.info.authUser;
+      st.connLog = st.connLog.child({ remote: conn.remoteAddress });
     }
-    if (conn.remoteAddress !== before) {
+    st.log = st.connLog;
+    if (conn.remoteAddress !== st.info.remoteAddress) {
       st.info.remoteAddress = conn.remoteAddress;
       if (typeof conn.remotePort === 'number') st.info.remotePort = conn.remotePort;
     }
@@ -280,18 +281,43 @@ export class SessionController implements ConnectionController {
     logEvent(st.log, 'info', 'smtp.xclient', { via, peer: conn._originalRemoteAddress, client: conn.remoteAddress, name: st.info.clientHostname ?? null, helo: st.info.helo ?? null, login: st.info.authUser ?? null });
   }
 
-  /** XFORWARD's transaction is over (connection.ts): logs, plugins and Received name the connection's client again. */
+  /**
+   * An accepted XFORWARD (one or several, their attributes add up): the client of the coming
+   * transaction as the peer, a content filter handing mail back, describes it. As in Postfix it
+   * is for logs, Received and describing the message only: the session's address, name and HELO
+   * stay the peer's, so relaying, the connection limits and every plugin's policy (relay-acl's
+   * access lists, DNSBL, greylisting, rate limits, the AUTH throttle) stay with the peer. The
+   * library has put the named values in its own client fields meanwhile; connection.ts puts
+   * them back when the transaction ends.
+   */
+  private forwarded(st: ConnState, conn: PosternConnection): void {
+    const f = forwardedFromAttributes(conn._xForward);
+    st.info.forwarded = f;
+    const o = originClient(st.info);
+    // Every line of the transaction names the client it is about (smtp.transaction the peer too).
+    st.log = st.forwardLog = namesClient(f) ? st.connLog.child({ remote: o.address ?? null }) : st.connLog;
+    logEvent(st.log, 'info', 'smtp.xclient', {
+      via: 'XFORWARD',
+      peer: st.info.remoteAddress,
+      client: o.address ?? null,
+      name: o.hostname ?? null,
+      helo: o.helo ?? null,
+      login: st.info.authUser ?? null,
+      ...(f.protocol ? { proto: f.protocol } : {}),
+      ...(f.source ? { source: f.source } : {}),
+      ...(f.ident ? { ident: f.ident } : {}),
+    });
+  }
+
+  /** XFORWARD's transaction is over (connection.ts): nothing names its client any more. */
   clientRestored(conn: PosternConnection): void {
     const st = this.states.get(conn.session);
-    if (!st) return;
-    st.info.remoteAddress = conn.remoteAddress;
-    if (typeof conn.remotePort === 'number') st.info.remotePort = conn.remotePort;
-    const name = conn.clientHostname;
-    if (typeof name === 'string' && name && !name.startsWith('[')) st.info.clientHostname = name.toLowerCase();
-    else delete st.info.clientHostname;
-    // The greeting in effect: the last accepted one, or the HELO an XCLIENT gave (greetingName).
-    if (typeof conn.hostNameAppearsAs === 'string' && conn.hostNameAppearsAs) st.info.helo = this.greetingName(conn, conn.hostNameAppearsAs).toLowerCase();
-    else delete st.info.helo;
+    if (st) this.dropForwarded(st);
+  }
+
+  /** Ends what XFORWARD named; the transaction it was for has ended, or is ending, too. */
+  private dropForwarded(st: ConnState): void {
+    delete st.info.forwarded;
     delete st.forwardLog;
     st.log = st.connLog;
   }
@@ -537,6 +563,8 @@ export class SessionController implements ConnectionController {
         ...(st.info.authUser ? { authUser: st.info.authUser } : {}),
         protocol: withKeyword({ lmtp: this.policy.lmtp, ehlo: st.ehlo, secure: conn.secure, auth: !!st.info.authUser, smtputf8: !!params.smtputf8 }),
         ...(cipher ? { tls: { cipher: cipher.name, version: cipher.version } } : {}),
+        // XFORWARD cannot change it during the transaction (the library answers 503).
+        ...(st.info.forwarded ? { forwarded: { ...st.info.forwarded } } : {}),
       },
       receivedAt: 0,
     };
@@ -625,7 +653,7 @@ export class SessionController implements ConnectionController {
     let reply: SmtpReply;
     try {
       if (!tx.inline) {
-        tx.inline = await InlineTransaction.open(proxied, this.deps.config.hostname, { remoteAddress: st.info.remoteAddress, remotePort: st.info.remotePort, clientHostname: st.info.clientHostname, helo: st.info.helo, authUser: st.info.authUser, ehlo: st.ehlo }, tx.envelope, {
+        tx.inline = await InlineTransaction.open(proxied, this.deps.config.hostname, { remoteAddress: st.info.remoteAddress, remotePort: st.info.remotePort, clientHostname: st.info.clientHostname, helo: st.info.helo, authUser: st.info.authUser, ehlo: st.ehlo, forwarded: st.info.forwarded }, tx.envelope, {
           ...(this.deps.backends ? { pool: this.deps.backends } : {}),
           tls: this.deps.config.outbound.tls,
         });
@@ -683,10 +711,11 @@ export class SessionController implements ConnectionController {
     const recipients = [...tx.rcpts.values()];
     tx.envelope.recipients = recipients;
     tx.envelope.receivedAt = Date.now();
+    const from = receivedFrom(tx.envelope.source);
     const received = receivedHeader({
-      helo: st.info.helo,
-      clientHostname: st.info.clientHostname,
-      remoteAddress: st.info.remoteAddress,
+      helo: from.helo,
+      clientHostname: from.hostname,
+      remoteAddress: from.address,
       hostname: this.deps.config.hostname,
       protocol: tx.envelope.source.protocol,
       id: tx.id,
@@ -824,9 +853,14 @@ export class SessionController implements ConnectionController {
     // Built only when it will be written: this runs once per message on the hot path.
     if (!st.log.isLevelEnabled('info')) return;
     const replyText = Array.isArray(reply) ? reply.map((r) => (r instanceof SmtpReply ? r.toString() : `250 ${String(r)}`)) : reply instanceof SmtpReply ? reply.toString() : `250 ${reply}`;
+    // The client the message came from (XFORWARD's, when it named one), and then the peer it
+    // came through.
+    const source = tx.envelope.source;
+    const client = originClient(source);
     logEvent(st.log, 'info', 'smtp.transaction', {
       qid: tx.id,
-      client: { ip: st.info.remoteAddress, helo: st.info.helo, hostname: st.info.clientHostname },
+      client: { ip: client.address ?? null, helo: client.helo, hostname: client.hostname },
+      ...(source.forwarded ? { peer: source.remoteAddress, forwarded: source.forwarded } : {}),
       authUser: st.info.authUser,
       from: tx.envelope.mailFrom,
       rcpts: [...tx.rcpts.values()].map((r) => r.address),
@@ -845,6 +879,17 @@ export class SessionController implements ConnectionController {
 }
 
 type SessionInfoAuth = { method: string; username: string; password: string };
+
+/**
+ * The client our Received line names: the one the message came from (originClient), unless
+ * XFORWARD left its address unknown; then the peer it came through, since a Received line's
+ * TCP-info needs an address (RFC 5321 §4.4) and a line about the peer is at least true.
+ */
+export function receivedFrom(facts: OriginFacts): { address: string; hostname?: string; helo?: string } {
+  const o = originClient(facts);
+  if (o.address !== undefined) return { address: o.address, ...(o.hostname ? { hostname: o.hostname } : {}), ...(o.helo ? { helo: o.helo } : {}) };
+  return { address: facts.remoteAddress, ...(facts.clientHostname ? { hostname: facts.clientHostname } : {}), ...(facts.helo ? { helo: facts.helo } : {}) };
+}
 
 /**
  * Applies a `reroute` verdict to the recipients: each planned recipient gets its folders (one:

@@ -9,6 +9,13 @@
 //   XFORWARD  (XFORWARD_README) logging only: NAME, ADDR, PORT, PROTO, HELO, IDENT and SOURCE
 //             for the next transaction; the server answers 250 and nothing else changes.
 //
+// Mail a trusted peer handed us with XFORWARD naming its original client (a content filter's,
+// src/pipeline/origin.ts) has two clients, and each command gets the one it means, as Postfix's
+// smtpd_proxy does (state->addr for XCLIENT, FORWARD_ADDR() for XFORWARD): XCLIENT hands the next
+// hop our session's standing, which is the peer's, so its ADDR, NAME and HELO are the peer's;
+// XFORWARD is for the next hop's log, so it names the original client (`origin`), with its
+// IDENT and SOURCE when given.
+//
 // Both offer their attribute names in the EHLO reply ("250-XCLIENT NAME ADDR PORT PROTO HELO"),
 // only the offered ones are sent. Values are xtext (RFC 3461 §4); an IPv6 address carries the
 // "IPV6:" prefix; a command stays within 512 octets (RFC 5321 §4.5.3.1.4), so long values are
@@ -18,6 +25,7 @@
 // Config keys: `routes.<domain>.forward_client` (the caller passes the mode).
 import { isIP } from 'node:net';
 import type { Envelope } from '../queue/envelope.js';
+import { namesClient, type ForwardedClientInfo } from '../pipeline/origin.js';
 
 /** `routes.<d>.forward_client`: which command carries the client, when the next hop offers it. */
 export type ForwardClientMode = 'none' | 'xclient' | 'xforward' | 'auto';
@@ -44,6 +52,11 @@ export interface ForwardedClient {
   source: 'LOCAL' | 'REMOTE';
   /** XFORWARD IDENT: our queue id, so the next hop's log line can be matched with ours. */
   ident?: string;
+  /**
+   * The original client XFORWARD named for this message (the fields above are then the peer's
+   * that sent it): XFORWARD sends it instead; XCLIENT never does (see the header).
+   */
+  origin?: ForwardedClientInfo;
 }
 
 /**
@@ -56,7 +69,7 @@ export function clientIdentity(c: ForwardedClient): string {
 }
 
 /** What the envelope keeps about its client (queue/envelope.ts `source`) that is sent on. */
-export type EnvelopeSourceLike = Pick<Envelope['source'], 'remoteAddress' | 'remotePort' | 'clientHostname' | 'helo' | 'authUser' | 'protocol'> & { listener: string };
+export type EnvelopeSourceLike = Pick<Envelope['source'], 'remoteAddress' | 'remotePort' | 'clientHostname' | 'helo' | 'authUser' | 'protocol' | 'forwarded'> & { listener: string };
 
 const UNAVAILABLE = '[UNAVAILABLE]';
 const MAX_COMMAND = 512 - 2; // RFC 5321 §4.5.3.1.4: 512 octets with the CRLF
@@ -91,7 +104,21 @@ export function clientFromSource(source: EnvelopeSourceLike, qid?: string): Forw
     proto: /^SMTP/i.test(source.protocol) ? 'SMTP' : 'ESMTP',
     source: local ? 'LOCAL' : 'REMOTE',
     ...(qid ? { ident: qid } : {}),
+    ...(source.forwarded ? { origin: source.forwarded } : {}),
   };
+}
+
+/**
+ * What XFORWARD says about `client`: the original client when XFORWARD named one to us (unknown
+ * attributes stay unknown, never the peer's), else `client` itself; its IDENT and SOURCE when
+ * given, else ours.
+ */
+function xforwardClient(client: ForwardedClient): { addr?: string; port?: number; name?: string; helo?: string; proto?: string; source: string; ident?: string } {
+  const o = client.origin;
+  const ident = o?.ident ?? client.ident;
+  const source = o?.source === 'LOCAL' || o?.source === 'REMOTE' ? o.source : client.source;
+  const who = namesClient(o) ? { addr: o.address, port: o.port, name: o.hostname, helo: o.helo, proto: o.protocol } : { addr: client.addr, port: client.port, name: client.name, helo: client.helo, proto: client.proto };
+  return { ...who, source, ...(ident !== undefined ? { ident } : {}) };
 }
 
 /** The attribute names a server offers for `keyword` ("XCLIENT NAME ADDR …"), or null when it offers none. */
@@ -126,25 +153,25 @@ export function forwardCommands(command: 'XCLIENT' | 'XFORWARD', offered: Set<st
     return x.length > MAX_COMMAND - command.length - 16 ? UNAVAILABLE : x;
   };
   // HELO and NAME may be long, ADDR goes last (see the header).
-  const attrs: [string, string][] =
-    command === 'XCLIENT'
-      ? [
-          ['NAME', value(clip(client.name))],
-          ['HELO', value(clip(client.helo))],
-          ['LOGIN', value(clip(client.login))],
-          ['PORT', client.port ? String(client.port) : UNAVAILABLE],
-          ['PROTO', client.proto],
-          ['ADDR', addrValue(client.addr)],
-        ]
-      : [
-          ['NAME', value(clip(client.name))],
-          ['HELO', value(clip(client.helo))],
-          ['IDENT', value(clip(client.ident))],
-          ['SOURCE', client.source],
-          ['PORT', client.port ? String(client.port) : UNAVAILABLE],
-          ['PROTO', client.proto],
-          ['ADDR', addrValue(client.addr)],
-        ];
+  const fwd = command === 'XFORWARD' ? xforwardClient(client) : null;
+  const attrs: [string, string][] = !fwd
+    ? [
+        ['NAME', value(clip(client.name))],
+        ['HELO', value(clip(client.helo))],
+        ['LOGIN', value(clip(client.login))],
+        ['PORT', client.port ? String(client.port) : UNAVAILABLE],
+        ['PROTO', client.proto],
+        ['ADDR', addrValue(client.addr)],
+      ]
+    : [
+        ['NAME', value(clip(fwd.name))],
+        ['HELO', value(clip(fwd.helo))],
+        ['IDENT', value(clip(fwd.ident))],
+        ['SOURCE', fwd.source],
+        ['PORT', fwd.port ? String(fwd.port) : UNAVAILABLE],
+        ['PROTO', value(clip(fwd.proto))],
+        ['ADDR', addrValue(fwd.addr)],
+      ];
   const lines: string[] = [];
   let line = command;
   for (const [k, v] of attrs) {

@@ -9,8 +9,9 @@ import type { Directory, Resolution } from '../../src/directory/directory.js';
 import type { Envelope } from '../../src/queue/envelope.js';
 import type { MessageQueue, RecipientOutcome } from '../../src/queue/queue.js';
 import { parseAddress } from '../../src/address/address.js';
-import { createSmtpListener, type SmtpListener, type SmtpListenerName } from '../../src/smtp/server.js';
-import { ConnectionCounter, type CreatedMessage, type SmtpDeps } from '../../src/smtp/session.js';
+import { createSmtpListener, type SmtpListener, type SmtpListenerDeps, type SmtpListenerName } from '../../src/smtp/server.js';
+import { ConnectionCounter, type CreatedMessage } from '../../src/smtp/session.js';
+import type { EtrnQueue } from '../../src/smtp/etrn.js';
 import type { Logger } from 'pino';
 import { testTls } from './tls.js';
 
@@ -119,6 +120,7 @@ export function createTestMessage(raw: Buffer): CreatedMessage {
 
 export interface Harness {
   config: Config;
+  /** The fake chain (unused when a real one was passed as `chain`). */
   pipeline: FakePipeline;
   directory: FakeDirectory;
   queue: FakeQueue;
@@ -128,8 +130,12 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-/** Starts the named listeners on 127.0.0.1, port 0, with the fakes. `config` is a config-file object. */
-export async function startHarness(opts: { listeners?: SmtpListenerName[]; config?: Record<string, unknown>; log?: Logger } = {}): Promise<Harness> {
+/**
+ * Starts the named listeners on 127.0.0.1, port 0, with the fakes. `config` is a config-file
+ * object. `chain` is built from the parsed config instead of the fake pipeline when given (e.g.
+ * with loadPipeline, for the real plugins); `etrn` turns ETRN on for the smtp listener.
+ */
+export async function startHarness(opts: { listeners?: SmtpListenerName[]; config?: Record<string, unknown>; log?: Logger; chain?: (config: Config) => Promise<Pipeline>; etrn?: EtrnQueue } = {}): Promise<Harness> {
   const names = opts.listeners ?? ['smtp'];
   const listen = Object.fromEntries(names.map((n) => [n, { host: '127.0.0.1', port: 0 }]));
   const config = fromObject({ hostname: 'mx.example.test', domains: { local: ['example.test'] }, relay: { networks: [] }, plugins: [], listen, ...opts.config }, null);
@@ -138,7 +144,8 @@ export async function startHarness(opts: { listeners?: SmtpListenerName[]; confi
   const queue = new FakeQueue();
   const log = opts.log ?? silentLogger();
   const tls = await testTls();
-  const deps: SmtpDeps = { config, log, pipeline, directory: directory as unknown as Directory, queue, tls, createMessage: createTestMessage };
+  const chain = opts.chain ? await opts.chain(config) : pipeline;
+  const deps: SmtpListenerDeps = { config, log, pipeline: chain, directory: directory as unknown as Directory, queue, tls, createMessage: createTestMessage, ...(opts.etrn ? { etrn: opts.etrn } : {}) };
   const counter = new ConnectionCounter();
   const listeners = names.map((n) => createSmtpListener(deps, n, counter));
   const ports: Partial<Record<SmtpListenerName, number>> = {};
@@ -153,6 +160,7 @@ export async function startHarness(opts: { listeners?: SmtpListenerName[]; confi
     listeners,
     close: async () => {
       await Promise.all(listeners.map((l) => l.close()));
+      if (chain !== pipeline) await chain.close();
     },
   };
 }

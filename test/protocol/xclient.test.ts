@@ -1,7 +1,8 @@
 // XCLIENT and XFORWARD inbound (Postfix extensions), only from listen.<name>.xclient.trusted
 // peers: XCLIENT's address, name, HELO and login then drive the relay policy, the plugins and the
-// Received header; XFORWARD's name the client of one transaction for plugins and Received, and
-// the peer keeps its own standing. Any other peer gets 500 and no EHLO keyword.
+// Received header; XFORWARD's name the client of one transaction for Received, logs and what
+// plugins describe the message with (session.forwarded), and the peer keeps its own standing and
+// every policy (xforward-policy.test.ts). Any other peer gets 500 and no EHLO keyword.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { openSmtp } from '../helpers/smtp-client.js';

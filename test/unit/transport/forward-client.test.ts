@@ -70,6 +70,22 @@ describe('XCLIENT / XFORWARD command lines', () => {
     assert.deepEqual(clientFromSource({ listener: 'local', remoteAddress: '127.0.0.1', protocol: 'local', authUser: 'root' }), { login: 'root', proto: 'ESMTP', source: 'LOCAL' });
     assert.equal(clientFromSource({ listener: 'smtp', remoteAddress: '192.0.2.7', protocol: 'SMTP' }).proto, 'SMTP');
   });
+
+  // A content filter (127.0.0.2) handed the message back naming its original client with XFORWARD.
+  const filtered = { listener: 'smtp', remoteAddress: '127.0.0.2', remotePort: 6000, helo: 'filter.example', protocol: 'ESMTP' };
+
+  it('mail a content filter handed back: XCLIENT names the filter, which holds the standing; XFORWARD the client it named', () => {
+    const c = clientFromSource({ ...filtered, forwarded: { address: '198.51.100.9', port: 4025, hostname: 'outside.example', helo: 'outside-helo.example', protocol: 'SMTP', source: 'REMOTE', ident: 'ABC' } }, 'Q9');
+    assert.deepEqual(forwardCommands('XCLIENT', ALL_XCLIENT, c), ['XCLIENT NAME=[UNAVAILABLE] HELO=filter.example LOGIN=[UNAVAILABLE] PORT=6000 PROTO=ESMTP ADDR=127.0.0.2']);
+    assert.deepEqual(forwardCommands('XFORWARD', ALL_XFORWARD, c), ['XFORWARD NAME=outside.example HELO=outside-helo.example IDENT=ABC SOURCE=REMOTE PORT=4025 PROTO=SMTP ADDR=198.51.100.9']);
+  });
+
+  it('XFORWARD of a client named without some attributes: those stay unknown, never the filter\'s; IDENT and SOURCE alone name no client', () => {
+    const partial = clientFromSource({ ...filtered, forwarded: { hostname: 'outside.example', source: 'LOCAL' } }, 'Q9');
+    assert.deepEqual(forwardCommands('XFORWARD', ALL_XFORWARD, partial), ['XFORWARD NAME=outside.example HELO=[UNAVAILABLE] IDENT=Q9 SOURCE=LOCAL PORT=[UNAVAILABLE] PROTO=[UNAVAILABLE] ADDR=[UNAVAILABLE]']);
+    const identOnly = clientFromSource({ ...filtered, forwarded: { ident: 'ABC' } }, 'Q9');
+    assert.deepEqual(forwardCommands('XFORWARD', ALL_XFORWARD, identOnly), ['XFORWARD NAME=[UNAVAILABLE] HELO=filter.example IDENT=ABC SOURCE=REMOTE PORT=6000 PROTO=ESMTP ADDR=127.0.0.2']);
+  });
 });
 
 describe('routes.<d>.forward_client (config)', () => {
