@@ -176,6 +176,10 @@ export class PosternConnection extends SMTPConnection {
       this.applyingXForward = false;
       // Accepted: the library starts its session over only then.
       if (this.sessionResets !== resets) {
+        // HELO=[UNAVAILABLE] (the original client's greeting is not known) leaves the library
+        // with no greeting at all, and it would refuse MAIL until the peer greets again, which
+        // would end this XFORWARD: the peer did greet, and its greeting stays in effect.
+        if (this.hostNameAppearsAs === '' && before.hostNameAppearsAs) this.hostNameAppearsAs = before.hostNameAppearsAs;
         this.xforwarded = { before, after: this.clientFields() };
         this.controller.clientChanged?.(this, 'XFORWARD');
       }

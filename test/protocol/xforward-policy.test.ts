@@ -213,6 +213,29 @@ test('XFORWARD naming a client without its address: unknown stays unknown (never
   }
 });
 
+test('XFORWARD HELO=[UNAVAILABLE]: the peer\'s greeting stays in effect (MAIL is accepted), the origin\'s HELO is unknown', async () => {
+  const h = await startHarness({ config: { listen: { smtp: XCLIENT_TRUSTED } } });
+  let session: SessionInfo | undefined;
+  h.pipeline.hooks.mail = (i) => {
+    session = structuredClone(i.session);
+    return { kind: 'next' };
+  };
+  try {
+    const s = await greeted(h.ports.smtp!, PEER);
+    await s.cmd('XFORWARD ADDR=198.51.100.9 NAME=outside.example HELO=[UNAVAILABLE]', '250');
+    await s.cmd('MAIL FROM:<a@sender.example>', '250 2.1.0');
+    await s.cmd('RCPT TO:<alice@example.test>', '250');
+    await s.cmd('DATA', '354');
+    await s.cmd(MSG, '250 2.0.0');
+    s.close();
+    assert.deepEqual(session!.forwarded, { address: '198.51.100.9', hostname: 'outside.example' });
+    assert.equal(session!.helo, 'filter.example');
+    assert.match(h.queue.accepted[0]!.message.toString('latin1'), /^Received: from \[198\.51\.100\.9\] \(outside\.example \[198\.51\.100\.9\]\)/);
+  } finally {
+    await h.close();
+  }
+});
+
 test('ETRN is allowed by the peer\'s address, never by one XFORWARD names; XCLIENT\'s does count', async () => {
   const h = await startHarness({ config: { relay: { networks: ['192.0.2.0/24'] }, listen: { smtp: XCLIENT_TRUSTED } }, etrn: { runQueue: async () => 0 } });
   try {
