@@ -38,6 +38,8 @@ export function runCli(args: string[], opts: { input?: string; env?: NodeJS.Proc
 /**
  * `config` is merged over a test default: every listener on 127.0.0.1 port 0, data under a temp
  * dir, local domain example.test. Pass `dir` to restart a daemon on the same data (crash tests).
+ * `timeoutMs` (default 60 s) bounds the wait for `daemon.ready`: a start takes about 2 s, but
+ * several times that on a machine whose two cores are busy with other test files.
  */
 export async function startDaemon(config: Record<string, unknown> = {}, opts: { dir?: string; timeoutMs?: number } = {}): Promise<RunningDaemon> {
   const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), 'postern-e2e-')));
@@ -70,7 +72,7 @@ export async function startDaemon(config: Record<string, unknown> = {}, opts: { 
   proc.stderr!.on('data', (c: Buffer) => (err += c.toString()));
   const exited = new Promise<number | null>((r) => proc.on('exit', (code) => r(code)));
   const ready = new Promise<Record<string, number>>((res, rej) => {
-    const timer = setTimeout(() => rej(new Error(`daemon not ready in time; stderr: ${err}`)), opts.timeoutMs ?? 20_000);
+    const timer = setTimeout(() => rej(new Error(`daemon not ready in time; stderr: ${err}`)), opts.timeoutMs ?? 60_000);
     proc.stdout!.on('data', (c: Buffer) => {
       buf += c.toString();
       let nl: number;
