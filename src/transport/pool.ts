@@ -96,13 +96,14 @@ export class ConnectionPool {
   /** Closes every idle session; later sessions are closed after their transaction. */
   close(): void {
     this.closed = true;
-    for (const list of this.idle.values()) {
-      for (const i of list) {
-        clearTimeout(i.timer);
-        void this.closeSession(i.session);
-      }
-    }
+    // Off the lists first: closing a session can fire its onClosed at once, and `drop` would
+    // splice the list being walked, skipping the next session (left open, never QUIT).
+    const all = [...this.idle.values()].flat();
     this.idle.clear();
+    for (const i of all) {
+      clearTimeout(i.timer);
+      void this.closeSession(i.session);
+    }
   }
 
   /** Idle sessions right now (tests, logs). */

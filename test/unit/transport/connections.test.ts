@@ -97,6 +97,19 @@ test('a connection the next hop closed while idle is replaced without a failure'
   assert.equal(sink.messages.length, 2);
 });
 
+test('close() QUITs every idle connection, several to one destination included', async () => {
+  const { sink, outbound } = await setup('127.0.0.70', ['many.test'], { dataDelayMs: 200 });
+  const ob = outbound({ concurrency: { total: 10, per_domain: 3 }, reuse: { idle_timeout: '1h' } });
+  const rs = await Promise.all([0, 1, 2].map((i) => send(ob, 'many.test', i)));
+  assert.ok(rs.every((r, i) => r.get(`r${i}@many.test`)!.status === 'sent'));
+  assert.equal(ob.pool.idleCount, 3, 'three sessions kept for one destination');
+  assert.equal(sink.active, 3);
+  ob.close();
+  // Every session is closed now (QUIT, then its socket), none left open for the sink to time out.
+  assert.equal(await waitFor(() => sink.active, (n) => n === 0, 5000), 0, 'every connection closed');
+  assert.equal(await waitFor(() => ob.pool.openCount, (n) => n === 0, 5000), 0);
+});
+
 test('per-destination limit: six messages at once to a slow next hop use at most two connections at a time', async () => {
   const { sink, outbound } = await setup('127.0.0.65', ['slow.test'], { dataDelayMs: 300 });
   const ob = outbound({ concurrency: { total: 100, per_domain: 2 } });
