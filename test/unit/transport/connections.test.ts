@@ -1,7 +1,7 @@
 // Outbound connections as a next hop sees them (an smtp-server sink counting its connections):
 // reuse of one session for several messages (RSET between transactions), the per-connection
-// message cap, the idle timeout, and the concurrency limits per destination and in total,
-// measured as simultaneous connections at a slow sink.
+// message cap, the idle timeout, close() at stop, and the concurrency limits per destination
+// and in total, measured as simultaneous connections at a slow sink.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startDnsServer, type RunningDnsServer } from '../../helpers/dns-server.js';
