@@ -886,9 +886,9 @@ type SessionInfoAuth = { method: string; username: string; password: string };
  * TCP-info needs an address (RFC 5321 §4.4) and a line about the peer is at least true.
  */
 export function receivedFrom(facts: OriginFacts): { address: string; hostname?: string; helo?: string } {
-  const o = originClient(facts);
-  if (o.address !== undefined) return { address: o.address, ...(o.hostname ? { hostname: o.hostname } : {}), ...(o.helo ? { helo: o.helo } : {}) };
-  return { address: facts.remoteAddress, ...(facts.clientHostname ? { hostname: facts.clientHostname } : {}), ...(facts.helo ? { helo: facts.helo } : {}) };
+  const origin = originClient(facts);
+  const from = origin.address !== undefined ? origin : originClient({ ...facts, forwarded: undefined });
+  return { ...from, address: from.address ?? facts.remoteAddress };
 }
 
 /**
