@@ -335,10 +335,12 @@ class QueueManager implements ManagedQueue {
   /**
    * One local target's first delivery, before the client has its reply (no earlier copy can
    * exist, so no lookup for one). Null when delivered (and reported), else the error.
+   * `intents`: where an mbox append records itself (deliverNow's standalone records); the direct
+   * Maildir path has no mbox appends and passes none.
    */
-  private async deliverFirstTime(id: string, envelope: Envelope, message: Buffer, t: TargetState, written?: Set<string>): Promise<DeliveryError | null> {
+  private async deliverFirstTime(id: string, envelope: Envelope, message: Buffer, t: TargetState, intents?: IntentStore): Promise<DeliveryError | null> {
     try {
-      const d = await this.local.deliver({ qid: id, sender: envelope.mailFrom, receivedAt: envelope.receivedAt, user: t.user!, rcpt: t.rcpt, folder: t.folder, message, checkExisting: false, intents: this.standaloneIntents(id, written) });
+      const d = await this.local.deliver({ qid: id, sender: envelope.mailFrom, receivedAt: envelope.receivedAt, user: t.user!, rcpt: t.rcpt, folder: t.folder, message, checkExisting: false, ...(intents ? { intents } : {}) });
       this.delivered(id, t, d.destination, d.duplicate);
       return null;
     } catch (e) {
@@ -365,7 +367,7 @@ class QueueManager implements ManagedQueue {
       const results = await Promise.all(
         r.targets.map(async (t) => {
           if (t.kind !== 'local') return { t, ok: true as const };
-          const err = await this.deliverFirstTime(id, envelope, message, t, written);
+          const err = await this.deliverFirstTime(id, envelope, message, t, this.standaloneIntents(id, written));
           return err ? { t, ok: false as const, err } : { t, ok: true as const };
         }),
       );
@@ -1034,12 +1036,13 @@ class QueueManager implements ManagedQueue {
    * Intents of a delivery with no spool message file (before the reply): standalone records,
    * their keys added to `written` so the caller can remove them once the outcome is final.
    */
-  private standaloneIntents(id: string, written?: Set<string>): IntentStore {
+  private standaloneIntents(id: string, written: Set<string>): IntentStore {
+    const spooled = this.intents(id);
     return {
-      get: (key) => this.spool.readIntent(id, key),
+      get: spooled.get,
       put: (key, v) => {
-        written?.add(key);
-        return this.spool.writeIntent(id, key, v);
+        written.add(key);
+        return spooled.put(key, v);
       },
       standalone: true,
     };
