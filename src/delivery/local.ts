@@ -85,10 +85,10 @@ export interface LocalDeliveryResult {
 }
 
 /** One delivery's view of the queue's intent records; standalone ones when the store asks for them. */
-function mboxIntentStore(intents: IntentStore, key: string, file: string, entry: Buffer): MboxIntentStore {
+function mboxIntentStore(intents: IntentStore, key: string, entry: Buffer): MboxIntentStore {
   return {
     get: async () => (await intents.get(key)) as MboxIntent | null,
-    put: (v) => intents.put(key, intents.standalone ? standaloneIntent(file, entry, v) : v),
+    put: (v, file) => intents.put(key, intents.standalone ? standaloneIntent(file, entry, v) : v),
   };
 }
 
@@ -214,7 +214,7 @@ export class LocalDelivery {
       const intents = req.intents;
       const r = await this.mbox.deliver(path, req.folder, entry, {
         checkExisting: req.checkExisting,
-        intent: intents ? mboxIntentStore(intents, key, this.mbox.folderPath(path, req.folder), entry) : undefined,
+        intent: intents ? mboxIntentStore(intents, key, entry) : undefined,
       });
       return { destination: `mbox:${r.path}`, duplicate: r.duplicate };
     }

@@ -226,7 +226,8 @@ export interface MboxIntent {
 /** Where the caller keeps the intent of this one delivery, durably. */
 export interface MboxIntentStore {
   get(): Promise<MboxIntent | null>;
-  put(intent: MboxIntent): Promise<void>;
+  /** `file`: the mbox the entry goes into (a standalone record names it). */
+  put(intent: MboxIntent, file: string): Promise<void>;
 }
 
 export interface MboxOptions {
@@ -376,7 +377,7 @@ export class MboxWriter {
         await writeAll(fh, Buffer.from('\n'), size);
         size += 1;
       }
-      if (opts.intent) await opts.intent.put({ offset: size, length: entry.length });
+      if (opts.intent) await opts.intent.put({ offset: size, length: entry.length }, file);
       await writeAll(fh, entry, size);
       await fh.datasync();
     } catch (e) {
