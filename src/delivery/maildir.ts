@@ -28,7 +28,7 @@
 //
 // Config keys: `mailbox.path` (resolved by local.ts), `hostname`.
 import { readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
-import { renamedButNotSynced, syncedOnRetry, writeThenRename } from '../queue/durable-file.js';
+import { renamedButNotSynced, writeThenRename } from '../queue/durable-file.js';
 import { dirname, join } from 'node:path';
 import type { DirSyncer } from '../queue/dir-sync.js';
 import { FolderNameError, maildirPlusName, type FolderNames } from './folder.js';
@@ -86,11 +86,9 @@ export class MaildirWriter {
    */
   private async writeInto(folder: string, tmp: string, final: string, bytes: Uint8Array[], lf: boolean): Promise<string> {
     try {
-      return await writeThenRename(tmp, final, bytes, 0o666, folder, { lf });
+      return await writeThenRename(tmp, final, bytes, 0o666, folder, { lf, syncer: this.syncer });
     } catch (e) {
-      if (!renamedButNotSynced(e)) throw e;
-      if (!(await syncedOnRetry(e, this.syncer, folder))) throw DeliveryErrors.notSynced(e);
-      return e.target;
+      throw renamedButNotSynced(e) ? DeliveryErrors.notSynced(e) : e;
     }
   }
 

@@ -22,7 +22,7 @@ import type { Envelope } from './envelope.js';
 import { parseSpoolFile, spoolFileParts } from './spool.js';
 import { isQueueId } from './queue-id.js';
 import { DirSyncer } from './dir-sync.js';
-import { renamedButNotSynced, syncedOnRetry, writeThenRename, type RenamedButNotSynced } from './durable-file.js';
+import { renamedButNotSynced, writeThenRename, type RenamedButNotSynced } from './durable-file.js';
 import { logEvent } from '../log/logger.js';
 
 export function maildropDirs(dataDir: string) {
@@ -41,10 +41,9 @@ export async function dropMessage(dataDir: string, id: string, envelope: Envelop
   await syncer.sync(d.root);
   const tmp = join(d.tmp, `${id}.${process.pid}`);
   try {
-    await writeThenRename(tmp, join(d.new, id), spoolFileParts(envelope, message), 0o600, d.new);
+    await writeThenRename(tmp, join(d.new, id), spoolFileParts(envelope, message), 0o600, d.new, { syncer });
   } catch (e) {
     if (!renamedButNotSynced(e)) throw e;
-    if (await syncedOnRetry(e, syncer, d.new)) return;
     await takeBack(e);
   }
 }

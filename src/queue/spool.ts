@@ -37,7 +37,7 @@ import { mkdir, readdir, readFile, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Envelope } from './envelope.js';
-import { renamedButNotSynced, syncedOnRetry, writeThenRename, type RenamedButNotSynced } from './durable-file.js';
+import { renamedButNotSynced, writeThenRename, type RenamedButNotSynced } from './durable-file.js';
 import { ioPool } from './io-pool.js';
 import { logEvent, silentLogger } from '../log/logger.js';
 import { DirSyncer } from './dir-sync.js';
@@ -243,11 +243,9 @@ export class Spool {
     // A per-process sequence keeps two writers of the same state file apart in tmp/.
     const tmp = join(this.tmpDir, `${name}.${process.pid}.${this.tmpSeq++}`);
     try {
-      await writeThenRename(tmp, join(this.queueDir, name), parts, 0o666, this.queueDir);
+      await writeThenRename(tmp, join(this.queueDir, name), parts, 0o666, this.queueDir, { syncer: this.syncer });
     } catch (e) {
-      if (!renamedButNotSynced(e)) throw e;
-      if (await syncedOnRetry(e, this.syncer, this.queueDir)) return;
-      if (!opts.takeBack) throw e;
+      if (!renamedButNotSynced(e) || !opts.takeBack) throw e;
       await this.takeBack(name, e);
     }
   }
