@@ -78,22 +78,29 @@ const FLOCK_BUSY = ['EWOULDBLOCK', 'EAGAIN'];
 const FCNTL_BUSY = ['EAGAIN', 'EACCES'];
 
 /**
- * Calls `attempt` until it succeeds, backing off from 5 to 200 ms while it fails with one of
- * `busy`; any other error is thrown. Past `deadline`: DeliveryErrors.locked.
+ * Calls `attempt` until it takes the lock (true), backing off from 5 to 200 ms while another
+ * holder has it (false); an error it throws is thrown. Past `deadline`: DeliveryErrors.locked.
  */
-async function pollLock(what: string, deadline: number, busy: string[], attempt: () => Promise<void>): Promise<void> {
+async function pollLock(what: string, deadline: number, attempt: () => Promise<boolean>): Promise<void> {
   let wait = 5;
-  while (true) {
-    try {
-      await attempt();
-      return;
-    } catch (e) {
-      if (!busy.includes((e as NodeJS.ErrnoException).code ?? '')) throw e;
-    }
+  while (!(await attempt())) {
     if (Date.now() > deadline) throw DeliveryErrors.locked(new Error(`${what} held too long`));
     await sleep(wait);
     wait = Math.min(wait * 2, 200);
   }
+}
+
+/** A non-blocking lock call as a pollLock attempt: one of the `busy` errors means false. */
+function unlessBusy(busy: string[], call: () => Promise<void>): () => Promise<boolean> {
+  return async () => {
+    try {
+      await call();
+      return true;
+    } catch (e) {
+      if (busy.includes((e as NodeJS.ErrnoException).code ?? '')) return false;
+      throw e;
+    }
+  };
 }
 
 /**
@@ -102,9 +109,9 @@ async function pollLock(what: string, deadline: number, busy: string[], attempt:
  * keeps the order explicit.
  */
 async function withFileLocks<T>(fh: FileHandle, deadline: number, fn: () => Promise<T>): Promise<T> {
-  await pollLock('flock', deadline, FLOCK_BUSY, () => flock(fh.fd, 'exnb'));
+  await pollLock('flock', deadline, unlessBusy(FLOCK_BUSY, () => flock(fh.fd, 'exnb')));
   try {
-    await pollLock('fcntl lock', deadline, FCNTL_BUSY, () => fcntlLock(fh.fd, 'write'));
+    await pollLock('fcntl lock', deadline, unlessBusy(FCNTL_BUSY, () => fcntlLock(fh.fd, 'write')));
     try {
       return await fn();
     } finally {
@@ -407,14 +414,11 @@ export class MboxWriter {
   }
 
   private async dotlock(lock: string, deadline: number): Promise<void> {
-    let wait = 5;
-    while (true) {
-      if (await this.createDotlock(lock)) return;
-      if (await this.removeIfStale(lock)) continue;
-      if (Date.now() > deadline) throw DeliveryErrors.locked(new Error(`dotlock ${lock} held too long`));
-      await sleep(wait);
-      wait = Math.min(wait * 2, 200);
-    }
+    // A stale lock removed is tried again at once.
+    await pollLock(`dotlock ${lock}`, deadline, async () => {
+      while (!(await this.createDotlock(lock))) if (!(await this.removeIfStale(lock))) return false;
+      return true;
+    });
   }
 
   /** Creates the dotlock with our pid in it; false when one exists already. */
