@@ -85,6 +85,11 @@ export interface ConnectionController {
   closed(conn: PosternConnection): void;
   /** XCLIENT changed the client's address, name, HELO or login, or XFORWARD named the client of the next transaction. */
   clientChanged?(conn: PosternConnection, via: 'XCLIENT' | 'XFORWARD'): void;
+  /**
+   * After clientChanged for XCLIENT: admits the client XCLIENT named as a new connection would
+   * be admitted (limits, the `connect` stage). A reply refuses it, and the connection closes.
+   */
+  handedOver?(conn: PosternConnection): Promise<SmtpReply | null>;
   /** XFORWARD's transaction ended: no client is named for it any more (connection.ts). */
   clientRestored?(conn: PosternConnection): void;
 }
@@ -134,6 +139,8 @@ export class PosternConnection extends SMTPConnection {
   private xforwarded: { before: ClientFields; after: ClientFields } | undefined;
   private applyingXForward = false;
   private applyingXClient = false;
+  /** The library's 220 after an accepted XCLIENT, held until the named client is admitted. */
+  private heldGreeting = false;
 
   constructor(server: PosternServer, socket: Socket | TLSSocket, options: SMTPConnectionOptions | null | undefined, controller: ConnectionController) {
     super(server, socket, options);
@@ -151,16 +158,37 @@ export class PosternConnection extends SMTPConnection {
     return !!this.xclientTrusted && !this._xClient.has('ADDR') && inRanges(this._originalRemoteAddress, this.xclientTrusted) && this._isSupported(command);
   }
 
+  /**
+   * An accepted XCLIENT hands the session to the client it names, as if that client had just
+   * connected: the library's 220 waits until the controller has admitted it (limits and the
+   * `connect` stage for its address, `handedOver`); a refusal goes out instead, and the
+   * connection closes, as for a client refused at connect. The next command waits meanwhile.
+   */
   override handler_XCLIENT(command: Buffer, callback: () => void): void {
     const resets = this.sessionResets;
     this.applyingXClient = true;
+    this.heldGreeting = false;
     super.handler_XCLIENT(command, () => {
       this.applyingXClient = false;
       // Only an accepted XCLIENT changes anything (the library starts its session over then); a
       // refused one (501, 503, a LOGIN refused) leaves the client as it was.
-      if (this.sessionResets !== resets) this.controller.clientChanged?.(this, 'XCLIENT');
-      callback();
+      if (this.sessionResets === resets) return callback();
+      this.controller.clientChanged?.(this, 'XCLIENT');
+      const admitted = this.controller.handedOver?.(this) ?? Promise.resolve(null);
+      void admitted
+        .catch((e: unknown) => Replies.greetingUnavailable(e))
+        .then((refusal) => {
+          if (refusal) this.refuseHandedOver(refusal);
+          else if (this.heldGreeting) this._sendGreeting();
+          this.heldGreeting = false;
+          callback();
+        });
     });
+  }
+
+  private refuseHandedOver(r: SmtpReply): void {
+    this.controller.logReply(this, r);
+    this._refuse(r, false);
   }
 
   /**
@@ -300,6 +328,11 @@ export class PosternConnection extends SMTPConnection {
 
   override _sendGreeting(): void {
     if (this._closing || this._closed || this.earlyTalker) return;
+    // XCLIENT's greeting waits for the named client's admission (handler_XCLIENT).
+    if (this.applyingXClient) {
+      this.heldGreeting = true;
+      return;
+    }
     this.emit('ready');
     super._sendGreeting();
   }

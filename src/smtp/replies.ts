@@ -132,6 +132,8 @@ export const Replies = {
   policyTempfail: (cause?: unknown) => new SmtpReply(451, '4.3.0', 'Policy check unavailable, try again later', { cause }),
   policyReject: () => new SmtpReply(550, '5.7.1', 'Rejected by policy', { userError: true }),
   internalError: (cause?: unknown) => new SmtpReply(451, '4.3.0', 'Internal error, try again later', { cause }),
+  /** In place of a greeting (RFC 5321 §3.1 allows 220, 554 or 421 there). */
+  greetingUnavailable: (cause?: unknown) => new SmtpReply(421, '4.3.0', 'Service not available, try again later', { cause }),
 } satisfies Record<string, (...args: never[]) => SmtpReply>;
 
 /**

@@ -141,6 +141,11 @@ interface ConnState {
   /** The connection's logger naming the client XFORWARD gave, while its transaction lasts. */
   forwardLog?: Logger;
   notes: Map<string, Record<string, unknown>>;
+  /**
+   * The notes as the `connect` stage left them: what was known of the client before it said
+   * anything. STARTTLS goes back to them (RFC 3207 §4.2). Unset until the client is admitted.
+   */
+  connectNotes?: Map<string, Record<string, unknown>>;
   abort: AbortController;
   counted: boolean;
   /** The address this connection is counted under (per-IP limits): the peer's, or XCLIENT's. */
@@ -412,7 +417,7 @@ export class SessionController implements ConnectionController {
   onConnect = (session: SMTPServerSession, cb: (err?: Error | null) => void): void => {
     void this.connect(session).then(
       (r) => cb(r),
-      (e: unknown) => cb(Replies.internalError(e)),
+      (e: unknown) => cb(Replies.greetingUnavailable(e)),
     );
   };
 
@@ -421,28 +426,51 @@ export class SessionController implements ConnectionController {
     st.info.secure = !!session.secure;
     if (session.clientHostname && !session.clientHostname.startsWith('[')) st.info.clientHostname = session.clientHostname;
     logEvent(st.log, 'info', 'smtp.connect', { listener: this.kind, secure: st.info.secure });
-    const ip = st.conn.remoteAddress;
-    let refuse: SmtpReply | null = null;
-    if (this.counter.total > this.cfg.max_connections) refuse = Replies.tooManyConnections();
-    else if (this.counter.of(ip) > this.cfg.max_connections_per_ip) refuse = Replies.tooManyConnectionsFromIp();
-    if (!refuse) {
-      const r = await this.run(st, 'connect', {});
-      const v = r.verdict;
-      // RFC 5321 §3.1: a server refusing at connect answers 554 (or 421 when temporary).
-      if (v.kind === 'reject') refuse = new SmtpReply(554, classMatches(554, v.enhanced) ? (v.enhanced as EnhancedCode) : '5.7.1', replyFromVerdict(v).text, { userError: true, evt: 'smtp.connect.rejected' });
-      else if (v.kind === 'tempfail') refuse = new SmtpReply(421, classMatches(421, v.enhanced) ? (v.enhanced as EnhancedCode) : '4.3.0', replyFromVerdict(v).text, { evt: 'smtp.connect.rejected' });
-    }
+    const refuse = await this.admit(st);
     if (refuse) {
       this.logReply(st.conn, refuse);
       return refuse;
     }
-    // relay-acl may have widened it for a network of its own; no login exists yet.
-    st.networkRelaying = st.info.relaying;
     if (this.cfg.greeting_delay > 0) {
       // Early talkers are caught by the connection while we wait (connection.ts).
       await sleep(this.cfg.greeting_delay, undefined, { signal: st.abort.signal }).catch(() => undefined);
     }
     return null;
+  }
+
+  /**
+   * What a client meets before its greeting, at connect and again when XCLIENT hands the session
+   * to another client: the connection limits for its address, then the `connect` stage. Its
+   * connection-level notes start empty; what the stage leaves in them is kept (`connectNotes`)
+   * as the state STARTTLS goes back to. A reply refuses the client.
+   */
+  private async admit(st: ConnState): Promise<SmtpReply | null> {
+    st.notes = new Map();
+    st.connectNotes = undefined;
+    if (this.counter.total > this.cfg.max_connections) return Replies.tooManyConnections();
+    if (this.counter.of(st.countedAs) > this.cfg.max_connections_per_ip) return Replies.tooManyConnectionsFromIp();
+    // The stage sees the network's standing only (a connect-stage plugin such as relay-acl may
+    // widen it for a network of its own); an XCLIENT LOGIN is in authUser, and adds its own after.
+    st.info.relaying = st.networkRelaying;
+    const v = (await this.run(st, 'connect', {})).verdict;
+    st.networkRelaying = st.info.relaying;
+    st.info.relaying = st.networkRelaying || st.info.authUser !== undefined;
+    // RFC 5321 §3.1: a server refusing at connect answers 554 (or 421 when temporary).
+    if (v.kind === 'reject') return new SmtpReply(554, classMatches(554, v.enhanced) ? (v.enhanced as EnhancedCode) : '5.7.1', replyFromVerdict(v).text, { userError: true, evt: 'smtp.connect.rejected' });
+    if (v.kind === 'tempfail') return new SmtpReply(421, classMatches(421, v.enhanced) ? (v.enhanced as EnhancedCode) : '4.3.0', replyFromVerdict(v).text, { evt: 'smtp.connect.rejected' });
+    st.connectNotes = copyNotes(st.notes);
+    return null;
+  }
+
+  /**
+   * XCLIENT handed the session to another client (clientChanged has made it the session's):
+   * admitted as a new connection would be, as Postfix and Haraka treat it, so a `connect`-stage
+   * DNSBL or relay-acl's networks judge that client, not the proxy in front of it.
+   */
+  async handedOver(conn: PosternConnection): Promise<SmtpReply | null> {
+    const st = this.states.get(conn.session);
+    if (!st) return null;
+    return this.admit(st).catch((e: unknown) => Replies.greetingUnavailable(e));
   }
 
   onSecure = (_socket: Socket, session: SMTPServerSession, cb: (err?: Error | null) => void): void => {
@@ -468,6 +496,10 @@ export class SessionController implements ConnectionController {
    *     STARTTLS resets the HELO name, the transaction and the SASL login, and keeps the client
    *     name and address XCLIENT set.
    *   - relaying: what the client's network gives (relay.networks, a `connect`-stage plugin).
+   *   - plugins' connection notes: back to what the `connect` stage left (`connectNotes`), which
+   *     was learnt from the address before the client said anything. Notes a later hook added
+   *     or replaced go; a value the `connect` stage stored is a shallow copy, so a hook that
+   *     changes an object inside it in place changes the kept one too.
    */
   private startedTls(st: ConnState): void {
     const conn = st.conn;
@@ -477,6 +509,8 @@ export class SessionController implements ConnectionController {
     conn.forgetClaimsBeforeTls();
     delete st.info.helo;
     st.ehlo = false;
+    // Plugins' connection notes from HELO, AUTH and later were learnt from the client before TLS.
+    st.notes = st.connectNotes ? copyNotes(st.connectNotes) : new Map();
     const cipher = conn.tlsOptions || undefined;
     const dropped = login !== undefined && st.info.authUser === undefined ? { droppedLogin: login } : {};
     logEvent(st.log, 'info', 'smtp.starttls', { tls: cipher?.version ?? null, cipher: cipher?.name ?? null, ...dropped });
