@@ -82,6 +82,8 @@ export interface LocalDeliveryResult {
   /** "maildir:/path/to/file" or "mbox:/path/to/mbox". */
   destination: string;
   duplicate: boolean;
+  /** The Maildir files this delivery wrote (none for mbox, a duplicate, or a plan storing nothing). */
+  files: string[];
 }
 
 /** One delivery's view of the queue's intent records; standalone ones when the store asks for them. */
@@ -197,8 +199,8 @@ export class LocalDelivery {
             throw new DeliveryError(e.temporary, e.code, e.enhanced, e.text, { cause: e.cause, stored: true });
           }
         }
-        if (results.length === 0) return { destination: `sieve:${plan.summary}`, duplicate: false };
-        return { destination: results.map((r) => r.destination).join(' '), duplicate: results.every((r) => r.duplicate) };
+        if (results.length === 0) return { destination: `sieve:${plan.summary}`, duplicate: false, files: [] };
+        return { destination: results.map((r) => r.destination).join(' '), duplicate: results.every((r) => r.duplicate), files: results.flatMap((r) => r.files) };
       }
     }
     return this.store(req, { ...(req.folder !== undefined ? { folder: req.folder } : {}), flags: [], create: true });
@@ -216,7 +218,7 @@ export class LocalDelivery {
         checkExisting: req.checkExisting,
         intent: intents ? mboxIntentStore(intents, key, entry) : undefined,
       });
-      return { destination: `mbox:${r.path}`, duplicate: r.duplicate };
+      return { destination: `mbox:${r.path}`, duplicate: r.duplicate, files: [] };
     }
     const parts = { qid: req.qid, receivedAt: req.receivedAt, key, hostname: this.config.hostname };
     let info = '';
@@ -237,6 +239,6 @@ export class LocalDelivery {
     // The trace headers, then the message: the I/O thread writes its CRLFs as LF (trace.ts).
     const content = { head: Buffer.from(traceHeaders(req.sender, req.user), 'utf8'), crlfMessage: req.message };
     const r = await this.maildir.deliver(path, req.folder, parts, content, req.checkExisting, info);
-    return { destination: `maildir:${r.path}`, duplicate: r.duplicate };
+    return { destination: `maildir:${r.path}`, duplicate: r.duplicate, files: r.duplicate ? [] : [r.path] };
   }
 }

@@ -63,6 +63,8 @@ export const LOG_EVENTS = [
   'delivery.failed',
   'delivery.duplicate_skipped',
   'delivery.direct_fallback',
+  'delivery.taken_back',
+  'delivery.take_back_failed',
   'delivery.mbox_torn_repaired',
   'delivery.mbox_intent_dropped',
   'delivery.mbox_repair_failed',

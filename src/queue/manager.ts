@@ -25,6 +25,9 @@
 //     `stored` (maildir.ts): retried under the same queue id like any other (the retry finds the
 //     copy), and LMTP keeps that recipient in the spool with a 250 rather than a 4xx (only a spool
 //     that cannot take it either leaves the 4xx, and the client's retry may store a second copy).
+//   - Copies stored before the client's reply (direct delivery, LMTP) are reported delivered only
+//     once the reply is certain. When the rest of such a message cannot be spooled, the client
+//     hears 4xx and sends it again, so its Maildir copies are taken back first (takeBack).
 // Temporary failures retry after `outbound.retry` waits (plus up to 10% jitter, so a burst does
 // not retry in lockstep); after `outbound.lifetime` the target is failed. Permanent failures (the
 // user no longer exists, a bad folder name, a 5xx from the next hop) mark the target failed.
@@ -45,6 +48,8 @@
 // Remote targets without a transport (unit tests without DNS) stay HELD, as before.
 //
 // Config keys: `data_dir`, `hostname`, `mailbox.*`, `domains.local`, `routes`, `outbound.*`.
+import { unlink } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
 import type { Directory } from '../directory/directory.js';
@@ -59,7 +64,7 @@ import { newQueueId } from './queue-id.js';
 import { retryDelay } from './backoff.js';
 import { LiveRoutes, type RouteSource, withoutCredentials } from '../policy/routes.js';
 import { createRouter, type RemoteVia, type Router, type RouteTarget } from '../delivery/router.js';
-import { LocalDelivery, targetKey, type IntentStore } from '../delivery/local.js';
+import { LocalDelivery, targetKey, type IntentStore, type LocalDeliveryResult } from '../delivery/local.js';
 import { DeliveryError, DeliveryErrors } from '../delivery/errors.js';
 import type { MboxOptions } from '../delivery/mbox.js';
 import { parseStandaloneIntent, repairTornEntry, type TornEntryCheck } from '../delivery/mbox-intent.js';
@@ -292,22 +297,36 @@ class QueueManager implements ManagedQueue {
       }
     }
     if (countReceived(message) > MAX_RECEIVED) return false;
+    // Copies are reported delivered only once the client's 250 is certain (below).
+    const stored: StoredCopy[] = [];
     const results = await Promise.all(
       targets.map(async (t) => {
-        const err = await this.deliverFirstTime(id, envelope, message, t);
-        if (!err) {
+        const r = await this.storeFirstTime(id, envelope, message, t);
+        if (!(r instanceof DeliveryError)) {
           t.status = 'done';
+          stored.push({ t, d: r });
           return true;
         }
-        logEvent(this.log, 'info', 'delivery.direct_fallback', { qid: id, rcpt: t.rcpt, err: String(err) }, 'direct delivery failed; the spool takes over');
+        logEvent(this.log, 'info', 'delivery.direct_fallback', { qid: id, rcpt: t.rcpt, err: String(r) }, 'direct delivery failed; the spool takes over');
         return false;
       }),
     );
-    if (results.every(Boolean)) return true;
+    if (results.every(Boolean)) {
+      this.report(id, stored);
+      return true;
+    }
     // The rest goes through the spool; the first round retries it at once and, for a permanent
     // failure, bounces it.
     const state: EntryState = { v: 1, targets };
-    await this.spool.accept(id, envelope, message);
+    try {
+      await this.spool.accept(id, envelope, message);
+    } catch (e) {
+      // The client hears 4xx and sends the message again: the copies stored a moment ago go
+      // first, or their recipients would get the retry's copy as well.
+      await this.takeBack(id, stored);
+      throw e;
+    }
+    this.report(id, stored);
     const saved = await this.writeFirstState(id, state);
     const entry: Entry = { id, envelope, message, state, checkExisting: true, entryFailures: 0, ...(saved ? {} : { unsaved: true }) };
     this.known.set(id, entry);
@@ -332,20 +351,64 @@ class QueueManager implements ManagedQueue {
     }
   }
 
+  /** Copies stored before the client's reply, reported delivered once that reply is certain. */
+  private report(id: string, stored: StoredCopy[]): void {
+    for (const { t, d } of stored) this.delivered(id, t, d.destination, d.duplicate);
+  }
+
   /**
    * One local target's first delivery, before the client has its reply (no earlier copy can
-   * exist, so no lookup for one). Null when delivered (and reported), else the error.
+   * exist, so no lookup for one): what was stored, or the error; nothing is reported yet.
    * `intents`: where an mbox append records itself (deliverNow's standalone records); the direct
    * Maildir path has no mbox appends and passes none.
    */
-  private async deliverFirstTime(id: string, envelope: Envelope, message: Buffer, t: TargetState, intents?: IntentStore): Promise<DeliveryError | null> {
+  private async storeFirstTime(id: string, envelope: Envelope, message: Buffer, t: TargetState, intents?: IntentStore): Promise<LocalDeliveryResult | DeliveryError> {
     try {
-      const d = await this.local.deliver({ qid: id, sender: envelope.mailFrom, receivedAt: envelope.receivedAt, user: t.user!, rcpt: t.rcpt, folder: t.folder, message, checkExisting: false, ...(intents ? { intents } : {}) });
-      this.delivered(id, t, d.destination, d.duplicate);
-      return null;
+      return await this.local.deliver({ qid: id, sender: envelope.mailFrom, receivedAt: envelope.receivedAt, user: t.user!, rcpt: t.rcpt, folder: t.folder, message, checkExisting: false, ...(intents ? { intents } : {}) });
     } catch (e) {
       return asDeliveryError(e);
     }
+  }
+
+  /**
+   * Takes back the Maildir copies stored before the client's reply (a direct delivery, or an
+   * LMTP recipient's) when the rest could not be spooled and the client is about to hear 4xx:
+   * each file is unlinked and its folder fsynced, so its recipient gets only the retry's copy,
+   * after a crash too. A copy that is already gone (a reader moved it to cur/ meanwhile) or
+   * cannot be removed stays, and is logged: that recipient will have two. An mbox append is not
+   * taken back, nor what a Sieve script did besides storing (a redirect or vacation reply).
+   * `standing`: files that also hold the copy of a recipient answered 250; they stay.
+   */
+  private async takeBack(id: string, stored: StoredCopy[], standing: ReadonlySet<string> = new Set()): Promise<void> {
+    const byFolder = new Map<string, { t: TargetState; file: string }[]>();
+    for (const { t, d } of stored) {
+      for (const file of d.files) {
+        if (standing.has(file)) continue;
+        const list = byFolder.get(dirname(file)) ?? [];
+        list.push({ t, file });
+        byFolder.set(dirname(file), list);
+      }
+    }
+    await Promise.all(
+      [...byFolder].map(async ([folder, copies]) => {
+        const removed: typeof copies = [];
+        for (const c of copies) {
+          try {
+            await unlink(c.file);
+            removed.push(c);
+          } catch (e) {
+            logEvent(this.log, 'error', 'delivery.take_back_failed', { qid: id, rcpt: c.t.rcpt, user: c.t.user, file: c.file, err: String(e) }, 'a copy delivered before the spool failed could not be taken back: its recipient may get the message twice');
+          }
+        }
+        if (!removed.length) return;
+        try {
+          await this.syncer.sync(folder);
+        } catch (e) {
+          logEvent(this.log, 'error', 'delivery.take_back_failed', { qid: id, folder, err: String(e) }, 'removed copies may come back after a crash: the folder could not be fsynced');
+        }
+        for (const c of removed) logEvent(this.log, 'warn', 'delivery.taken_back', { qid: id, rcpt: c.t.rcpt, user: c.t.user, file: c.file }, 'copy taken back: the rest of the message could not be spooled, and the client will send it again');
+      }),
+    );
   }
 
   async deliverNow(id: string, envelope: Envelope, message: Buffer): Promise<RecipientOutcome[]> {
@@ -354,6 +417,10 @@ class QueueManager implements ManagedQueue {
     const spoolRcpts: EnvelopeRecipient[] = [];
     const spoolTargets = new Map<string, TargetState>();
     const pendingOutcome: number[] = [];
+    const pendingCopies: StoredCopy[] = [];
+    // Files of recipients answered 250: one a later recipient wrote again (the same user and
+    // folder give the same name) is theirs too, and is never taken back.
+    const standing = new Set<string>();
     // Standalone intent records: of recipients whose outcome is final, of spooled ones.
     const finished = new Set<string>();
     const kept = new Set<string>();
@@ -364,11 +431,15 @@ class QueueManager implements ManagedQueue {
         continue;
       }
       const written = new Set<string>();
+      // This recipient's stored copies: reported delivered once its reply is certain (below).
+      const stored: StoredCopy[] = [];
       const results = await Promise.all(
         r.targets.map(async (t) => {
           if (t.kind !== 'local') return { t, ok: true as const };
-          const err = await this.deliverFirstTime(id, envelope, message, t, this.standaloneIntents(id, written));
-          return err ? { t, ok: false as const, err } : { t, ok: true as const };
+          const d = await this.storeFirstTime(id, envelope, message, t, this.standaloneIntents(id, written));
+          if (d instanceof DeliveryError) return { t, ok: false as const, err: d };
+          stored.push({ t, d });
+          return { t, ok: true as const };
         }),
       );
       // A copy already in its mailbox whose folder fsync failed (`stored`) is kept, not refused:
@@ -414,10 +485,13 @@ class QueueManager implements ManagedQueue {
       }
       for (const k of written) (spooled ? kept : finished).add(k);
       if (spooled) {
+        pendingCopies.push(...stored);
         spoolRcpts.push(rcpt);
         pendingOutcome.push(outcomes.length);
         outcomes.push({ recipient: rcpt, status: 'queued', code: 250, enhanced: '2.0.0', text: `Queued as ${id}` });
       } else {
+        this.report(id, stored);
+        for (const c of stored) for (const f of c.d.files) standing.add(f);
         outcomes.push({ recipient: rcpt, status: 'delivered', code: 250, enhanced: '2.0.0', text: `Delivered as ${id}` });
       }
     }
@@ -431,9 +505,12 @@ class QueueManager implements ManagedQueue {
       } catch (e) {
         logEvent(this.log, 'error', 'spool.error', { qid: id, err: String(e) }, 'could not spool LMTP recipients');
         for (const i of pendingOutcome) outcomes[i] = outcome(outcomes[i]!.recipient, DeliveryErrors.localError(e));
+        // Those recipients hear 451 and come again: their Maildir copies go first (takeBack).
+        await this.takeBack(id, pendingCopies, standing);
         await this.dropIntents(id, [...finished, ...kept]);
         return outcomes;
       }
+      this.report(id, pendingCopies);
       const saved = await this.writeFirstState(id, state);
       const entry: Entry = { id, envelope: env, message: null, state, checkExisting: true, entryFailures: 0, ...(saved ? {} : { unsaved: true }) };
       this.known.set(id, entry);
@@ -1190,6 +1267,12 @@ function withJitter(ms: number): number {
 /** RFC 3461 §4: xtext encoding of an address for ORCPT. */
 function xtext(s: string): string {
   return s.replace(/[^\x21-\x2a\x2c-\x3c\x3e-\x7e]/g, (c) => `+${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`);
+}
+
+/** A target's copy stored before the client has its reply. */
+interface StoredCopy {
+  t: TargetState;
+  d: LocalDeliveryResult;
 }
 
 function asDeliveryError(e: unknown): DeliveryError {

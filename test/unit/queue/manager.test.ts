@@ -198,6 +198,61 @@ test('temporary failures retry with backoff; done-marks stop a finished target f
   }
 });
 
+// A direct delivery that stored some copies, then could not spool the rest, ends in 451: the
+// client sends the message again, so the copies go first, or their recipients get two.
+test('direct delivery: when the spool cannot take what failed, the stored copies are taken back before the 451; the retry gives each recipient one', async () => {
+  const s = await setup();
+  try {
+    await blockMailbox(s.dir, 'bob');
+    await s.directory.setAlias('team@example.test', USERS);
+    const q = s.make();
+    await q.start();
+    const real = q.spool.accept.bind(q.spool);
+    q.spool.accept = () => Promise.reject(Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' }));
+    await assert.rejects(q.accept(q.newId(), envelope('a@example.net', ['team@example.test']), message('x')), /ENOSPC/);
+    assert.deepEqual(await maildirFiles(s.dir, 'alice'), [], "alice's copy was taken back");
+    assert.deepEqual(await spoolEntries(s.dir), []);
+    assert.deepEqual(evts(s.lines, 'delivery.taken_back').map((l) => l.user), ['alice@example.test']);
+    assert.equal(evts(s.lines, 'delivery.ok').length, 0, 'a copy taken back was never reported delivered');
+
+    // The client's retry, once bob's mailbox and the spool work again.
+    q.spool.accept = real;
+    await unlink(join(s.dir, 'mail', 'example.test', 'bob'));
+    await q.accept(q.newId(), envelope('a@example.net', ['team@example.test']), message('x'));
+    await q.idle();
+    assert.equal((await maildirFiles(s.dir, 'alice')).length, 1);
+    assert.equal((await maildirFiles(s.dir, 'bob')).length, 1);
+    await q.stop();
+  } finally {
+    await s.cleanup();
+  }
+});
+
+test('direct delivery: a copy a reader has moved before it could be taken back stays, and is logged', async () => {
+  const s = await setup();
+  try {
+    await blockMailbox(s.dir, 'bob');
+    await s.directory.setAlias('team@example.test', USERS);
+    const q = s.make();
+    await q.start();
+    q.spool.accept = async () => {
+      // A reader (IMAP, POP3) takes alice's new copy into cur/ just before the spool fails.
+      for (const f of await maildirFiles(s.dir, 'alice')) await rename(f, f.replace(`${join('alice', 'new')}`, join('alice', 'cur')) + ':2,S');
+      throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
+    };
+    await assert.rejects(q.accept(q.newId(), envelope('a@example.net', ['team@example.test']), message('x')), /ENOSPC/);
+    assert.equal((await maildirFiles(s.dir, 'alice')).length, 1);
+    const failed = evts(s.lines, 'delivery.take_back_failed');
+    assert.equal(failed.length, 1);
+    assert.equal(failed[0]!.user, 'alice@example.test');
+    assert.match(String(failed[0]!.err), /ENOENT/);
+    assert.equal(evts(s.lines, 'delivery.taken_back').length, 0);
+    await q.stop();
+  } finally {
+    await s.cleanup();
+  }
+});
+
 test('a user removed while the message waited is a permanent failure', async () => {
   const s = await setup({ outbound: { retry: ['50ms'] } });
   try {
@@ -351,6 +406,40 @@ test('deliverNow (LMTP): one outcome per recipient, non-local ones spooled', asy
     assert.deepEqual(await spoolEntries(s.dir), [id, `${id}.state`]);
     const spooled = await new Spool(s.dir).read(id);
     assert.deepEqual(spooled.envelope.recipients.map((r) => r.address), ['x@remote.example']);
+    await q.stop();
+  } finally {
+    await s.cleanup();
+  }
+});
+
+test('deliverNow (LMTP): a recipient whose rest cannot be spooled hears 451 and its stored copies are taken back, unless a recipient answered 250 shares the file', async () => {
+  const s = await setup();
+  try {
+    await blockMailbox(s.dir, 'bob');
+    await s.directory.setAlias('team@example.test', USERS);
+    await s.directory.setAlias('solo@example.test', ['alice@example.test']);
+    const q = s.make();
+    await q.start();
+    q.spool.accept = () => Promise.reject(Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' }));
+    const out = await q.deliverNow(q.newId(), envelope('a@example.net', ['solo@example.test', 'team@example.test']), message('x'));
+    assert.deepEqual(
+      out.map((o) => [o.recipient.address, o.status, o.code]),
+      [
+        ['solo@example.test', 'delivered', 250],
+        ['team@example.test', 'deferred', 451],
+      ],
+    );
+    // Both recipients reach alice under one name (same user and folder): that file is solo's
+    // copy (250) as well, so it stays although team heard 451.
+    assert.equal((await maildirFiles(s.dir, 'alice')).length, 1);
+    assert.deepEqual(evts(s.lines, 'delivery.taken_back'), []);
+    assert.deepEqual(evts(s.lines, 'delivery.ok').map((l) => l.rcpt), ['solo@example.test']);
+
+    // A recipient answered 451 alone: its copy is taken back.
+    const out2 = await q.deliverNow(q.newId(), envelope('a@example.net', ['team@example.test']), message('y'));
+    assert.deepEqual(out2.map((o) => [o.recipient.address, o.code]), [['team@example.test', 451]]);
+    assert.equal((await maildirFiles(s.dir, 'alice')).length, 1, "only the first message's copy");
+    assert.deepEqual(evts(s.lines, 'delivery.taken_back').map((l) => l.rcpt), ['team@example.test']);
     await q.stop();
   } finally {
     await s.cleanup();
