@@ -59,7 +59,7 @@ import type { Envelope, EnvelopeRecipient } from './envelope.js';
 import type { MessageQueue, RecipientOutcome } from './queue.js';
 import { logEvent } from '../log/logger.js';
 import { DirSyncer } from './dir-sync.js';
-import { Spool } from './spool.js';
+import { Spool, type OrphanIntent } from './spool.js';
 import { newQueueId } from './queue-id.js';
 import { retryDelay } from './backoff.js';
 import { LiveRoutes, type RouteSource, withoutCredentials } from '../policy/routes.js';
@@ -526,9 +526,9 @@ class QueueManager implements ManagedQueue {
   async start(): Promise<void> {
     this.stopped = false;
     await this.init();
+    const { ids, orphans } = await this.spool.scan();
     // Before any delivery: one appending to an mbox with a torn entry would glue itself to it.
-    await this.checkOrphanIntents();
-    const ids = await this.spool.list();
+    await this.checkOrphanIntents(orphans);
     let resumed = 0;
     const firstRounds: Promise<void>[] = [];
     const later: Entry[] = [];
@@ -564,12 +564,12 @@ class QueueManager implements ManagedQueue {
    * its mbox (mbox-intent.ts) and removed durably; one whose check fails is kept for the next
    * start. Any other was left by a crash inside a spool removal and is removed, as always.
    */
-  private async checkOrphanIntents(): Promise<void> {
+  private async checkOrphanIntents(orphans: OrphanIntent[]): Promise<void> {
     // The records of one mailbox in the order they were written, mailboxes side by side: a
     // mailbox that another program keeps locked then holds up the start by one lock timeout, not
     // one per record, and the other mailboxes are repaired meanwhile.
     const byMailbox = new Map<string, { id: string; key: string; rec: TornEntryCheck | null }[]>();
-    for (const { id, key, record } of await this.spool.orphanIntents()) {
+    for (const { id, key, record } of orphans) {
       const rec = parseStandaloneIntent(record);
       const group = rec ? rec.file : `${id}.${key}`;
       const list = byMailbox.get(group) ?? [];

@@ -46,6 +46,13 @@ import { isQueueId } from './queue-id.js';
 
 const MAGIC = 'POSTERN-SPOOL 1 ';
 
+/** An intent record left without its message file, and its contents (null when damaged). */
+export interface OrphanIntent {
+  id: string;
+  key: string;
+  record: unknown;
+}
+
 export class SpoolFormatError extends Error {}
 
 export interface SpooledMessage {
@@ -147,30 +154,8 @@ export class Spool {
    * Intent records whose message file is missing (see the header), with their contents (null
    * when damaged). A file under q/ named like an intent but not one of a valid id is deleted.
    */
-  async orphanIntents(): Promise<{ id: string; key: string; record: unknown }[]> {
-    // Sorted: queue ids sort by acceptance time, so one message's records, and the records of
-    // one mailbox, come in the order they were written.
-    const names = (await readdir(this.queueDir)).sort();
-    const ids = new Set(names.filter(isQueueId));
-    const out: { id: string; key: string; record: unknown }[] = [];
-    for (const name of names) {
-      if (isQueueId(name) || !name.endsWith('.intent')) continue;
-      const [id = '', key = ''] = name.slice(0, -'.intent'.length).split('.');
-      if (ids.has(id)) continue;
-      if (!isQueueId(id) || !isIntentKey(key) || name !== `${id}.${key}.intent`) {
-        await unlink(join(this.queueDir, name)).catch(ignoreEnoent);
-        continue;
-      }
-      let text: string;
-      try {
-        text = await readFile(join(this.queueDir, name), 'utf8');
-      } catch (e) {
-        ignoreEnoent(e);
-        continue;
-      }
-      out.push({ id, key, record: parseJson(text) });
-    }
-    return out;
+  async orphanIntents(): Promise<OrphanIntent[]> {
+    return (await this.scan()).orphans;
   }
 
   async readIntent<T>(id: string, key: string): Promise<T | null> {
@@ -206,19 +191,46 @@ export class Spool {
    * `remove`) are deleted, except intent records: those are orphans (`orphanIntents`).
    */
   async list(): Promise<string[]> {
-    const names = await readdir(this.queueDir);
-    const ids = new Set(names.filter(isQueueId));
+    return (await this.scan()).ids;
+  }
+
+  /**
+   * `list` and `orphanIntents` from one reading of q/ (a start after an outage may find a
+   * large spool, and reads it once).
+   */
+  async scan(): Promise<{ ids: string[]; orphans: OrphanIntent[] }> {
+    // Sorted: queue ids sort by acceptance time, so entries come oldest first, and one message's
+    // records, and the records of one mailbox, in the order they were written.
+    const names = (await readdir(this.queueDir)).sort();
+    const ids = names.filter(isQueueId);
+    const committed = new Set(ids);
+    const orphans: OrphanIntent[] = [];
     for (const name of names) {
       if (isQueueId(name)) continue;
-      const [owner = '', key = ''] = name.split('.');
-      const intent = name.endsWith('.intent');
-      if (ids.has(owner)) {
-        if (intent) this.noteIntent(owner, key);
-      } else if (!intent) {
-        await unlink(join(this.queueDir, name)).catch(ignoreEnoent);
+      if (!name.endsWith('.intent')) {
+        const [owner = ''] = name.split('.');
+        if (!committed.has(owner)) await unlink(join(this.queueDir, name)).catch(ignoreEnoent);
+        continue;
       }
+      const [id = '', key = ''] = name.slice(0, -'.intent'.length).split('.');
+      if (committed.has(id)) {
+        this.noteIntent(id, key);
+        continue;
+      }
+      if (!isQueueId(id) || !isIntentKey(key) || name !== `${id}.${key}.intent`) {
+        await unlink(join(this.queueDir, name)).catch(ignoreEnoent);
+        continue;
+      }
+      let text: string;
+      try {
+        text = await readFile(join(this.queueDir, name), 'utf8');
+      } catch (e) {
+        ignoreEnoent(e);
+        continue;
+      }
+      orphans.push({ id, key, record: parseJson(text) });
     }
-    return [...ids].sort();
+    return { ids, orphans };
   }
 
   /** Intent keys per entry id: written by us, or found by `list`. */

@@ -123,6 +123,33 @@ test('intents without their message file are kept by list and handed out as orph
   }
 });
 
+test('scan: the entries oldest first and the orphan records from one reading of q/; stale side files go', async () => {
+  const { dir, cleanup } = await tempDir();
+  try {
+    const spool = new Spool(dir);
+    await spool.init();
+    const [older, newer, gone] = [newQueueId(), newQueueId(), newQueueId()];
+    await spool.accept(newer, envelope('', ['x@example.test']), Buffer.from('n'));
+    await spool.accept(older, envelope('', ['x@example.test']), Buffer.from('o'));
+    await spool.writeIntent(older, 'Labc', { offset: 1, length: 2 });
+    await spool.writeIntent(gone, 'Ldef', { offset: 3, length: 4 });
+    // A state file whose message was removed (a crash inside remove).
+    await writeFile(join(dir, 'spool', 'q', `${gone}.state`), '{}');
+    await spool.close();
+
+    const fresh = new Spool(dir);
+    await fresh.init();
+    const { ids, orphans } = await fresh.scan();
+    assert.deepEqual(ids, [older, newer].sort());
+    assert.deepEqual(orphans, [{ id: gone, key: 'Ldef', record: { offset: 3, length: 4 } }]);
+    assert.equal(fresh.hasIntents(older), true);
+    assert.deepEqual((await readdir(join(dir, 'spool', 'q'))).sort(), [older, `${older}.Labc.intent`, newer, `${gone}.Ldef.intent`].sort(), 'the stale state file is gone, the orphan record stays for its check');
+    await fresh.close();
+  } finally {
+    await cleanup();
+  }
+});
+
 test('bad ids and damaged files are refused', async () => {
   const { dir, cleanup } = await tempDir();
   try {
