@@ -10,17 +10,23 @@ export class DeliveryError extends Error {
    * same queue id finds it (maildir.ts). The client must not be asked to send the message again.
    */
   readonly stored: boolean;
+  /**
+   * Maildir files this delivery wrote, complete and fsynced, before it failed (a Sieve plan's
+   * earlier stores): what a caller that must take the delivery back removes (queue/manager.ts).
+   */
+  readonly files: string[];
 
   constructor(
     readonly temporary: boolean,
     readonly code: number,
     readonly enhanced: string,
     readonly text: string,
-    opts: { cause?: unknown; stored?: boolean } = {},
+    opts: { cause?: unknown; stored?: boolean; files?: string[] } = {},
   ) {
     super(`${enhanced} ${text}`, { cause: opts.cause });
     this.name = 'DeliveryError';
     this.stored = opts.stored === true;
+    this.files = opts.files ?? [];
   }
 }
 

@@ -13,7 +13,8 @@
 // never removed here: the queue removes them once the recipient's outcome is final, and keeps
 // them as the spool entry's intents when a store of the plan must be retried.
 // A plan's store that fails after an earlier one stored its copy fails as `stored`: the retry
-// must run under the same queue id, where it finds the earlier copies.
+// must run under the same queue id, where it finds the earlier copies. The error names the
+// Maildir files of those copies (`files`), for a caller that has to take them back.
 //
 // Path template: `{data_dir}` is the data folder; `{user}` the full address, `{local}` its local
 // part, `{domain}` its domain, each made safe as ONE path segment (bytes outside
@@ -194,9 +195,10 @@ export class LocalDelivery {
           try {
             results.push(await this.store({ ...req, message: plan.message }, s));
           } catch (e) {
-            if (results.length === 0 || !(e instanceof DeliveryError) || e.stored) throw e;
-            // Copies are in place already: see the header.
-            throw new DeliveryError(e.temporary, e.code, e.enhanced, e.text, { cause: e.cause, stored: true });
+            if (results.length === 0) throw e;
+            // Copies are in place already: see the header. They go with the error.
+            const d = e instanceof DeliveryError ? e : DeliveryErrors.localError(e);
+            throw new DeliveryError(d.temporary, d.code, d.enhanced, d.text, { cause: d.cause, stored: true, files: [...results.flatMap((r) => r.files), ...d.files] });
           }
         }
         if (results.length === 0) return { destination: `sieve:${plan.summary}`, duplicate: false, files: [] };

@@ -297,16 +297,20 @@ class QueueManager implements ManagedQueue {
       }
     }
     if (countReceived(message) > MAX_RECEIVED) return false;
-    // Copies are reported delivered only once the client's 250 is certain (below).
+    // Copies are reported delivered only once the client's 250 is certain (below). `written`:
+    // every file stored, a failed Sieve plan's earlier copies too (what a take-back removes).
     const stored: StoredCopy[] = [];
+    const written: WrittenFiles[] = [];
     const results = await Promise.all(
       targets.map(async (t) => {
         const r = await this.storeFirstTime(id, envelope, message, t);
         if (!(r instanceof DeliveryError)) {
           t.status = 'done';
           stored.push({ t, d: r });
+          written.push({ t, files: r.files });
           return true;
         }
+        written.push({ t, files: r.files });
         logEvent(this.log, 'info', 'delivery.direct_fallback', { qid: id, rcpt: t.rcpt, err: String(r) }, 'direct delivery failed; the spool takes over');
         return false;
       }),
@@ -323,7 +327,7 @@ class QueueManager implements ManagedQueue {
     } catch (e) {
       // The client hears 4xx and sends the message again: the copies stored a moment ago go
       // first, or their recipients would get the retry's copy as well.
-      await this.takeBack(id, stored);
+      await this.takeBack(id, written);
       throw e;
     }
     this.report(id, stored);
@@ -379,11 +383,14 @@ class QueueManager implements ManagedQueue {
    * taken back, nor what a Sieve script did besides storing (a redirect or vacation reply).
    * `standing`: files that also hold the copy of a recipient answered 250; they stay.
    */
-  private async takeBack(id: string, stored: StoredCopy[], standing: ReadonlySet<string> = new Set()): Promise<void> {
+  private async takeBack(id: string, written: WrittenFiles[], standing: ReadonlySet<string> = new Set()): Promise<void> {
     const byFolder = new Map<string, { t: TargetState; file: string }[]>();
-    for (const { t, d } of stored) {
-      for (const file of d.files) {
-        if (standing.has(file)) continue;
+    // Recipients reaching one user and folder share one file name: each file is taken once.
+    const seen = new Set(standing);
+    for (const { t, files } of written) {
+      for (const file of files) {
+        if (seen.has(file)) continue;
+        seen.add(file);
         const list = byFolder.get(dirname(file)) ?? [];
         list.push({ t, file });
         byFolder.set(dirname(file), list);
@@ -418,6 +425,9 @@ class QueueManager implements ManagedQueue {
     const spoolTargets = new Map<string, TargetState>();
     const pendingOutcome: number[] = [];
     const pendingCopies: StoredCopy[] = [];
+    const pendingFiles: WrittenFiles[] = [];
+    // Failures of targets whose recipient waits on the spool: reported once it has them.
+    const pendingFailures: { t: TargetState; err: DeliveryError; temporary: boolean }[] = [];
     // Files of recipients answered 250: one a later recipient wrote again (the same user and
     // folder give the same name) is theirs too, and is never taken back.
     const standing = new Set<string>();
@@ -431,14 +441,20 @@ class QueueManager implements ManagedQueue {
         continue;
       }
       const written = new Set<string>();
-      // This recipient's stored copies: reported delivered once its reply is certain (below).
+      // This recipient's stored copies: reported delivered once its reply is certain (below);
+      // and every file it wrote (a failed Sieve plan's earlier copies too).
       const stored: StoredCopy[] = [];
+      const files: WrittenFiles[] = [];
       const results = await Promise.all(
         r.targets.map(async (t) => {
           if (t.kind !== 'local') return { t, ok: true as const };
           const d = await this.storeFirstTime(id, envelope, message, t, this.standaloneIntents(id, written));
-          if (d instanceof DeliveryError) return { t, ok: false as const, err: d };
+          if (d instanceof DeliveryError) {
+            files.push({ t, files: d.files });
+            return { t, ok: false as const, err: d };
+          }
           stored.push({ t, d });
+          files.push({ t, files: d.files });
           return { t, ok: true as const };
         }),
       );
@@ -470,7 +486,7 @@ class QueueManager implements ManagedQueue {
           t.last = x.err.message;
           t.next = Date.now() + retryDelay(this.opts.config.outbound.retry, 1);
           spooled = true;
-          this.logFailure(id, t, x.err, true);
+          pendingFailures.push({ t, err: x.err, temporary: true });
         } else {
           // Another target of this recipient was delivered, so the reply is 250: this failure
           // reaches the sender as a DSN from the spool's first round, as over SMTP.
@@ -479,19 +495,20 @@ class QueueManager implements ManagedQueue {
           t.enhanced = x.err.enhanced;
           t.at = Date.now();
           spooled = true;
-          this.logFailure(id, t, x.err, false);
+          pendingFailures.push({ t, err: x.err, temporary: false });
         }
         if (!spoolTargets.has(t.key)) spoolTargets.set(t.key, t);
       }
       for (const k of written) (spooled ? kept : finished).add(k);
       if (spooled) {
         pendingCopies.push(...stored);
+        pendingFiles.push(...files);
         spoolRcpts.push(rcpt);
         pendingOutcome.push(outcomes.length);
         outcomes.push({ recipient: rcpt, status: 'queued', code: 250, enhanced: '2.0.0', text: `Queued as ${id}` });
       } else {
         this.report(id, stored);
-        for (const c of stored) for (const f of c.d.files) standing.add(f);
+        for (const w of files) for (const f of w.files) standing.add(f);
         outcomes.push({ recipient: rcpt, status: 'delivered', code: 250, enhanced: '2.0.0', text: `Delivered as ${id}` });
       }
     }
@@ -506,11 +523,12 @@ class QueueManager implements ManagedQueue {
         logEvent(this.log, 'error', 'spool.error', { qid: id, err: String(e) }, 'could not spool LMTP recipients');
         for (const i of pendingOutcome) outcomes[i] = outcome(outcomes[i]!.recipient, DeliveryErrors.localError(e));
         // Those recipients hear 451 and come again: their Maildir copies go first (takeBack).
-        await this.takeBack(id, pendingCopies, standing);
+        await this.takeBack(id, pendingFiles, standing);
         await this.dropIntents(id, [...finished, ...kept]);
         return outcomes;
       }
       this.report(id, pendingCopies);
+      for (const f of pendingFailures) this.logFailure(id, f.t, f.err, f.temporary);
       const saved = await this.writeFirstState(id, state);
       const entry: Entry = { id, envelope: env, message: null, state, checkExisting: true, entryFailures: 0, ...(saved ? {} : { unsaved: true }) };
       this.known.set(id, entry);
@@ -1273,6 +1291,12 @@ function xtext(s: string): string {
 interface StoredCopy {
   t: TargetState;
   d: LocalDeliveryResult;
+}
+
+/** The Maildir files a target's delivery wrote, whether it succeeded or not. */
+interface WrittenFiles {
+  t: TargetState;
+  files: string[];
 }
 
 function asDeliveryError(e: unknown): DeliveryError {

@@ -440,14 +440,15 @@ export class SessionController implements ConnectionController {
 
   /**
    * What a client meets before its greeting, at connect and again when XCLIENT hands the session
-   * to another client: the connection limits for its address, then the `connect` stage. Its
-   * connection-level notes start empty; what the stage leaves in them is kept (`connectNotes`)
-   * as the state STARTTLS goes back to. A reply refuses the client.
+   * to another client: the connection limits, then the `connect` stage. Its connection-level
+   * notes start empty; what the stage leaves in them is kept (`connectNotes`) as the state
+   * STARTTLS goes back to. A reply refuses the client. A handover adds no connection, so only
+   * the per-address limit applies then (the total may be over while refused newcomers close).
    */
-  private async admit(st: ConnState): Promise<SmtpReply | null> {
+  private async admit(st: ConnState, handover = false): Promise<SmtpReply | null> {
     st.notes = new Map();
     st.connectNotes = undefined;
-    if (this.counter.total > this.cfg.max_connections) return Replies.tooManyConnections();
+    if (!handover && this.counter.total > this.cfg.max_connections) return Replies.tooManyConnections();
     if (this.counter.of(st.countedAs) > this.cfg.max_connections_per_ip) return Replies.tooManyConnectionsFromIp();
     // The stage sees the network's standing only (a connect-stage plugin such as relay-acl may
     // widen it for a network of its own); an XCLIENT LOGIN is in authUser, and adds its own after.
@@ -470,7 +471,7 @@ export class SessionController implements ConnectionController {
   async handedOver(conn: PosternConnection): Promise<SmtpReply | null> {
     const st = this.states.get(conn.session);
     if (!st) return null;
-    return this.admit(st).catch((e: unknown) => Replies.greetingUnavailable(e));
+    return this.admit(st, true).catch((e: unknown) => Replies.greetingUnavailable(e));
   }
 
   onSecure = (_socket: Socket, session: SMTPServerSession, cb: (err?: Error | null) => void): void => {

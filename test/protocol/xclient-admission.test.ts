@@ -125,6 +125,25 @@ test('XCLIENT naming a client over its per-address limit gets 421 and the connec
   }
 });
 
+test('a handover adds no connection: XCLIENT is greeted while the total is over its limit with refused newcomers', async () => {
+  const h = await startHarness({ config: { listen: { smtp: XCLIENT_TRUSTED }, smtp: { max_connections: 2 } } });
+  try {
+    const proxied = await proxyGreeted(h.ports.smtp!);
+    const direct = await openSmtp(h.ports.smtp!, { localAddress: '127.0.0.31' });
+    await direct.expect('220 ');
+    // Refused, and counted until it has gone.
+    const newcomer = await openSmtp(h.ports.smtp!, { localAddress: '127.0.0.33' });
+    await newcomer.expect('421 ');
+    await proxied.cmd('XCLIENT ADDR=127.0.0.32', '220 ');
+    await proxied.cmd('EHLO proxy.example', '250');
+    proxied.close();
+    direct.close();
+    newcomer.close();
+  } finally {
+    await h.close();
+  }
+});
+
 test('STARTTLS takes plugins\' connection notes back to what the connect stage left', async () => {
   const h = await startHarness({ config: { listen: { smtp: { host: '127.0.0.1', port: 0 } } } });
   const seenAtMail: Record<string, unknown>[] = [];

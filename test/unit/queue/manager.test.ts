@@ -446,6 +446,48 @@ test('deliverNow (LMTP): a recipient whose rest cannot be spooled hears 451 and 
   }
 });
 
+test('direct delivery: a Sieve plan whose second store fails has its first copy taken back with the rest when the spool fails too', async () => {
+  const s = await setup();
+  const store = new MemoryStore();
+  try {
+    // keep, then fileinto a folder that cannot be made (a plain file where .Blocked belongs).
+    await store.hset('sieve:scripts:alice@example.test', 'main', 'require "fileinto";\nkeep;\nfileinto "Blocked";\n');
+    await store.set('sieve:active:alice@example.test', 'main');
+    await mkdir(join(s.dir, 'mail', 'example.test', 'alice'), { recursive: true });
+    await writeFile(join(s.dir, 'mail', 'example.test', 'alice', '.Blocked'), 'in the way');
+    const q = createMessageQueue({ config: s.config, log: s.log, directory: s.directory, store });
+    await q.start();
+    q.spool.accept = () => Promise.reject(Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' }));
+    await assert.rejects(q.accept(q.newId(), envelope('a@example.net', ['alice@example.test']), message('x')), /ENOSPC/);
+    assert.deepEqual(await maildirFiles(s.dir, 'alice'), [], 'the INBOX copy the plan stored first is gone');
+    assert.equal(evts(s.lines, 'delivery.taken_back').length, 1);
+    await q.stop();
+  } finally {
+    await s.cleanup();
+  }
+});
+
+test('deliverNow (LMTP): two recipients answered 451 that share one file take it back once, with no false failure; nothing is reported deferred', async () => {
+  const s = await setup();
+  try {
+    await blockMailbox(s.dir, 'bob');
+    await s.directory.setAlias('team@example.test', USERS);
+    await s.directory.setAlias('team2@example.test', USERS);
+    const q = s.make();
+    await q.start();
+    q.spool.accept = () => Promise.reject(Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' }));
+    const out = await q.deliverNow(q.newId(), envelope('a@example.net', ['team@example.test', 'team2@example.test']), message('x'));
+    assert.deepEqual(out.map((o) => o.code), [451, 451]);
+    assert.deepEqual(await maildirFiles(s.dir, 'alice'), []);
+    assert.equal(evts(s.lines, 'delivery.taken_back').length, 1);
+    assert.deepEqual(evts(s.lines, 'delivery.take_back_failed'), []);
+    assert.deepEqual(evts(s.lines, 'delivery.deferred'), [], "bob's failure is not reported deferred: both recipients heard 451, and the spool has nothing");
+    await q.stop();
+  } finally {
+    await s.cleanup();
+  }
+});
+
 test('deliverNow (LMTP): an alias with one target refused for good answers 250, and the sender gets a DSN for that target', async () => {
   const s = await setup();
   const store = new MemoryStore();
