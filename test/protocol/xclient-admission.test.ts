@@ -8,6 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect as tlsConnect } from 'node:tls';
+import { execFile } from 'node:child_process';
 import { openSmtp, SmtpTranscript } from '../helpers/smtp-client.js';
 import { startHarness, type Harness } from '../helpers/fakes.js';
 import { startDnsServer } from '../helpers/dns-server.js';
@@ -73,6 +74,37 @@ test('dnsbl at connect: a client XCLIENT names that is listed gets 554 in place 
       dns.queries.map((q) => q.name),
       ['2.0.0.127.bl.test', '6.0.0.127.bl.test', '7.0.0.127.bl.test'],
     );
+  } finally {
+    await h.close();
+    await store.close();
+    await dns.stop();
+  }
+});
+
+/** swaks (a real client that speaks XCLIENT) from the proxy's address; its exit and transcript. */
+function swaks(port: number, args: string[]): Promise<{ code: number; out: string }> {
+  return new Promise((resolve, reject) => {
+    execFile('swaks', ['--server', '127.0.0.1', '--port', String(port), '--local-interface', PROXY, '--from', 'a@sender.example', '--to', 'alice@example.test', ...args], { timeout: 20_000 }, (err, stdout, stderr) => {
+      if (err && (err as NodeJS.ErrnoException).code === 'ENOENT') return reject(new Error('swaks is required (apt-get install -y swaks); .ci/run installs it'));
+      resolve({ code: typeof err?.code === 'number' ? err.code : 0, out: stdout + stderr });
+    });
+  });
+}
+
+test('swaks: --xclient-addr naming a listed client is refused at XCLIENT; one not listed delivers', async () => {
+  const dns = await startDnsServer({ records: { '6.0.0.127.bl.test': { A: ['127.0.0.2'] } } });
+  const store = createMemoryStore();
+  const h = await withPlugins([{ dnsbl: { zones: ['bl.test'], stage: 'connect' } }], { store, dns: createResolver({ servers: [dns.server], timeout: 1000, tries: 1 }) });
+  try {
+    const listed = await swaks(h.ports.smtp!, ['--xclient-addr', '127.0.0.6']);
+    assert.notEqual(listed.code, 0, listed.out);
+    assert.match(listed.out, /<\*\* +554 5\.7\.1 .*bl\.test/);
+    assert.doesNotMatch(listed.out, /MAIL FROM/, 'no transaction after the refusal');
+    const clean = await swaks(h.ports.smtp!, ['--xclient-addr', '127.0.0.7']);
+    assert.equal(clean.code, 0, clean.out);
+    assert.match(clean.out, /<[-~] +250 2\.0\.0 /);
+    assert.equal(h.queue.accepted.length, 1);
+    assert.equal(h.queue.accepted[0]!.envelope.source.remoteAddress, '127.0.0.7');
   } finally {
     await h.close();
     await store.close();
