@@ -19,6 +19,11 @@ import type { ForwardedClientInfo } from './origin.js';
 
 export type { ForwardedClientInfo } from './origin.js';
 
+/**
+ * Hook stages in protocol order. `connect` runs when a client connects and again when a trusted
+ * peer hands the session to another client with XCLIENT (with the connection's notes emptied),
+ * so it may run twice on one connection, each time for the client in `session.remoteAddress`.
+ */
 export type Stage = 'connect' | 'helo' | 'auth' | 'mail' | 'rcpt' | 'data' | 'queue';
 export type ObserverStage = 'delivered' | 'deferred' | 'bounced';
 export const STAGES: readonly Stage[] = ['connect', 'helo', 'auth', 'mail', 'rcpt', 'data', 'queue'];
