@@ -297,26 +297,23 @@ class QueueManager implements ManagedQueue {
       }
     }
     if (countReceived(message) > MAX_RECEIVED) return false;
-    // Copies are reported delivered only once the client's 250 is certain (below). `written`:
-    // every file stored, a failed Sieve plan's earlier copies too (what a take-back removes).
-    const stored: StoredCopy[] = [];
-    const written: WrittenFiles[] = [];
+    // Copies are reported delivered only once the client's 250 is certain (below).
+    const copies: FirstCopy[] = [];
     const results = await Promise.all(
       targets.map(async (t) => {
         const r = await this.storeFirstTime(id, envelope, message, t);
         if (!(r instanceof DeliveryError)) {
           t.status = 'done';
-          stored.push({ t, d: r });
-          written.push({ t, files: r.files });
+          copies.push({ t, files: r.files, delivered: r });
           return true;
         }
-        written.push({ t, files: r.files });
+        copies.push({ t, files: r.files });
         logEvent(this.log, 'info', 'delivery.direct_fallback', { qid: id, rcpt: t.rcpt, err: String(r) }, 'direct delivery failed; the spool takes over');
         return false;
       }),
     );
     if (results.every(Boolean)) {
-      this.report(id, stored);
+      this.report(id, copies);
       return true;
     }
     // The rest goes through the spool; the first round retries it at once and, for a permanent
@@ -327,10 +324,10 @@ class QueueManager implements ManagedQueue {
     } catch (e) {
       // The client hears 4xx and sends the message again: the copies stored a moment ago go
       // first, or their recipients would get the retry's copy as well.
-      await this.takeBack(id, written);
+      await this.takeBack(id, copies);
       throw e;
     }
-    this.report(id, stored);
+    this.report(id, copies);
     const saved = await this.writeFirstState(id, state);
     const entry: Entry = { id, envelope, message, state, checkExisting: true, entryFailures: 0, ...(saved ? {} : { unsaved: true }) };
     this.known.set(id, entry);
@@ -356,8 +353,8 @@ class QueueManager implements ManagedQueue {
   }
 
   /** Copies stored before the client's reply, reported delivered once that reply is certain. */
-  private report(id: string, stored: StoredCopy[]): void {
-    for (const { t, d } of stored) this.delivered(id, t, d.destination, d.duplicate);
+  private report(id: string, copies: FirstCopy[]): void {
+    for (const { t, delivered: d } of copies) if (d) this.delivered(id, t, d.destination, d.duplicate);
   }
 
   /**
@@ -383,7 +380,7 @@ class QueueManager implements ManagedQueue {
    * taken back, nor what a Sieve script did besides storing (a redirect or vacation reply).
    * `standing`: files that also hold the copy of a recipient answered 250; they stay.
    */
-  private async takeBack(id: string, written: WrittenFiles[], standing: ReadonlySet<string> = new Set()): Promise<void> {
+  private async takeBack(id: string, written: FirstCopy[], standing: ReadonlySet<string> = new Set()): Promise<void> {
     const byFolder = new Map<string, { t: TargetState; file: string }[]>();
     // Recipients reaching one user and folder share one file name: each file is taken once.
     const seen = new Set(standing);
@@ -424,8 +421,7 @@ class QueueManager implements ManagedQueue {
     const spoolRcpts: EnvelopeRecipient[] = [];
     const spoolTargets = new Map<string, TargetState>();
     const pendingOutcome: number[] = [];
-    const pendingCopies: StoredCopy[] = [];
-    const pendingFiles: WrittenFiles[] = [];
+    const pendingCopies: FirstCopy[] = [];
     // Failures of targets whose recipient waits on the spool: reported once it has them.
     const pendingFailures: { t: TargetState; err: DeliveryError; temporary: boolean }[] = [];
     // Files of recipients answered 250: one a later recipient wrote again (the same user and
@@ -441,20 +437,17 @@ class QueueManager implements ManagedQueue {
         continue;
       }
       const written = new Set<string>();
-      // This recipient's stored copies: reported delivered once its reply is certain (below);
-      // and every file it wrote (a failed Sieve plan's earlier copies too).
-      const stored: StoredCopy[] = [];
-      const files: WrittenFiles[] = [];
+      // This recipient's copies: reported delivered once its reply is certain (below).
+      const copies: FirstCopy[] = [];
       const results = await Promise.all(
         r.targets.map(async (t) => {
           if (t.kind !== 'local') return { t, ok: true as const };
           const d = await this.storeFirstTime(id, envelope, message, t, this.standaloneIntents(id, written));
           if (d instanceof DeliveryError) {
-            files.push({ t, files: d.files });
+            copies.push({ t, files: d.files });
             return { t, ok: false as const, err: d };
           }
-          stored.push({ t, d });
-          files.push({ t, files: d.files });
+          copies.push({ t, files: d.files, delivered: d });
           return { t, ok: true as const };
         }),
       );
@@ -501,14 +494,13 @@ class QueueManager implements ManagedQueue {
       }
       for (const k of written) (spooled ? kept : finished).add(k);
       if (spooled) {
-        pendingCopies.push(...stored);
-        pendingFiles.push(...files);
+        pendingCopies.push(...copies);
         spoolRcpts.push(rcpt);
         pendingOutcome.push(outcomes.length);
         outcomes.push({ recipient: rcpt, status: 'queued', code: 250, enhanced: '2.0.0', text: `Queued as ${id}` });
       } else {
-        this.report(id, stored);
-        for (const w of files) for (const f of w.files) standing.add(f);
+        this.report(id, copies);
+        for (const c of copies) for (const f of c.files) standing.add(f);
         outcomes.push({ recipient: rcpt, status: 'delivered', code: 250, enhanced: '2.0.0', text: `Delivered as ${id}` });
       }
     }
@@ -523,7 +515,7 @@ class QueueManager implements ManagedQueue {
         logEvent(this.log, 'error', 'spool.error', { qid: id, err: String(e) }, 'could not spool LMTP recipients');
         for (const i of pendingOutcome) outcomes[i] = outcome(outcomes[i]!.recipient, DeliveryErrors.localError(e));
         // Those recipients hear 451 and come again: their Maildir copies go first (takeBack).
-        await this.takeBack(id, pendingFiles, standing);
+        await this.takeBack(id, pendingCopies, standing);
         await this.dropIntents(id, [...finished, ...kept]);
         return outcomes;
       }
@@ -1287,16 +1279,15 @@ function xtext(s: string): string {
   return s.replace(/[^\x21-\x2a\x2c-\x3c\x3e-\x7e]/g, (c) => `+${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`);
 }
 
-/** A target's copy stored before the client has its reply. */
-interface StoredCopy {
-  t: TargetState;
-  d: LocalDeliveryResult;
-}
-
-/** The Maildir files a target's delivery wrote, whether it succeeded or not. */
-interface WrittenFiles {
+/**
+ * What a target's delivery wrote before the client has its reply: its Maildir files (a failed
+ * Sieve plan's earlier copies too), which a take-back removes, and, when it succeeded, the
+ * result that is reported once the reply is certain.
+ */
+interface FirstCopy {
   t: TargetState;
   files: string[];
+  delivered?: LocalDeliveryResult;
 }
 
 function asDeliveryError(e: unknown): DeliveryError {

@@ -9,7 +9,7 @@
 //                         without a message file is an ORPHAN, left by a crash: in an LMTP
 //                         delivery straight into an mbox (it has no message file and removes its
 //                         records once the outcome is final), or inside `remove`. `list` keeps orphans;
-//                         `orphanIntents` hands them to the queue, which checks and removes each.
+//                         `scan` hands them to the queue, which checks and removes each.
 //
 // Message file format (all lengths in bytes):
 //   "POSTERN-SPOOL 1 <n>\n" <n bytes of envelope JSON> "\n" <message bytes, exactly as accepted>
@@ -150,14 +150,6 @@ export class Spool {
     if (keys?.size === 0) this.intentKeys.delete(id);
   }
 
-  /**
-   * Intent records whose message file is missing (see the header), with their contents (null
-   * when damaged). A file under q/ named like an intent but not one of a valid id is deleted.
-   */
-  async orphanIntents(): Promise<OrphanIntent[]> {
-    return (await this.scan()).orphans;
-  }
-
   async readIntent<T>(id: string, key: string): Promise<T | null> {
     checkId(id);
     checkKey(key);
@@ -188,15 +180,17 @@ export class Spool {
 
   /**
    * Committed entry ids, oldest first. Side files whose message is gone (a crash inside
-   * `remove`) are deleted, except intent records: those are orphans (`orphanIntents`).
+   * `remove`) are deleted, except intent records: those are orphans (`scan`).
    */
   async list(): Promise<string[]> {
     return (await this.scan()).ids;
   }
 
   /**
-   * `list` and `orphanIntents` from one reading of q/ (a start after an outage may find a
-   * large spool, and reads it once).
+   * The committed entry ids (as `list`) and the intent records whose message file is missing
+   * (see the header), with their contents (null when damaged), from one reading of q/ (a start
+   * after an outage may find a large spool, and reads it once). A file under q/ named like an
+   * intent but not one of a valid id is deleted.
    */
   async scan(): Promise<{ ids: string[]; orphans: OrphanIntent[] }> {
     // Sorted: queue ids sort by acceptance time, so entries come oldest first, and one message's

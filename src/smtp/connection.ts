@@ -178,17 +178,14 @@ export class PosternConnection extends SMTPConnection {
       void admitted
         .catch((e: unknown) => Replies.greetingUnavailable(e))
         .then((refusal) => {
-          if (refusal) this.refuseHandedOver(refusal);
-          else if (this.heldGreeting) this._sendGreeting();
+          if (refusal) {
+            this.controller.logReply(this, refusal);
+            this._refuse(refusal, false);
+          } else if (this.heldGreeting) this._sendGreeting();
           this.heldGreeting = false;
           callback();
         });
     });
-  }
-
-  private refuseHandedOver(r: SmtpReply): void {
-    this.controller.logReply(this, r);
-    this._refuse(r, false);
   }
 
   /**

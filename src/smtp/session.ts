@@ -471,7 +471,7 @@ export class SessionController implements ConnectionController {
   async handedOver(conn: PosternConnection): Promise<SmtpReply | null> {
     const st = this.states.get(conn.session);
     if (!st) return null;
-    return this.admit(st, true).catch((e: unknown) => Replies.greetingUnavailable(e));
+    return this.admit(st, true);
   }
 
   onSecure = (_socket: Socket, session: SMTPServerSession, cb: (err?: Error | null) => void): void => {

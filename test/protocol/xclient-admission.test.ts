@@ -10,38 +10,15 @@ import assert from 'node:assert/strict';
 import { connect as tlsConnect } from 'node:tls';
 import { execFile } from 'node:child_process';
 import { openSmtp, SmtpTranscript } from '../helpers/smtp-client.js';
-import { startHarness, type Harness } from '../helpers/fakes.js';
+import { startHarness } from '../helpers/fakes.js';
 import { startDnsServer } from '../helpers/dns-server.js';
-import { silentLogger } from '../../src/log/logger.js';
+import { greeted, TRUSTED_PEER, withPlugins, XCLIENT_TRUSTED } from '../helpers/xclient-listener.js';
 import { createMemoryStore } from '../../src/store/memory.js';
-import { loadPipeline } from '../../src/pipeline/loader.js';
-import { fakeDirectory, unconfiguredResolver } from '../../src/pipeline/harness.js';
-import { createResolver, type Resolver } from '../../src/dns/resolver.js';
-import type { Config } from '../../src/config/load.js';
-import type { Store } from '../../src/store/store.js';
+import { createResolver } from '../../src/dns/resolver.js';
 
-// The proxy: trusted for XCLIENT, in no relay network.
-const PROXY = '127.0.0.2';
-const XCLIENT_TRUSTED = { host: '127.0.0.1', port: 0, xclient: { trusted: [`${PROXY}/32`] } };
-
-/** A listener with the real plugins of `plugins`. */
-function withPlugins(plugins: unknown[], opts: { store: Store; dns?: Resolver; config?: Record<string, unknown> }): Promise<Harness> {
-  const chain = (config: Config) =>
-    loadPipeline(config, {
-      store: opts.store,
-      directory: fakeDirectory({ localDomains: ['example.test'], users: { 'alice@example.test': 'secret' } }),
-      dns: opts.dns ?? unconfiguredResolver(),
-      log: silentLogger(),
-    });
-  return startHarness({ config: { listen: { smtp: XCLIENT_TRUSTED }, plugins, ...opts.config }, chain });
-}
-
-async function proxyGreeted(port: number): Promise<SmtpTranscript> {
-  const s = await openSmtp(port, { localAddress: PROXY });
-  await s.expect('220 ');
-  await s.cmd('EHLO proxy.example', '250');
-  return s;
-}
+// The proxy (trusted for XCLIENT, in no relay network).
+const PROXY = TRUSTED_PEER;
+const proxyGreeted = (port: number) => greeted(port, PROXY, 'proxy.example');
 
 /** The server closes the connection without another reply. */
 async function closedAfter(s: SmtpTranscript): Promise<void> {

@@ -9,35 +9,20 @@ import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
 import { SMTPServer } from 'smtp-server';
-import { openSmtp, SmtpTranscript } from '../helpers/smtp-client.js';
-import { startHarness, type Harness } from '../helpers/fakes.js';
+import { SmtpTranscript } from '../helpers/smtp-client.js';
+import { startHarness } from '../helpers/fakes.js';
 import { startDnsServer } from '../helpers/dns-server.js';
-import { createLogger, silentLogger } from '../../src/log/logger.js';
+import { greeted, TRUSTED_PEER, withPlugins, XCLIENT_TRUSTED } from '../helpers/xclient-listener.js';
+import { createLogger } from '../../src/log/logger.js';
 import { createMemoryStore } from '../../src/store/memory.js';
-import { loadPipeline } from '../../src/pipeline/loader.js';
-import { fakeDirectory, unconfiguredResolver } from '../../src/pipeline/harness.js';
-import { createResolver, type Resolver } from '../../src/dns/resolver.js';
+import { createResolver } from '../../src/dns/resolver.js';
 import { accessId, classify, RECIPIENT_ACCESS_KEY, SENDER_ACCESS_KEY } from '../../src/policy/access.js';
-import type { Config } from '../../src/config/load.js';
 import type { SessionInfo, Stage } from '../../src/pipeline/plugin.js';
 import type { Store } from '../../src/store/store.js';
 
 const MSG = 'Subject: hi\r\n\r\nhello\r\n.';
-// The content filter: trusted for XCLIENT/XFORWARD, in no relay network.
-const PEER = '127.0.0.2';
-const XCLIENT_TRUSTED = { host: '127.0.0.1', port: 0, xclient: { trusted: [`${PEER}/32`] } };
-
-/** A listener with the real plugins of `plugins`, on `store`. */
-function withPlugins(plugins: unknown[], opts: { store: Store; dns?: Resolver; config?: Record<string, unknown> }): Promise<Harness> {
-  const chain = (config: Config) =>
-    loadPipeline(config, {
-      store: opts.store,
-      directory: fakeDirectory({ localDomains: ['example.test'], users: { 'alice@example.test': 'secret' } }),
-      dns: opts.dns ?? unconfiguredResolver(),
-      log: silentLogger(),
-    });
-  return startHarness({ config: { listen: { smtp: XCLIENT_TRUSTED }, plugins, ...opts.config }, chain });
-}
+// The content filter (trusted for XCLIENT/XFORWARD, in no relay network).
+const PEER = TRUSTED_PEER;
 
 async function denyCidr(store: Store, key: string, cidr: string): Promise<void> {
   const c = classify(cidr);
@@ -45,12 +30,6 @@ async function denyCidr(store: Store, key: string, cidr: string): Promise<void> 
   await store.hset(key, id, JSON.stringify({ id, ...c, action: 'deny' }));
 }
 
-async function greeted(port: number, localAddress: string, name = 'filter.example'): Promise<SmtpTranscript> {
-  const s = await openSmtp(port, { localAddress });
-  await s.expect('220 ');
-  await s.cmd(`EHLO ${name}`, '250');
-  return s;
-}
 
 test('relay-acl: CIDR access entries match the peer, not the client XFORWARD names; a direct connection from that client is refused', async () => {
   const store = createMemoryStore();
@@ -58,7 +37,7 @@ test('relay-acl: CIDR access entries match the peer, not the client XFORWARD nam
   await denyCidr(store, SENDER_ACCESS_KEY, '127.0.0.4/32');
   const h = await withPlugins(['relay-acl'], { store });
   try {
-    const filter = await greeted(h.ports.smtp!, PEER);
+    const filter = await greeted(h.ports.smtp!, PEER, 'filter.example');
     await filter.cmd('XFORWARD ADDR=127.0.0.3 NAME=denied.example HELO=denied.example', '250');
     await filter.cmd('MAIL FROM:<a@sender.example>', '250');
     await filter.cmd('RCPT TO:<alice@example.test>', '250 2.1.5');
@@ -85,7 +64,7 @@ test('the AUTH throttle counts failures against the peer, not against the client
   const store = createMemoryStore();
   const h = await withPlugins([{ auth: { delay: '1ms', max_delay: '1ms' } }], { store });
   try {
-    const plain = await greeted(h.ports.smtp!, PEER);
+    const plain = await greeted(h.ports.smtp!, PEER, 'filter.example');
     await plain.cmd('STARTTLS', '220');
     const sock = tlsConnect({ socket: plain.sock, rejectUnauthorized: false });
     await new Promise((r) => sock.once('secureConnect', r));
@@ -107,7 +86,7 @@ test('dnsbl looks up the peer, not the client XFORWARD names; a direct connectio
   const store = createMemoryStore();
   const h = await withPlugins([{ dnsbl: { zones: ['bl.test'], stage: 'rcpt' } }], { store, dns: createResolver({ servers: [dns.server], timeout: 1000, tries: 1 }) });
   try {
-    const filter = await greeted(h.ports.smtp!, PEER);
+    const filter = await greeted(h.ports.smtp!, PEER, 'filter.example');
     await filter.cmd('XFORWARD ADDR=127.0.0.6 NAME=listed.example', '250');
     await filter.cmd('MAIL FROM:<a@sender.example>', '250');
     await filter.cmd('RCPT TO:<alice@example.test>', '250 2.1.5');
@@ -145,7 +124,7 @@ test('plugins see the peer as the session\'s client and XFORWARD\'s in session.f
     };
   }
   try {
-    const s = await greeted(h.ports.smtp!, PEER);
+    const s = await greeted(h.ports.smtp!, PEER, 'filter.example');
     await s.cmd('XFORWARD ADDR=198.51.100.9 NAME=Outside.Example PORT=4025 HELO=outside-helo.example PROTO=ESMTP SOURCE=REMOTE IDENT=ABC123', '250');
     await s.cmd('MAIL FROM:<a@sender.example>', '250');
     await s.cmd('RCPT TO:<alice@example.test>', '250');
@@ -198,7 +177,7 @@ test('XFORWARD naming a client without its address: unknown stays unknown (never
     return { kind: 'next' };
   };
   try {
-    const s = await greeted(h.ports.smtp!, PEER);
+    const s = await greeted(h.ports.smtp!, PEER, 'filter.example');
     await s.cmd('XFORWARD NAME=outside.example ADDR=[UNAVAILABLE]', '250');
     await s.cmd('MAIL FROM:<a@sender.example>', '250');
     await s.cmd('RCPT TO:<alice@example.test>', '250');
@@ -221,7 +200,7 @@ test('XFORWARD HELO=[UNAVAILABLE]: the peer\'s greeting stays in effect (MAIL is
     return { kind: 'next' };
   };
   try {
-    const s = await greeted(h.ports.smtp!, PEER);
+    const s = await greeted(h.ports.smtp!, PEER, 'filter.example');
     await s.cmd('XFORWARD ADDR=198.51.100.9 NAME=outside.example HELO=[UNAVAILABLE]', '250');
     await s.cmd('MAIL FROM:<a@sender.example>', '250 2.1.0');
     await s.cmd('RCPT TO:<alice@example.test>', '250');
@@ -239,7 +218,7 @@ test('XFORWARD HELO=[UNAVAILABLE]: the peer\'s greeting stays in effect (MAIL is
 test('ETRN is allowed by the peer\'s address, never by one XFORWARD names; XCLIENT\'s does count', async () => {
   const h = await startHarness({ config: { relay: { networks: ['192.0.2.0/24'] }, listen: { smtp: XCLIENT_TRUSTED } }, etrn: { runQueue: async () => 0 } });
   try {
-    const s = await greeted(h.ports.smtp!, PEER);
+    const s = await greeted(h.ports.smtp!, PEER, 'filter.example');
     await s.cmd('XFORWARD ADDR=192.0.2.7', '250');
     await s.cmd('ETRN foreign.example', '554 5.7.1');
     await s.cmd('XCLIENT ADDR=192.0.2.7', '220 ');
@@ -294,7 +273,7 @@ test('in-line proxy: the next hop gets the peer as XCLIENT ADDR, and the client 
     },
   });
   try {
-    const s = await greeted(h.ports.smtp!, PEER);
+    const s = await greeted(h.ports.smtp!, PEER, 'filter.example');
     for (const domain of ['x.example', 'f.example']) {
       await s.cmd('XFORWARD ADDR=198.51.100.9 NAME=outside.example HELO=outside-helo.example IDENT=ABC123', '250');
       await s.cmd('MAIL FROM:<a@sender.example>', '250');

@@ -60,6 +60,18 @@ async function setup(extra: Record<string, unknown> = {}) {
   return { ...t, config, directory, ...cap, make };
 }
 
+/** The spool's answer when the disk is full. */
+const diskFull = () => Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
+
+/** A started queue where team@ reaches alice and bob, and bob's deliveries fail for now. */
+async function teamWithBobBlocked(s: Awaited<ReturnType<typeof setup>>) {
+  await blockMailbox(s.dir, 'bob');
+  await s.directory.setAlias('team@example.test', USERS);
+  const q = s.make();
+  await q.start();
+  return q;
+}
+
 test('local-only Maildir mail is delivered before accept returns, with trace headers, and never spooled', async () => {
   const s = await setup();
   try {
@@ -168,10 +180,7 @@ test('temporary failures retry with backoff; done-marks stop a finished target f
   const s = await setup({ outbound: { retry: ['100ms'] } });
   try {
     // bob's Maildir cannot be made: a plain file sits where it should be.
-    await blockMailbox(s.dir, 'bob');
-    await s.directory.setAlias('team@example.test', USERS);
-    const q = s.make();
-    await q.start();
+    const q = await teamWithBobBlocked(s);
     const id = q.newId();
     await q.accept(id, envelope('a@example.net', ['team@example.test']), message('x'));
     await q.idle();
@@ -203,12 +212,9 @@ test('temporary failures retry with backoff; done-marks stop a finished target f
 test('direct delivery: when the spool cannot take what failed, the stored copies are taken back before the 451; the retry gives each recipient one', async () => {
   const s = await setup();
   try {
-    await blockMailbox(s.dir, 'bob');
-    await s.directory.setAlias('team@example.test', USERS);
-    const q = s.make();
-    await q.start();
+    const q = await teamWithBobBlocked(s);
     const real = q.spool.accept.bind(q.spool);
-    q.spool.accept = () => Promise.reject(Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' }));
+    q.spool.accept = () => Promise.reject(diskFull());
     await assert.rejects(q.accept(q.newId(), envelope('a@example.net', ['team@example.test']), message('x')), /ENOSPC/);
     assert.deepEqual(await maildirFiles(s.dir, 'alice'), [], "alice's copy was taken back");
     assert.deepEqual(await spoolEntries(s.dir), []);
@@ -231,14 +237,11 @@ test('direct delivery: when the spool cannot take what failed, the stored copies
 test('direct delivery: a copy a reader has moved before it could be taken back stays, and is logged', async () => {
   const s = await setup();
   try {
-    await blockMailbox(s.dir, 'bob');
-    await s.directory.setAlias('team@example.test', USERS);
-    const q = s.make();
-    await q.start();
+    const q = await teamWithBobBlocked(s);
     q.spool.accept = async () => {
       // A reader (IMAP, POP3) takes alice's new copy into cur/ just before the spool fails.
       for (const f of await maildirFiles(s.dir, 'alice')) await rename(f, f.replace(`${join('alice', 'new')}`, join('alice', 'cur')) + ':2,S');
-      throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
+      throw diskFull();
     };
     await assert.rejects(q.accept(q.newId(), envelope('a@example.net', ['team@example.test']), message('x')), /ENOSPC/);
     assert.equal((await maildirFiles(s.dir, 'alice')).length, 1);
@@ -415,12 +418,9 @@ test('deliverNow (LMTP): one outcome per recipient, non-local ones spooled', asy
 test('deliverNow (LMTP): a recipient whose rest cannot be spooled hears 451 and its stored copies are taken back, unless a recipient answered 250 shares the file', async () => {
   const s = await setup();
   try {
-    await blockMailbox(s.dir, 'bob');
-    await s.directory.setAlias('team@example.test', USERS);
+    const q = await teamWithBobBlocked(s);
     await s.directory.setAlias('solo@example.test', ['alice@example.test']);
-    const q = s.make();
-    await q.start();
-    q.spool.accept = () => Promise.reject(Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' }));
+    q.spool.accept = () => Promise.reject(diskFull());
     const out = await q.deliverNow(q.newId(), envelope('a@example.net', ['solo@example.test', 'team@example.test']), message('x'));
     assert.deepEqual(
       out.map((o) => [o.recipient.address, o.status, o.code]),
@@ -457,7 +457,7 @@ test('direct delivery: a Sieve plan whose second store fails has its first copy 
     await writeFile(join(s.dir, 'mail', 'example.test', 'alice', '.Blocked'), 'in the way');
     const q = createMessageQueue({ config: s.config, log: s.log, directory: s.directory, store });
     await q.start();
-    q.spool.accept = () => Promise.reject(Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' }));
+    q.spool.accept = () => Promise.reject(diskFull());
     await assert.rejects(q.accept(q.newId(), envelope('a@example.net', ['alice@example.test']), message('x')), /ENOSPC/);
     assert.deepEqual(await maildirFiles(s.dir, 'alice'), [], 'the INBOX copy the plan stored first is gone');
     assert.equal(evts(s.lines, 'delivery.taken_back').length, 1);
@@ -470,12 +470,9 @@ test('direct delivery: a Sieve plan whose second store fails has its first copy 
 test('deliverNow (LMTP): two recipients answered 451 that share one file take it back once, with no false failure; nothing is reported deferred', async () => {
   const s = await setup();
   try {
-    await blockMailbox(s.dir, 'bob');
-    await s.directory.setAlias('team@example.test', USERS);
+    const q = await teamWithBobBlocked(s);
     await s.directory.setAlias('team2@example.test', USERS);
-    const q = s.make();
-    await q.start();
-    q.spool.accept = () => Promise.reject(Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' }));
+    q.spool.accept = () => Promise.reject(diskFull());
     const out = await q.deliverNow(q.newId(), envelope('a@example.net', ['team@example.test', 'team2@example.test']), message('x'));
     assert.deepEqual(out.map((o) => o.code), [451, 451]);
     assert.deepEqual(await maildirFiles(s.dir, 'alice'), []);

@@ -101,7 +101,7 @@ test('intents without their message file are kept by list and handed out as orph
 
     const fresh = new Spool(dir);
     await fresh.init();
-    const found = await fresh.orphanIntents();
+    const found = (await fresh.scan()).orphans;
     assert.deepEqual(
       found.sort((a, b) => a.key.localeCompare(b.key)),
       [
