@@ -3,6 +3,7 @@
 // RFC 3463. `text` is for the client; the cause (file system error, …) is for the log only.
 //
 // Config keys: none.
+import type { StoredCopy } from './stored-copy.js';
 
 export class DeliveryError extends Error {
   /**
@@ -11,22 +12,22 @@ export class DeliveryError extends Error {
    */
   readonly stored: boolean;
   /**
-   * Maildir files this delivery wrote, complete and fsynced, before it failed (a Sieve plan's
-   * earlier stores): what a caller that must take the delivery back removes (queue/manager.ts).
+   * Copies this delivery stored before it failed (a Sieve plan's earlier stores, a copy whose
+   * folder fsync failed): what a caller that must take the delivery back removes (queue/manager.ts).
    */
-  readonly files: string[];
+  readonly copies: StoredCopy[];
 
   constructor(
     readonly temporary: boolean,
     readonly code: number,
     readonly enhanced: string,
     readonly text: string,
-    opts: { cause?: unknown; stored?: boolean; files?: string[] } = {},
+    opts: { cause?: unknown; stored?: boolean; copies?: StoredCopy[] } = {},
   ) {
     super(`${enhanced} ${text}`, { cause: opts.cause });
     this.name = 'DeliveryError';
     this.stored = opts.stored === true;
-    this.files = opts.files ?? [];
+    this.copies = opts.copies ?? [];
   }
 }
 
@@ -37,8 +38,11 @@ export const DeliveryErrors = {
   systemFull: (cause?: unknown) => new DeliveryError(true, 452, '4.3.1', 'Mail system full', { cause }),
   /** RFC 3463 X.3.0: any other local trouble. */
   localError: (cause?: unknown) => new DeliveryError(true, 451, '4.3.0', 'Local delivery error, try again later', { cause }),
-  /** X.3.0 too, for a copy written into place whose folder could not be fsynced (`stored`). */
-  notSynced: (cause?: unknown) => new DeliveryError(true, 451, '4.3.0', 'Local delivery error, try again later', { cause, stored: true }),
+  /**
+   * X.3.0 too, for a copy in place whose folder could not be fsynced (`stored`); `copies`: the
+   * copy, when this delivery wrote it.
+   */
+  notSynced: (cause?: unknown, copies: StoredCopy[] = []) => new DeliveryError(true, 451, '4.3.0', 'Local delivery error, try again later', { cause, stored: true, copies }),
   /** RFC 3463 X.2.4 would be for lists; X.2.0 for a mailbox we could not lock in time. */
   locked: (cause?: unknown) => new DeliveryError(true, 451, '4.2.0', 'Mailbox busy, try again later', { cause }),
   /** RFC 3463 X.1.1: no such user (e.g. deleted while the message waited). */

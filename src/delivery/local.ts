@@ -13,8 +13,8 @@
 // never removed here: the queue removes them once the recipient's outcome is final, and keeps
 // them as the spool entry's intents when a store of the plan must be retried.
 // A plan's store that fails after an earlier one stored its copy fails as `stored`: the retry
-// must run under the same queue id, where it finds the earlier copies. The error names the
-// Maildir files of those copies (`files`), for a caller that has to take them back.
+// must run under the same queue id, where it finds the earlier copies. Results and errors name
+// the copies (`copies`, stored-copy.ts), for a caller that has to take them back.
 //
 // Path template: `{data_dir}` is the data folder; `{user}` the full address, `{local}` its local
 // part, `{domain}` its domain, each made safe as ONE path segment (bytes outside
@@ -38,6 +38,7 @@ import { MboxWriter, mboxEntry, type MboxIntent, type MboxIntentStore, type Mbox
 import { standaloneIntent } from './mbox-intent.js';
 import { folderSegments } from './folder.js';
 import { DeliveryError, DeliveryErrors, fromFsError } from './errors.js';
+import type { StoredCopy } from './stored-copy.js';
 
 export type LocalDeliveryConfig = Pick<Config, 'mailbox' | 'data_dir' | 'hostname'> & { baseDir?: string; sieve?: SieveConfig };
 
@@ -83,8 +84,11 @@ export interface LocalDeliveryResult {
   /** "maildir:/path/to/file" or "mbox:/path/to/mbox". */
   destination: string;
   duplicate: boolean;
-  /** The Maildir files this delivery wrote (none for mbox, a duplicate, or a plan storing nothing). */
-  files: string[];
+  /**
+   * The copies this delivery stored, or found stored by an earlier attempt under the same queue
+   * id (`duplicate`); none for a plan storing nothing.
+   */
+  copies: StoredCopy[];
 }
 
 /** One delivery's view of the queue's intent records; standalone ones when the store asks for them. */
@@ -198,11 +202,11 @@ export class LocalDelivery {
             if (results.length === 0) throw e;
             // Copies are in place already: see the header. They go with the error.
             const d = e instanceof DeliveryError ? e : DeliveryErrors.localError(e);
-            throw new DeliveryError(d.temporary, d.code, d.enhanced, d.text, { cause: d.cause, stored: true, files: [...results.flatMap((r) => r.files), ...d.files] });
+            throw new DeliveryError(d.temporary, d.code, d.enhanced, d.text, { cause: d.cause, stored: true, copies: [...results.flatMap((r) => r.copies), ...d.copies] });
           }
         }
-        if (results.length === 0) return { destination: `sieve:${plan.summary}`, duplicate: false, files: [] };
-        return { destination: results.map((r) => r.destination).join(' '), duplicate: results.every((r) => r.duplicate), files: results.flatMap((r) => r.files) };
+        if (results.length === 0) return { destination: `sieve:${plan.summary}`, duplicate: false, copies: [] };
+        return { destination: results.map((r) => r.destination).join(' '), duplicate: results.every((r) => r.duplicate), copies: results.flatMap((r) => r.copies) };
       }
     }
     return this.store(req, { ...(req.folder !== undefined ? { folder: req.folder } : {}), flags: [], create: true });
@@ -220,7 +224,7 @@ export class LocalDelivery {
         checkExisting: req.checkExisting,
         intent: intents ? mboxIntentStore(intents, key, entry) : undefined,
       });
-      return { destination: `mbox:${r.path}`, duplicate: r.duplicate, files: [] };
+      return { destination: `mbox:${r.path}`, duplicate: r.duplicate, copies: [{ kind: 'mbox', file: r.path, offset: r.offset, entry, ...found(r.duplicate) }] };
     }
     const parts = { qid: req.qid, receivedAt: req.receivedAt, key, hostname: this.config.hostname };
     let info = '';
@@ -241,6 +245,8 @@ export class LocalDelivery {
     // The trace headers, then the message: the I/O thread writes its CRLFs as LF (trace.ts).
     const content = { head: Buffer.from(traceHeaders(req.sender, req.user), 'utf8'), crlfMessage: req.message };
     const r = await this.maildir.deliver(path, req.folder, parts, content, req.checkExisting, info);
-    return { destination: `maildir:${r.path}`, duplicate: r.duplicate, files: r.duplicate ? [] : [r.path] };
+    return { destination: `maildir:${r.path}`, duplicate: r.duplicate, copies: [{ kind: 'maildir', file: r.path, ...found(r.duplicate) }] };
   }
 }
+
+const found = (duplicate: boolean): { found?: true } => (duplicate ? { found: true } : {});

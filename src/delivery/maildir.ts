@@ -4,7 +4,8 @@
 // A delivery writes tmp/<name>, fdatasyncs it, renames it into new/<name> and fsyncs new/ (one
 // sequence on the I/O pool, durable-file.ts). Only then does it count as delivered.
 // When only that fsync fails, after the rename, the copy is in new/ and may already be read; it
-// is never taken back. new/ is fsynced once more when opening it was what failed (io-pool.ts
+// is not taken back here (the error names it: the queue takes it back only when the client is
+// then told 4xx, queue/manager.ts). new/ is fsynced once more when opening it was what failed (io-pool.ts
 // `folderSyncRetryable`), and if that fails too, or an fsync(2) itself failed, the
 // delivery throws a temporary DeliveryError with `stored` set: the caller must retry under the
 // same queue id with `checkExisting` (the queue does; LMTP answers 250 and keeps the recipient in
@@ -88,7 +89,7 @@ export class MaildirWriter {
     try {
       return await writeThenRename(tmp, final, bytes, 0o666, folder, { lf, syncer: this.syncer });
     } catch (e) {
-      throw renamedButNotSynced(e) ? DeliveryErrors.notSynced(e) : e;
+      throw renamedButNotSynced(e) ? DeliveryErrors.notSynced(e, [{ kind: 'maildir', file: e.target }]) : e;
     }
   }
 

@@ -38,6 +38,11 @@
 // message to compare with: its record also names the file and keeps the entry's first bytes, and
 // the queue checks it at start (mbox-intent.ts).
 //
+// Taking an entry back (`takeBack`): an LMTP recipient's entry is appended before its reply, and
+// when that reply turns into 4xx (the rest could not be spooled) the client sends the message
+// again, so the queue takes the entry back: it is cut off under the same locks, but only while
+// the file still ends with exactly its bytes. An entry another one now follows stays.
+//
 // Sub-folders: "<mbox>.d/<A.B>" — a flat folder next to the INBOX file, one mbox file per folder,
 // hierarchy segments joined by '.' (folder.ts).
 //
@@ -50,6 +55,7 @@ import type { DirSyncer } from '../queue/dir-sync.js';
 import { DeliveryErrors, fromFsError } from './errors.js';
 import { FolderNameError, folderDiskName, type FolderNames } from './folder.js';
 import { mkdirsDurable } from './fs-util.js';
+import type { StoredCopy } from './stored-copy.js';
 
 const fsExt = createRequire(import.meta.url)('fs-ext') as {
   flock(fd: number, flags: 'sh' | 'ex' | 'shnb' | 'exnb' | 'un', cb: (err: NodeJS.ErrnoException | null) => void): void;
@@ -312,13 +318,14 @@ export class MboxWriter {
    * Runs `work` on mbox `file` (opened read-write, created when missing) under the same locks as
    * an append, after the appends to it queued before. `work` must do all its I/O on the mbox
    * through `fh`: closing any other descriptor of the file would drop the fcntl lock (header).
+   * `create: false`: a missing file (or folder) is not made, the DeliveryError's cause is ENOENT.
    * Throws DeliveryError.
    */
-  async withLockedFile<T>(file: string, work: (fh: FileHandle) => Promise<T>): Promise<T> {
+  async withLockedFile<T>(file: string, work: (fh: FileHandle) => Promise<T>, opts: { create?: boolean } = {}): Promise<T> {
     // In-process serialisation per file: cheaper than everyone polling the dotlock, and
     // required by the fcntl lock (see fileQueues).
     const prev = fileQueues.get(file) ?? Promise.resolve();
-    const run = prev.catch(() => undefined).then(() => this.locked(file, work));
+    const run = prev.catch(() => undefined).then(() => this.locked(file, work, opts.create ?? true));
     fileQueues.set(file, run);
     try {
       return await run;
@@ -327,15 +334,15 @@ export class MboxWriter {
     }
   }
 
-  private async locked<T>(file: string, work: (fh: FileHandle) => Promise<T>): Promise<T> {
+  private async locked<T>(file: string, work: (fh: FileHandle) => Promise<T>, create: boolean): Promise<T> {
     try {
-      await mkdirsDurable([dirname(file)], this.syncer);
+      if (create) await mkdirsDurable([dirname(file)], this.syncer);
       const deadline = Date.now() + this.lockTimeoutMs;
       const lock = `${file}.lock`;
       await this.dotlock(lock, deadline);
       try {
         // The one descriptor of the mbox: the work (append, repair) does all its I/O through it (see header).
-        const fh = await open(file, constants.O_RDWR | constants.O_CREAT, 0o600);
+        const fh = await open(file, constants.O_RDWR | (create ? constants.O_CREAT : 0), 0o600);
         try {
           return await withFileLocks(fh, deadline, () => work(fh));
         } finally {
@@ -393,23 +400,50 @@ export class MboxWriter {
       await fh.datasync().catch(() => undefined);
       throw e;
     }
-    if (start === 0 || unsyncedFolders.has(file)) await this.syncFolderOf(file);
+    if (start === 0 || unsyncedFolders.has(file)) await this.syncFolderOf(file, [{ kind: 'mbox', file, offset: size, entry }]);
     return { path: file, duplicate: false, offset: size };
+  }
+
+  /**
+   * Takes back an entry appended earlier (`entry` at `offset` of `file`) while it is still the
+   * file's last: the file is cut back to `offset` and fdatasynced, under the same locks as an
+   * append. Anything else is left alone: 'changed' when the file does not end with exactly
+   * those bytes there (another entry follows, a mail reader rewrote the mailbox), 'absent' when
+   * the file is gone. A file the entry created stays, empty. Throws DeliveryError.
+   */
+  async takeBack(file: string, offset: number, entry: Buffer): Promise<'removed' | 'changed' | 'absent'> {
+    const work = async (fh: FileHandle) => {
+      const size = (await fh.stat()).size;
+      if (size !== offset + entry.length) return 'changed' as const;
+      const have = Buffer.alloc(entry.length);
+      const { bytesRead } = await fh.read(have, 0, entry.length, offset);
+      if (bytesRead !== entry.length || !have.equals(entry)) return 'changed' as const;
+      await fh.truncate(offset);
+      await fh.datasync();
+      return 'removed' as const;
+    };
+    try {
+      // A file (or folder) that is gone holds nothing to take back; neither is made again.
+      return await this.withLockedFile(file, work, { create: false });
+    } catch (e) {
+      if (((e as Error).cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') return 'absent';
+      throw e;
+    }
   }
 
   /**
    * fsyncs the folder of a file this process made (its name is durable only then). A failure is
    * `stored`: the entry is in the file for good, only its name may not be; a retry under the same
    * queue id finds it through its intent record and comes back here, and so does any append to
-   * the file until a folder fsync has worked.
+   * the file until a folder fsync has worked. `copies`: the entry just appended, if any.
    */
-  private async syncFolderOf(file: string): Promise<void> {
+  private async syncFolderOf(file: string, copies: StoredCopy[] = []): Promise<void> {
     try {
       await this.syncer.sync(dirname(file));
       unsyncedFolders.delete(file);
     } catch (e) {
       unsyncedFolders.add(file);
-      throw DeliveryErrors.notSynced(e);
+      throw DeliveryErrors.notSynced(e, copies);
     }
   }
 

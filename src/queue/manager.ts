@@ -21,13 +21,18 @@
 //     Sieve plan stored before. At start, before anything else, every intent record left
 //     without a message file is checked: a torn mbox entry it marks is cut off (the LMTP client,
 //     never answered, sends the message again); any other such record is just removed.
+//     Recipients of one LMTP transaction that reach the same user and folder (an alias and its
+//     target) share one copy: a later one looks for the earlier one's (`checkExisting`), as the
+//     targets of one spooled message are deduplicated. The copy stays as the first recipient
+//     stored it (its Sieve plan's flags and header edits).
 //   - A Maildir copy renamed into place whose folder fsync failed is a temporary failure marked
 //     `stored` (maildir.ts): retried under the same queue id like any other (the retry finds the
 //     copy), and LMTP keeps that recipient in the spool with a 250 rather than a 4xx (only a spool
-//     that cannot take it either leaves the 4xx, and the client's retry may store a second copy).
+//     that cannot take it either leaves the 4xx, and the copy is then taken back, as below).
 //   - Copies stored before the client's reply (direct delivery, LMTP) are reported delivered only
 //     once the reply is certain. When the rest of such a message cannot be spooled, the client
-//     hears 4xx and sends it again, so its Maildir copies are taken back first (takeBack).
+//     hears 4xx and sends it again, so its copies are taken back first (takeBack): Maildir files
+//     removed, mbox entries cut off while they are still their file's last.
 // Temporary failures retry after `outbound.retry` waits (plus up to 10% jitter, so a burst does
 // not retry in lockstep); after `outbound.lifetime` the target is failed. Permanent failures (the
 // user no longer exists, a bad folder name, a 5xx from the next hop) mark the target failed.
@@ -66,6 +71,7 @@ import { LiveRoutes, type RouteSource, withoutCredentials } from '../policy/rout
 import { createRouter, type RemoteVia, type Router, type RouteTarget } from '../delivery/router.js';
 import { LocalDelivery, targetKey, type IntentStore, type LocalDeliveryResult } from '../delivery/local.js';
 import { DeliveryError, DeliveryErrors } from '../delivery/errors.js';
+import { copyIdentity, type StoredCopy } from '../delivery/stored-copy.js';
 import type { MboxOptions } from '../delivery/mbox.js';
 import { parseStandaloneIntent, repairTornEntry, type TornEntryCheck } from '../delivery/mbox-intent.js';
 import type { Outbound, OutboundResult } from '../transport/outbound.js';
@@ -298,22 +304,22 @@ class QueueManager implements ManagedQueue {
     }
     if (countReceived(message) > MAX_RECEIVED) return false;
     // Copies are reported delivered only once the client's 250 is certain (below).
-    const copies: FirstCopy[] = [];
+    const stores: BeforeReply[] = [];
     const results = await Promise.all(
       targets.map(async (t) => {
         const r = await this.storeFirstTime(id, envelope, message, t);
         if (!(r instanceof DeliveryError)) {
           t.status = 'done';
-          copies.push({ t, files: r.files, delivered: r });
+          stores.push({ t, copies: r.copies, delivered: r });
           return true;
         }
-        copies.push({ t, files: r.files });
+        stores.push({ t, copies: r.copies });
         logEvent(this.log, 'info', 'delivery.direct_fallback', { qid: id, rcpt: t.rcpt, err: String(r) }, 'direct delivery failed; the spool takes over');
         return false;
       }),
     );
     if (results.every(Boolean)) {
-      this.report(id, copies);
+      this.report(id, stores);
       return true;
     }
     // The rest goes through the spool; the first round retries it at once and, for a permanent
@@ -324,10 +330,10 @@ class QueueManager implements ManagedQueue {
     } catch (e) {
       // The client hears 4xx and sends the message again: the copies stored a moment ago go
       // first, or their recipients would get the retry's copy as well.
-      await this.takeBack(id, copies);
+      await this.takeBack(id, stores);
       throw e;
     }
-    this.report(id, copies);
+    this.report(id, stores);
     const saved = await this.writeFirstState(id, state);
     const entry: Entry = { id, envelope, message, state, checkExisting: true, entryFailures: 0, ...(saved ? {} : { unsaved: true }) };
     this.known.set(id, entry);
@@ -353,66 +359,96 @@ class QueueManager implements ManagedQueue {
   }
 
   /** Copies stored before the client's reply, reported delivered once that reply is certain. */
-  private report(id: string, copies: FirstCopy[]): void {
-    for (const { t, delivered: d } of copies) if (d) this.delivered(id, t, d.destination, d.duplicate);
+  private report(id: string, stores: BeforeReply[]): void {
+    for (const { t, delivered: d } of stores) if (d) this.delivered(id, t, d.destination, d.duplicate);
   }
 
   /**
-   * One local target's first delivery, before the client has its reply (no earlier copy can
-   * exist, so no lookup for one): what was stored, or the error; nothing is reported yet.
+   * One local target's first delivery, before the client has its reply: what was stored, or the
+   * error; nothing is reported yet. No earlier copy can exist, so none is looked for, unless
+   * `userReachedBefore`: another recipient of this LMTP transaction reached the same user.
    * `intents`: where an mbox append records itself (deliverNow's standalone records); the direct
    * Maildir path has no mbox appends and passes none.
    */
-  private async storeFirstTime(id: string, envelope: Envelope, message: Buffer, t: TargetState, intents?: IntentStore): Promise<LocalDeliveryResult | DeliveryError> {
+  private async storeFirstTime(id: string, envelope: Envelope, message: Buffer, t: TargetState, intents?: IntentStore, userReachedBefore = false): Promise<LocalDeliveryResult | DeliveryError> {
     try {
-      return await this.local.deliver({ qid: id, sender: envelope.mailFrom, receivedAt: envelope.receivedAt, user: t.user!, rcpt: t.rcpt, folder: t.folder, message, checkExisting: false, ...(intents ? { intents } : {}) });
+      return await this.local.deliver({ qid: id, sender: envelope.mailFrom, receivedAt: envelope.receivedAt, user: t.user!, rcpt: t.rcpt, folder: t.folder, message, checkExisting: userReachedBefore, ...(intents ? { intents } : {}) });
     } catch (e) {
       return asDeliveryError(e);
     }
   }
 
   /**
-   * Takes back the Maildir copies stored before the client's reply (a direct delivery, or an
-   * LMTP recipient's) when the rest could not be spooled and the client is about to hear 4xx:
-   * each file is unlinked and its folder fsynced, so its recipient gets only the retry's copy,
-   * after a crash too. A copy that is already gone (a reader moved it to cur/ meanwhile) or
-   * cannot be removed stays, and is logged: that recipient will have two. An mbox append is not
-   * taken back, nor what a Sieve script did besides storing (a redirect or vacation reply).
-   * `standing`: files that also hold the copy of a recipient answered 250; they stay.
+   * Takes back the copies stored before the client's reply (a direct delivery, or an LMTP
+   * recipient's) when the rest could not be spooled and the client is about to hear 4xx, so that
+   * its recipients get only the retry's copy, after a crash too:
+   *   - a Maildir file is unlinked and its folder fsynced;
+   *   - an mbox entry is cut off, and the file fdatasynced, while the file still ends with it
+   *     (mbox.ts); the entries of one file go last first.
+   * A copy that is gone already (a reader moved a Maildir file to cur/ meanwhile), that another
+   * entry follows, or that cannot be removed stays, and is logged: its recipient will have two.
+   * What a Sieve script did besides storing (a redirect, a vacation reply) is not taken back.
+   * Only the delivery that wrote a copy takes it back, never one that found it (`found`).
+   * `standing`: copies that are also a recipient's answered 250 (copyIdentity); they stay.
    */
-  private async takeBack(id: string, written: FirstCopy[], standing: ReadonlySet<string> = new Set()): Promise<void> {
-    const byFolder = new Map<string, { t: TargetState; file: string }[]>();
-    // Recipients reaching one user and folder share one file name: each file is taken once.
+  private async takeBack(id: string, written: BeforeReply[], standing: ReadonlySet<string> = new Set()): Promise<void> {
+    const maildirs = new Map<string, { t: TargetState; file: string }[]>();
+    const mboxes = new Map<string, { t: TargetState; offset: number; entry: Buffer }[]>();
+    // Recipients reaching one user and folder share one copy: each is taken once.
     const seen = new Set(standing);
-    for (const { t, files } of written) {
-      for (const file of files) {
-        if (seen.has(file)) continue;
-        seen.add(file);
-        const list = byFolder.get(dirname(file)) ?? [];
-        list.push({ t, file });
-        byFolder.set(dirname(file), list);
+    for (const { t, copies } of written) {
+      for (const c of copies) {
+        if (c.found) continue;
+        const identity = copyIdentity(c);
+        if (seen.has(identity)) continue;
+        seen.add(identity);
+        if (c.kind === 'maildir') pushTo(maildirs, dirname(c.file), { t, file: c.file });
+        else pushTo(mboxes, c.file, { t, offset: c.offset, entry: c.entry });
       }
     }
-    await Promise.all(
-      [...byFolder].map(async ([folder, copies]) => {
-        const removed: typeof copies = [];
-        for (const c of copies) {
-          try {
-            await unlink(c.file);
-            removed.push(c);
-          } catch (e) {
-            logEvent(this.log, 'error', 'delivery.take_back_failed', { qid: id, rcpt: c.t.rcpt, user: c.t.user, file: c.file, err: String(e) }, 'a copy delivered before the spool failed could not be taken back: its recipient may get the message twice');
-          }
-        }
-        if (!removed.length) return;
+    const failed = (t: TargetState, fields: Record<string, unknown>, err: unknown) =>
+      logEvent(this.log, 'error', 'delivery.take_back_failed', { qid: id, rcpt: t.rcpt, user: t.user, ...fields, err: String(err) }, 'a copy delivered before the spool failed could not be taken back: its recipient may get the message twice');
+    const takenBack = (t: TargetState, fields: Record<string, unknown>) =>
+      logEvent(this.log, 'warn', 'delivery.taken_back', { qid: id, rcpt: t.rcpt, user: t.user, ...fields }, 'copy taken back: the rest of the message could not be spooled, and the client will send it again');
+    const maildirWork = [...maildirs].map(async ([folder, copies]) => {
+      const removed: typeof copies = [];
+      for (const c of copies) {
         try {
-          await this.syncer.sync(folder);
+          await unlink(c.file);
+          removed.push(c);
         } catch (e) {
-          logEvent(this.log, 'error', 'delivery.take_back_failed', { qid: id, folder, err: String(e) }, 'removed copies may come back after a crash: the folder could not be fsynced');
+          failed(c.t, { file: c.file }, e);
         }
-        for (const c of removed) logEvent(this.log, 'warn', 'delivery.taken_back', { qid: id, rcpt: c.t.rcpt, user: c.t.user, file: c.file }, 'copy taken back: the rest of the message could not be spooled, and the client will send it again');
-      }),
-    );
+      }
+      if (!removed.length) return;
+      try {
+        await this.syncer.sync(folder);
+      } catch (e) {
+        logEvent(this.log, 'error', 'delivery.take_back_failed', { qid: id, folder, err: String(e) }, 'removed copies may come back after a crash: the folder could not be fsynced');
+      }
+      for (const c of removed) takenBack(c.t, { file: c.file });
+    });
+    const mboxWork = [...mboxes].map(async ([file, entries]) => {
+      // Last first; once one stays, so must every entry before it (it is not the file's last).
+      let stays: string | undefined;
+      for (const c of entries.sort((a, b) => b.offset - a.offset)) {
+        const fields = { file, offset: c.offset };
+        if (stays) {
+          failed(c.t, fields, stays);
+          continue;
+        }
+        try {
+          const r = await this.local.mbox.takeBack(file, c.offset, c.entry);
+          if (r === 'removed') takenBack(c.t, fields);
+          else failed(c.t, fields, r === 'absent' ? 'the mbox file is gone' : 'the mbox no longer ends with this entry');
+          if (r === 'changed') stays = 'an entry after it in the mbox stays';
+        } catch (e) {
+          failed(c.t, fields, e);
+          stays = 'an entry after it in the mbox stays';
+        }
+      }
+    });
+    await Promise.all([...maildirWork, ...mboxWork]);
   }
 
   async deliverNow(id: string, envelope: Envelope, message: Buffer): Promise<RecipientOutcome[]> {
@@ -421,12 +457,16 @@ class QueueManager implements ManagedQueue {
     const spoolRcpts: EnvelopeRecipient[] = [];
     const spoolTargets = new Map<string, TargetState>();
     const pendingOutcome: number[] = [];
-    const pendingCopies: FirstCopy[] = [];
+    const pendingStores: BeforeReply[] = [];
     // Failures of targets whose recipient waits on the spool: reported once it has them.
     const pendingFailures: { t: TargetState; err: DeliveryError; temporary: boolean }[] = [];
-    // Files of recipients answered 250: one a later recipient wrote again (the same user and
-    // folder give the same name) is theirs too, and is never taken back.
+    // Copies of recipients answered 250 (copyIdentity): one a later recipient found or wrote
+    // again (the same user and folder) is theirs too, and is never taken back.
     const standing = new Set<string>();
+    // Local users this transaction's earlier recipients reached: a later recipient reaching one
+    // again looks for the copies stored for it (in any folder its Sieve plan picks) rather than
+    // storing second ones.
+    const reached = new Set<string>();
     // Standalone intent records: of recipients whose outcome is final, of spooled ones.
     const finished = new Set<string>();
     const kept = new Set<string>();
@@ -438,19 +478,20 @@ class QueueManager implements ManagedQueue {
       }
       const written = new Set<string>();
       // This recipient's copies: reported delivered once its reply is certain (below).
-      const copies: FirstCopy[] = [];
+      const stores: BeforeReply[] = [];
       const results = await Promise.all(
         r.targets.map(async (t) => {
           if (t.kind !== 'local') return { t, ok: true as const };
-          const d = await this.storeFirstTime(id, envelope, message, t, this.standaloneIntents(id, written));
+          const d = await this.storeFirstTime(id, envelope, message, t, this.standaloneIntents(id, written), reached.has(t.user!.toLowerCase()));
           if (d instanceof DeliveryError) {
-            copies.push({ t, files: d.files });
+            stores.push({ t, copies: d.copies });
             return { t, ok: false as const, err: d };
           }
-          copies.push({ t, files: d.files, delivered: d });
+          stores.push({ t, copies: d.copies, delivered: d });
           return { t, ok: true as const };
         }),
       );
+      for (const t of r.targets) if (t.kind === 'local') reached.add(t.user!.toLowerCase());
       // A copy already in its mailbox whose folder fsync failed (`stored`) is kept, not refused:
       // a 4xx would bring the message back under another queue id, and the retry could not tell
       // it from the copy in place. It waits in the spool; its retry finds that copy.
@@ -494,13 +535,13 @@ class QueueManager implements ManagedQueue {
       }
       for (const k of written) (spooled ? kept : finished).add(k);
       if (spooled) {
-        pendingCopies.push(...copies);
+        pendingStores.push(...stores);
         spoolRcpts.push(rcpt);
         pendingOutcome.push(outcomes.length);
         outcomes.push({ recipient: rcpt, status: 'queued', code: 250, enhanced: '2.0.0', text: `Queued as ${id}` });
       } else {
-        this.report(id, copies);
-        for (const c of copies) for (const f of c.files) standing.add(f);
+        this.report(id, stores);
+        for (const { copies } of stores) for (const c of copies) standing.add(copyIdentity(c));
         outcomes.push({ recipient: rcpt, status: 'delivered', code: 250, enhanced: '2.0.0', text: `Delivered as ${id}` });
       }
     }
@@ -514,12 +555,12 @@ class QueueManager implements ManagedQueue {
       } catch (e) {
         logEvent(this.log, 'error', 'spool.error', { qid: id, err: String(e) }, 'could not spool LMTP recipients');
         for (const i of pendingOutcome) outcomes[i] = outcome(outcomes[i]!.recipient, DeliveryErrors.localError(e));
-        // Those recipients hear 451 and come again: their Maildir copies go first (takeBack).
-        await this.takeBack(id, pendingCopies, standing);
+        // Those recipients hear 451 and come again: their copies go first (takeBack).
+        await this.takeBack(id, pendingStores, standing);
         await this.dropIntents(id, [...finished, ...kept]);
         return outcomes;
       }
-      this.report(id, pendingCopies);
+      this.report(id, pendingStores);
       for (const f of pendingFailures) this.logFailure(id, f.t, f.err, f.temporary);
       const saved = await this.writeFirstState(id, state);
       const entry: Entry = { id, envelope: env, message: null, state, checkExisting: true, entryFailures: 0, ...(saved ? {} : { unsaved: true }) };
@@ -1175,7 +1216,7 @@ class QueueManager implements ManagedQueue {
   // --- reporting ----------------------------------------------------------------------------
 
   private delivered(id: string, t: TargetState, destination: string, duplicate: boolean): void {
-    if (duplicate) logEvent(this.log, 'info', 'delivery.duplicate_skipped', { qid: id, rcpt: t.rcpt, user: t.user, destination }, 'already delivered before a restart');
+    if (duplicate) logEvent(this.log, 'info', 'delivery.duplicate_skipped', { qid: id, rcpt: t.rcpt, user: t.user, destination }, 'already delivered: by an earlier attempt, or for another recipient reaching the same mailbox folder');
     else logEvent(this.log, 'info', 'delivery.ok', { qid: id, rcpt: t.rcpt, user: t.user, destination });
     this.observe('delivered', { queueId: id, recipient: t.rcpt, destination });
   }
@@ -1280,14 +1321,20 @@ function xtext(s: string): string {
 }
 
 /**
- * What a target's delivery wrote before the client has its reply: its Maildir files (a failed
- * Sieve plan's earlier copies too), which a take-back removes, and, when it succeeded, the
- * result that is reported once the reply is certain.
+ * What a target's delivery stored before the client has its reply: its copies (a failed Sieve
+ * plan's earlier ones too), which a take-back removes, and, when it succeeded, the result that
+ * is reported once the reply is certain.
  */
-interface FirstCopy {
+interface BeforeReply {
   t: TargetState;
-  files: string[];
+  copies: StoredCopy[];
   delivered?: LocalDeliveryResult;
+}
+
+function pushTo<K, V>(map: Map<K, V[]>, key: K, value: V): void {
+  const list = map.get(key);
+  if (list) list.push(value);
+  else map.set(key, [value]);
 }
 
 function asDeliveryError(e: unknown): DeliveryError {

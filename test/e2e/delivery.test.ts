@@ -3,6 +3,7 @@
 // back with Python's mailbox module, an independent implementation of Maildir and mbox.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import nodemailer from 'nodemailer';
@@ -200,5 +201,32 @@ describe('mbox delivery', () => {
     const mboxrd = (s: string) => lf(s).replace(/^(>*From )/gm, '>$1');
     assertDelivered(got[0]!.bytes, mboxrd(SENT), 'alice@example.test', 'sender@remote.example');
     assertDelivered(got[1]!.bytes, mboxrd(second), 'alice@example.test', '');
+  });
+
+  it('Python smtplib.LMTP: an alias and its target in one transaction get one entry, both answered 250', async () => {
+    const a = await d.cli(['user', 'alias', 'al@example.test', 'alice@example.test']);
+    assert.equal(a.code, 0, a.stderr);
+    const path = join(d.dataDir, 'mbox', 'example.test', 'alice');
+    // The mbox exists only if an earlier test of this file delivered into it.
+    const before = existsSync(path) ? (await pythonJson<unknown[]>(READ_MBOX, [path])).length : 0;
+    // One reply per recipient after DATA (RFC 2033 §4.2): smtplib.LMTP.data reads the first,
+    // getreply the second.
+    const r = await pythonJson<[number, string][]>(
+      `
+import smtplib, sys, json
+s = smtplib.LMTP('127.0.0.1', int(sys.argv[1]))
+s.ehlo()
+s.mail('sender@remote.example')
+replies = [s.rcpt('al@example.test'), s.rcpt('alice@example.test'), s.data(sys.stdin.read().encode()), s.getreply()]
+s.quit()
+print(json.dumps([[c, m.decode()] for c, m in replies]))`,
+      [String(d.ports.lmtp)],
+      { input: SENT.replace('e2e-1', 'e2e-lmtp-alias') },
+    );
+    assert.deepEqual(r.map(([c]) => c), [250, 250, 250, 250]);
+    assert.match(r[3]![1], /^2\.0\.0 Delivered as /);
+    const got = await pythonJson<{ bytes: string }[]>(READ_MBOX, [path]);
+    assert.equal(got.length, before + 1);
+    assert.equal(got.filter((m) => m.bytes.includes('e2e-lmtp-alias')).length, 1);
   });
 });

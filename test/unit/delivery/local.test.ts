@@ -51,14 +51,14 @@ test('a Maildir delivery stores trace headers and the message with LF ends; S= i
     const first = await l.deliver(req);
     assert.equal(first.duplicate, false);
     const path = first.destination.replace(/^maildir:/, '');
-    assert.deepEqual(first.files, [path], 'the file it wrote');
+    assert.deepEqual(first.copies, [{ kind: 'maildir', file: path }], 'the file it wrote');
     const stored = await readFile(path);
     const want = Buffer.concat([Buffer.from('Return-Path: <s@remote.test>\nDelivered-To: alice@example.test\n'), Buffer.from('Subject: t\nX-Odd: a\rb\n\nline\nbare\nlf\n\xe9\n', 'latin1')]);
     assert.ok(stored.equals(want), JSON.stringify(stored.toString('latin1')));
     assert.match(path, new RegExp(`/new/1700000000\\.M123000QQ0LFR[0-9a-f]+\\..*,S=${want.length}$`));
     assert.deepEqual(await readdir(join(dir, 'mail', 'example.test', 'alice', 'tmp')), [], 'nothing left in tmp/');
     const again = await l.deliver({ ...req, checkExisting: true });
-    assert.deepEqual(again, { destination: first.destination, duplicate: true, files: [] }, 'a duplicate wrote nothing');
+    assert.deepEqual(again, { destination: first.destination, duplicate: true, copies: [{ kind: 'maildir', file: path, found: true }] }, 'a duplicate wrote nothing, and names the copy it found');
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

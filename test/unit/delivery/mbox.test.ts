@@ -158,6 +158,50 @@ test('intent: a retry sees its own entry, and repairs a torn one', async () => {
   }
 });
 
+test('takeBack cuts off an entry only while the file still ends with exactly it', async () => {
+  const { dir, cleanup } = await tempDir();
+  try {
+    const w = new MboxWriter(new DirSyncer());
+    const path = join(dir, 'box');
+    await w.deliver(path, undefined, mboxEntry('', T, Buffer.from('Subject: first\n\n')));
+    const before = await readFile(path);
+    const mine = mboxEntry('a@example.net', T, Buffer.from('Subject: mine\n\nbody\n'));
+    const r = await w.deliver(path, undefined, mine);
+    assert.equal(await w.takeBack(path, r.offset, mine), 'removed');
+    assert.ok((await readFile(path)).equals(before), 'the file is as it was before the append');
+    assert.deepEqual(readWithPython('mbox', path).map((m) => m.bytes.toString()), ['Subject: first\n\n']);
+
+    // Another entry after ours: ours stays, and so does theirs.
+    const again = await w.deliver(path, undefined, mine);
+    await w.deliver(path, undefined, mboxEntry('b@example.net', T, Buffer.from('Subject: theirs\n\n')));
+    const full = await readFile(path);
+    assert.equal(await w.takeBack(path, again.offset, mine), 'changed');
+    assert.ok((await readFile(path)).equals(full));
+
+    // The same length at the end, other bytes (a reader rewrote the mailbox): left alone.
+    const path2 = join(dir, 'box2');
+    const r2 = await w.deliver(path2, undefined, mine);
+    const other = Buffer.from(mine);
+    other[other.length - 3] = 0x58;
+    await writeFile(path2, other);
+    assert.equal(await w.takeBack(path2, r2.offset, mine), 'changed');
+    assert.ok((await readFile(path2)).equals(other));
+
+    // The entry that made the file: the file stays, empty (an empty mbox).
+    const path3 = join(dir, 'box3');
+    const r3 = await w.deliver(path3, undefined, mine);
+    assert.equal(r3.offset, 0);
+    assert.equal(await w.takeBack(path3, 0, mine), 'removed');
+    assert.equal((await stat(path3)).size, 0);
+    assert.deepEqual(readWithPython('mbox', path3), []);
+
+    assert.equal(await w.takeBack(join(dir, 'gone'), 0, mine), 'absent');
+    await assert.rejects(stat(join(dir, 'gone')), /ENOENT/, 'not created just to be looked at');
+  } finally {
+    await cleanup();
+  }
+});
+
 test('dotlocks: a stale or dead holder is broken, a live one makes delivery wait then fail', async () => {
   const { dir, cleanup } = await tempDir();
   try {

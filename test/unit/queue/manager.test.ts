@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, readdir, readFile, rename, rm, stat, truncate, unlink, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readdir, readFile, rename, rm, stat, truncate, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createMessageQueue, type EntryState } from '../../../src/queue/manager.js';
 import { Spool } from '../../../src/queue/spool.js';
@@ -58,6 +58,13 @@ async function setup(extra: Record<string, unknown> = {}) {
   const cap = captureLogger();
   const make = () => createMessageQueue({ config, log: cap.log, directory });
   return { ...t, config, directory, ...cap, make };
+}
+
+/** alice's Maildir, made; from now on every fsync of its new/ fails (until the fault heals). */
+async function aliceNewUnsyncable(s: Awaited<ReturnType<typeof setup>>) {
+  const inbox = join(s.dir, 'mail', 'example.test', 'alice');
+  await new LocalDelivery(s.config, new DirSyncer()).maildir.ensure(inbox, inbox);
+  return { inbox, fault: failFolderSyncs(join(inbox, 'new')) };
 }
 
 /** The spool's answer when the disk is full. */
@@ -485,6 +492,168 @@ test('deliverNow (LMTP): two recipients answered 451 that share one file take it
   }
 });
 
+/** mbox mailboxes, team@ reaching alice and bob, solo@ reaching alice; bob's mailbox cannot be opened for now. */
+async function mboxTeam() {
+  const s = await setup({ mailbox: { format: 'mbox', path: '{data_dir}/mbox/{user}' } });
+  await mkdir(join(s.dir, 'mbox', 'bob@example.test'), { recursive: true });
+  await s.directory.setAlias('team@example.test', USERS);
+  await s.directory.setAlias('solo@example.test', ['alice@example.test']);
+  const q = s.make();
+  await q.start();
+  return { s, q, alice: join(s.dir, 'mbox', 'alice@example.test') };
+}
+
+const subjects = (path: string) => readWithPython('mbox', path).map((m) => /^Subject: (.*)$/m.exec(m.bytes.toString())?.[1]);
+
+test('deliverNow (LMTP, mbox): two recipients reaching one user share one entry, as Maildir shares one file', async () => {
+  const { s, q, alice } = await mboxTeam();
+  try {
+    const out = await q.deliverNow(q.newId(), envelope('a@example.net', ['solo@example.test', 'alice@example.test']), message('x', 'Subject: one\r\n'));
+    assert.deepEqual(out.map((o) => [o.recipient.address, o.status, o.code]), [['solo@example.test', 'delivered', 250], ['alice@example.test', 'delivered', 250]]);
+    assert.deepEqual(subjects(alice), ['one']);
+    assert.deepEqual(evts(s.lines, 'delivery.ok').map((l) => l.rcpt), ['solo@example.test']);
+    assert.deepEqual(evts(s.lines, 'delivery.duplicate_skipped').map((l) => l.rcpt), ['alice@example.test']);
+    assert.deepEqual(await spoolEntries(s.dir), [], 'no intent record left behind');
+    await q.stop();
+  } finally {
+    await s.cleanup();
+  }
+});
+
+test('deliverNow (LMTP, mbox): a recipient whose rest cannot be spooled hears 451 and its entry is cut off, unless a recipient answered 250 shares it', async () => {
+  const { s, q, alice } = await mboxTeam();
+  try {
+    await q.deliverNow(q.newId(), envelope('a@example.net', ['alice@example.test']), message('x', 'Subject: before\r\n'));
+    const before = await readFile(alice);
+    q.spool.accept = () => Promise.reject(diskFull());
+
+    const out = await q.deliverNow(q.newId(), envelope('a@example.net', ['team@example.test']), message('y', 'Subject: taken back\r\n'));
+    assert.deepEqual(out.map((o) => [o.status, o.code]), [['deferred', 451]]);
+    assert.ok((await readFile(alice)).equals(before), 'the mbox is byte for byte what it was');
+    assert.deepEqual(evts(s.lines, 'delivery.taken_back').map((l) => [l.rcpt, l.user, l.offset]), [['team@example.test', 'alice@example.test', before.length]]);
+    assert.deepEqual(evts(s.lines, 'delivery.ok').map((l) => l.rcpt), ['alice@example.test'], 'only the first message was reported delivered');
+
+    // solo@ (250) and team@ (451) share alice's entry, whichever comes first: it stays.
+    const out2 = await q.deliverNow(q.newId(), envelope('a@example.net', ['solo@example.test', 'team@example.test']), message('z', 'Subject: shared\r\n'));
+    assert.deepEqual(out2.map((o) => o.code), [250, 451]);
+    const out3 = await q.deliverNow(q.newId(), envelope('a@example.net', ['team@example.test', 'solo@example.test']), message('z', 'Subject: shared too\r\n'));
+    assert.deepEqual(out3.map((o) => o.code), [451, 250]);
+    assert.deepEqual(subjects(alice), ['before', 'shared', 'shared too']);
+    assert.equal(evts(s.lines, 'delivery.taken_back').length, 1);
+    assert.deepEqual(evts(s.lines, 'delivery.take_back_failed'), []);
+    assert.deepEqual(await spoolEntries(s.dir), [], 'no intent record left behind');
+    await q.stop();
+  } finally {
+    await s.cleanup();
+  }
+});
+
+test('deliverNow (LMTP, mbox): an entry another program appended after is not cut off, and the take-back failure is logged', async () => {
+  const { s, q, alice } = await mboxTeam();
+  try {
+    const theirs = 'From someone@example.net Thu Jan  4 05:06:07 2024\nSubject: theirs\n\nhello\n\n';
+    q.spool.accept = async () => {
+      await appendFile(alice, theirs);
+      throw diskFull();
+    };
+    const out = await q.deliverNow(q.newId(), envelope('a@example.net', ['team@example.test']), message('y', 'Subject: ours\r\n'));
+    assert.deepEqual(out.map((o) => o.code), [451]);
+    assert.deepEqual(subjects(alice), ['ours', 'theirs'], 'both stay');
+    assert.deepEqual(evts(s.lines, 'delivery.taken_back'), []);
+    assert.deepEqual(evts(s.lines, 'delivery.take_back_failed').map((l) => [l.rcpt, l.offset, l.err]), [['team@example.test', 0, 'the mbox no longer ends with this entry']]);
+    await q.stop();
+  } finally {
+    await s.cleanup();
+  }
+});
+
+test('deliverNow (LMTP, mbox): entries of one file shared by several users are taken back last first; once one stays, the earlier ones do too', async () => {
+  const s = await setup({ mailbox: { format: 'mbox', path: '{data_dir}/mbox/{domain}' } });
+  try {
+    await s.directory.setAlias('all@example.test', [...USERS, 'x@remote.example']);
+    const q = s.make();
+    await q.start();
+    const box = join(s.dir, 'mbox', 'example.test');
+    await q.deliverNow(q.newId(), envelope('a@example.net', ['alice@example.test']), message('x', 'Subject: before\r\n'));
+    const before = await readFile(box);
+    q.spool.accept = () => Promise.reject(diskFull());
+    // The remote target is held in the spool, which fails: 451, and both entries go.
+    const out = await q.deliverNow(q.newId(), envelope('a@example.net', ['all@example.test']), message('y', 'Subject: twice\r\n'));
+    assert.deepEqual(out.map((o) => o.code), [451]);
+    assert.ok((await readFile(box)).equals(before));
+    assert.deepEqual(evts(s.lines, 'delivery.taken_back').map((l) => l.user), ['bob@example.test', 'alice@example.test']);
+
+    // Another program appends after ours: neither of ours is cut off.
+    q.spool.accept = async () => {
+      await appendFile(box, 'From someone@example.net Thu Jan  4 05:06:07 2024\nSubject: theirs\n\nhello\n\n');
+      throw diskFull();
+    };
+    const out2 = await q.deliverNow(q.newId(), envelope('a@example.net', ['all@example.test']), message('z', 'Subject: stays\r\n'));
+    assert.deepEqual(out2.map((o) => o.code), [451]);
+    assert.deepEqual(subjects(box), ['before', 'stays', 'stays', 'theirs']);
+    assert.deepEqual(evts(s.lines, 'delivery.take_back_failed').map((l) => [l.user, l.err]), [
+      ['bob@example.test', 'the mbox no longer ends with this entry'],
+      ['alice@example.test', 'an entry after it in the mbox stays'],
+    ]);
+    await q.stop();
+  } finally {
+    await s.cleanup();
+  }
+});
+
+test('deliverNow (LMTP): a copy a reader moved to cur/ between two recipients stays, whichever recipient heard 451', async () => {
+  const s = await setup();
+  try {
+    const q = await teamWithBobBlocked(s);
+    await s.directory.setAlias('solo@example.test', ['alice@example.test']);
+    q.spool.accept = () => Promise.reject(diskFull());
+    // A mail reader takes alice's new mail (new/ to cur/, seen) while the second recipient is routed.
+    const expand = s.directory.expand.bind(s.directory);
+    let moveOn = '';
+    s.directory.expand = async (address, depth) => {
+      if (address === moveOn && depth === undefined) {
+        const fresh = join(s.dir, 'mail', 'example.test', 'alice', 'new');
+        for (const f of await readdir(fresh)) await rename(join(fresh, f), join(fresh, '..', 'cur', `${f}:2,S`));
+      }
+      return expand(address, depth);
+    };
+    moveOn = 'team@example.test';
+    const out = await q.deliverNow(q.newId(), envelope('a@example.net', ['alice@example.test', 'team@example.test']), message('x', 'Subject: first\r\n'));
+    assert.deepEqual(out.map((o) => o.code), [250, 451]);
+    moveOn = 'solo@example.test';
+    const out2 = await q.deliverNow(q.newId(), envelope('a@example.net', ['team@example.test', 'solo@example.test']), message('y', 'Subject: second\r\n'));
+    assert.deepEqual(out2.map((o) => o.code), [451, 250]);
+    const texts = await Promise.all((await maildirFiles(s.dir, 'alice')).map((p) => readFile(p, 'utf8')));
+    assert.deepEqual(texts.map((t) => /^Subject: (.*)$/m.exec(t)?.[1]).sort(), ['first', 'second'], 'each 250 copy is still there');
+    assert.deepEqual(evts(s.lines, 'delivery.taken_back'), []);
+    // The second time the writer (team@) looked for its file in new/ and found it gone.
+    assert.equal(evts(s.lines, 'delivery.take_back_failed').length, 1);
+    await q.stop();
+  } finally {
+    await s.cleanup();
+  }
+});
+
+test('deliverNow (LMTP): a copy whose folder fsync failed is taken back too when the spool then fails', async () => {
+  const s = await setup();
+  const { inbox, fault } = await aliceNewUnsyncable(s);
+  try {
+    const q = s.make();
+    await q.start();
+    q.spool.accept = () => Promise.reject(diskFull());
+    const out = await q.deliverNow(q.newId(), envelope('a@example.net', ['alice@example.test']), message('x'));
+    assert.deepEqual(out.map((o) => [o.status, o.code]), [['deferred', 451]]);
+    assert.deepEqual(await maildirFiles(s.dir, 'alice'), [], 'the copy is gone: the retry brings the only one');
+    assert.equal(evts(s.lines, 'delivery.taken_back').length, 1);
+    // The folder still cannot be fsynced: the removal may not survive a crash, and that is said.
+    assert.deepEqual(evts(s.lines, 'delivery.take_back_failed').map((l) => l.folder), [join(inbox, 'new')]);
+    await q.stop();
+  } finally {
+    fault.restore();
+    await s.cleanup();
+  }
+});
+
 test('deliverNow (LMTP): an alias with one target refused for good answers 250, and the sender gets a DSN for that target', async () => {
   const s = await setup();
   const store = new MemoryStore();
@@ -513,9 +682,7 @@ test('deliverNow (LMTP): an alias with one target refused for good answers 250, 
 
 test('deliverNow (LMTP): a copy stored whose folder fsync failed is answered 250, not 4xx; its retry finds it, no second copy', async () => {
   const s = await setup();
-  const inbox = join(s.dir, 'mail', 'example.test', 'alice');
-  await new LocalDelivery(s.config, new DirSyncer()).maildir.ensure(inbox, inbox);
-  const fault = failFolderSyncs(join(inbox, 'new'));
+  const { fault } = await aliceNewUnsyncable(s);
   try {
     const q = s.make();
     await q.start();
