@@ -50,6 +50,8 @@ export interface SmtpReplyOptions {
 /**
  * A reply as an Error: smtp-server writes `err.responseCode` and `err.message`, and our adapter
  * (connection.ts) sees the enhanced code at the start of the message and adds no other.
+ * It carries no stack trace: a reply is not a fault (the fault behind one is its `cause`), and
+ * capturing the stack cost several microseconds for each of the replies every message gets.
  */
 export class SmtpReply extends Error {
   constructor(
@@ -58,7 +60,13 @@ export class SmtpReply extends Error {
     readonly text: string,
     readonly opts: SmtpReplyOptions = {},
   ) {
-    super(`${enhanced} ${text}`);
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
+    try {
+      super(`${enhanced} ${text}`);
+    } finally {
+      Error.stackTraceLimit = limit;
+    }
     this.name = 'SmtpReply';
     if (!Number.isInteger(code) || code < 200 || code > 599 || (code >= 300 && code < 400)) throw new RangeError(`bad reply code ${code}`);
     if (!classMatches(code, enhanced)) throw new RangeError(`enhanced code ${enhanced} does not match reply code ${code}`);
