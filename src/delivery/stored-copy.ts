@@ -8,6 +8,7 @@
 // ever takes it back.
 //
 // Config keys: none.
+import { basename, dirname, join } from 'node:path';
 
 export type StoredCopy = ({ kind: 'maildir'; file: string } | MboxCopy) & {
   /** Stored by an earlier attempt under the same queue id; this delivery wrote nothing. */
@@ -23,7 +24,12 @@ interface MboxCopy {
   entry: Buffer;
 }
 
-/** One name per copy: two recipients' deliveries that found or wrote the same copy share it. */
+/**
+ * One name per copy: two recipients' deliveries that found or wrote the same copy share it. A
+ * Maildir copy is named by its folder and the unique part of its file name (before the first
+ * ',': maildir.ts), which stay the same when a reader moves it from new/ to cur/ and adds flags.
+ */
 export function copyIdentity(c: StoredCopy): string {
-  return c.kind === 'maildir' ? c.file : `${c.file}\0${c.offset}`;
+  if (c.kind === 'mbox') return `${c.file}\0${c.offset}`;
+  return join(dirname(dirname(c.file)), basename(c.file).split(',')[0]!);
 }

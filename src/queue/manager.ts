@@ -23,8 +23,9 @@
 //     never answered, sends the message again); any other such record is just removed.
 //     Recipients of one LMTP transaction that reach the same user and folder (an alias and its
 //     target) share one copy: a later one looks for the earlier one's (`checkExisting`), as the
-//     targets of one spooled message are deduplicated. The copy stays as the first recipient
-//     stored it (its Sieve plan's flags and header edits).
+//     targets of one spooled message are deduplicated. A Maildir copy stays as the first
+//     recipient stored it (its Sieve plan's flags and header edits); an mbox entry is shared only
+//     when its bytes are the same.
 //   - A Maildir copy renamed into place whose folder fsync failed is a temporary failure marked
 //     `stored` (maildir.ts): retried under the same queue id like any other (the retry finds the
 //     copy), and LMTP keeps that recipient in the spool with a 250 rather than a 4xx (only a spool

@@ -197,6 +197,8 @@ test('takeBack cuts off an entry only while the file still ends with exactly it'
 
     assert.equal(await w.takeBack(join(dir, 'gone'), 0, mine), 'absent');
     await assert.rejects(stat(join(dir, 'gone')), /ENOENT/, 'not created just to be looked at');
+    assert.equal(await w.takeBack(join(dir, 'no-folder', 'box'), 0, mine), 'absent');
+    await assert.rejects(stat(join(dir, 'no-folder')), /ENOENT/, 'nor is its folder');
   } finally {
     await cleanup();
   }

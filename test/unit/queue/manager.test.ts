@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { appendFile, mkdir, readdir, readFile, rename, rm, stat, truncate, unlink, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { createMessageQueue, type EntryState } from '../../../src/queue/manager.js';
 import { Spool } from '../../../src/queue/spool.js';
 import { DirSyncer } from '../../../src/queue/dir-sync.js';
@@ -625,11 +625,30 @@ test('deliverNow (LMTP): a copy a reader moved to cur/ between two recipients st
     assert.deepEqual(out2.map((o) => o.code), [451, 250]);
     const texts = await Promise.all((await maildirFiles(s.dir, 'alice')).map((p) => readFile(p, 'utf8')));
     assert.deepEqual(texts.map((t) => /^Subject: (.*)$/m.exec(t)?.[1]).sort(), ['first', 'second'], 'each 250 copy is still there');
+    // Neither transaction tried to remove the copy: the first time the 451 recipient only found
+    // it, the second time the 250 recipient's copy is the same one under its new name.
     assert.deepEqual(evts(s.lines, 'delivery.taken_back'), []);
-    // The second time the writer (team@) looked for its file in new/ and found it gone.
-    assert.equal(evts(s.lines, 'delivery.take_back_failed').length, 1);
+    assert.deepEqual(evts(s.lines, 'delivery.take_back_failed'), []);
     await q.stop();
   } finally {
+    await s.cleanup();
+  }
+});
+
+test('deliverNow (LMTP, mbox): an entry whose new file could not have its folder fsynced is cut off too when the spool then fails', async () => {
+  const { s, q, alice } = await mboxTeam();
+  // alice's mbox does not exist yet: the append makes it, and the folder fsync that follows fails.
+  const fault = failFolderSyncs(dirname(alice));
+  try {
+    q.spool.accept = () => Promise.reject(diskFull());
+    const out = await q.deliverNow(q.newId(), envelope('a@example.net', ['alice@example.test']), message('x'));
+    assert.deepEqual(out.map((o) => [o.status, o.code]), [['deferred', 451]]);
+    assert.ok(fault.failed > 0, 'the folder fsync failed');
+    assert.equal((await stat(alice)).size, 0, 'the entry is cut off; the file it made stays, empty');
+    assert.deepEqual(evts(s.lines, 'delivery.taken_back').map((l) => [l.rcpt, l.offset]), [['alice@example.test', 0]]);
+    await q.stop();
+  } finally {
+    fault.restore();
     await s.cleanup();
   }
 });
