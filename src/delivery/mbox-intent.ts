@@ -23,7 +23,7 @@
 // never cut on less.
 //
 // Config keys: none.
-import { stat, type FileHandle } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import { isAbsolute } from 'node:path';
 import type { MboxIntent, MboxWriter } from './mbox.js';
 
@@ -78,15 +78,7 @@ export function parseStandaloneIntent(record: unknown): TornEntryCheck | null {
 /** Checks one record against its mbox and cuts a torn entry off (see the header). Throws DeliveryError. */
 export async function repairTornEntry(writer: MboxWriter, rec: TornEntryCheck): Promise<RepairOutcome> {
   // A file that is gone holds nothing of the entry; it is not created just to be looked at.
-  const found = await stat(rec.file).then(
-    () => true,
-    (e: NodeJS.ErrnoException) => {
-      if (e.code === 'ENOENT') return false;
-      throw e;
-    },
-  );
-  if (!found) return 'absent';
-  return writer.withLockedFile(rec.file, async (fh) => {
+  const outcome = await writer.withExistingFile(rec.file, async (fh): Promise<RepairOutcome> => {
     const size = (await fh.stat()).size;
     if (size <= rec.offset) return 'absent';
     if (size >= rec.offset + rec.length) return 'complete';
@@ -95,6 +87,7 @@ export async function repairTornEntry(writer: MboxWriter, rec: TornEntryCheck): 
     await fh.datasync();
     return 'truncated';
   });
+  return outcome ?? 'absent';
 }
 
 /** True when the bytes from the offset to `size` match `head` as far as both go and start no other entry. */

@@ -318,14 +318,30 @@ export class MboxWriter {
    * Runs `work` on mbox `file` (opened read-write, created when missing) under the same locks as
    * an append, after the appends to it queued before. `work` must do all its I/O on the mbox
    * through `fh`: closing any other descriptor of the file would drop the fcntl lock (header).
-   * `create: false`: a missing file (or folder) is not made, the DeliveryError's cause is ENOENT.
    * Throws DeliveryError.
    */
-  async withLockedFile<T>(file: string, work: (fh: FileHandle) => Promise<T>, opts: { create?: boolean } = {}): Promise<T> {
+  withLockedFile<T>(file: string, work: (fh: FileHandle) => Promise<T>): Promise<T> {
+    return this.queued(file, work, true);
+  }
+
+  /**
+   * withLockedFile for a file that is only looked at or cut back: a missing file (or folder) is
+   * not made, and gives null. Throws DeliveryError.
+   */
+  async withExistingFile<T>(file: string, work: (fh: FileHandle) => Promise<T>): Promise<T | null> {
+    try {
+      return await this.queued(file, work, false);
+    } catch (e) {
+      if (((e as Error).cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') return null;
+      throw e;
+    }
+  }
+
+  private async queued<T>(file: string, work: (fh: FileHandle) => Promise<T>, create: boolean): Promise<T> {
     // In-process serialisation per file: cheaper than everyone polling the dotlock, and
     // required by the fcntl lock (see fileQueues).
     const prev = fileQueues.get(file) ?? Promise.resolve();
-    const run = prev.catch(() => undefined).then(() => this.locked(file, work, opts.create ?? true));
+    const run = prev.catch(() => undefined).then(() => this.locked(file, work, create));
     fileQueues.set(file, run);
     try {
       return await run;
@@ -412,7 +428,7 @@ export class MboxWriter {
    * the file is gone. A file the entry created stays, empty. Throws DeliveryError.
    */
   async takeBack(file: string, offset: number, entry: Buffer): Promise<'removed' | 'changed' | 'absent'> {
-    const work = async (fh: FileHandle) => {
+    const r = await this.withExistingFile(file, async (fh) => {
       const size = (await fh.stat()).size;
       if (size !== offset + entry.length) return 'changed' as const;
       const have = Buffer.alloc(entry.length);
@@ -421,14 +437,8 @@ export class MboxWriter {
       await fh.truncate(offset);
       await fh.datasync();
       return 'removed' as const;
-    };
-    try {
-      // A file (or folder) that is gone holds nothing to take back; neither is made again.
-      return await this.withLockedFile(file, work, { create: false });
-    } catch (e) {
-      if (((e as Error).cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') return 'absent';
-      throw e;
-    }
+    });
+    return r ?? 'absent';
   }
 
   /**

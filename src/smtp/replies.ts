@@ -48,25 +48,34 @@ export interface SmtpReplyOptions {
 }
 
 /**
+ * An Error made without a stack trace, for errors that are not faults but answers (a reply, an
+ * abort reason): capturing the stack costs several microseconds, on paths every message takes.
+ */
+export class StacklessError extends Error {
+  constructor(message: string) {
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
+    try {
+      super(message);
+    } finally {
+      Error.stackTraceLimit = limit;
+    }
+  }
+}
+
+/**
  * A reply as an Error: smtp-server writes `err.responseCode` and `err.message`, and our adapter
  * (connection.ts) sees the enhanced code at the start of the message and adds no other.
- * It carries no stack trace: a reply is not a fault (the fault behind one is its `cause`), and
- * capturing the stack cost several microseconds for each of the replies every message gets.
+ * Stackless: a reply is not a fault (the fault behind one is its `cause`).
  */
-export class SmtpReply extends Error {
+export class SmtpReply extends StacklessError {
   constructor(
     readonly code: number,
     readonly enhanced: EnhancedCode,
     readonly text: string,
     readonly opts: SmtpReplyOptions = {},
   ) {
-    const limit = Error.stackTraceLimit;
-    Error.stackTraceLimit = 0;
-    try {
-      super(`${enhanced} ${text}`);
-    } finally {
-      Error.stackTraceLimit = limit;
-    }
+    super(`${enhanced} ${text}`);
     this.name = 'SmtpReply';
     if (!Number.isInteger(code) || code < 200 || code > 599 || (code >= 300 && code < 400)) throw new RangeError(`bad reply code ${code}`);
     if (!classMatches(code, enhanced)) throw new RangeError(`enhanced code ${enhanced} does not match reply code ${code}`);

@@ -52,19 +52,16 @@ import type { MailParams, RcptParams } from './params.js';
 import { applyEdits, splitCopies, type MessageCopy } from './copies.js';
 import { receivedHeader, withKeyword } from './received.js';
 import { forwardedFromAttributes, namesClient, originClient, type OriginFacts } from '../pipeline/origin.js';
-import { classMatches, Replies, replyFromVerdict, SmtpReply, type EnhancedCode } from './replies.js';
+import { classMatches, Replies, replyFromVerdict, SmtpReply, StacklessError, type EnhancedCode } from './replies.js';
 import type { ConnectionController, ConnectionPolicy, PosternConnection } from './connection.js';
 
 /**
- * The abort reason of a session whose client went away. Made without a stack trace: abort()
- * without a reason would build a DOMException and its stack for every connection.
+ * The abort reason of a session whose client went away. Stackless: abort() without a reason
+ * would build a DOMException and its stack for every connection.
  */
-class ConnectionClosed extends Error {
+class ConnectionClosed extends StacklessError {
   constructor() {
-    const limit = Error.stackTraceLimit;
-    Error.stackTraceLimit = 0;
     super('client connection closed');
-    Error.stackTraceLimit = limit;
     this.name = 'ConnectionClosed';
   }
 }
