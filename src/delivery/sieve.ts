@@ -26,6 +26,12 @@
 // are recorded in the store (sieve:sent:<qid>:<hash>, SET NX, 30 days) BEFORE they are queued, so
 // a retry of the delivery (a later folder write failed, a restart) never sends them twice; a crash
 // between the record and the queue write loses that one redirect (at most once, as asked).
+// A message with a Message-ID is also recorded by it (sieve:redirected:<hash of user, address,
+// Message-ID>, 12 hours), as Pigeonhole tracks redirect duplicates: a client that heard 4xx after
+// the redirect was queued (LMTP, when the spool could not take the rest) sends the message again
+// under a new queue id, and that copy is not redirected a second time (`sieve.redirect.duplicate`);
+// nor is the same message arriving again by another path. Without a Message-ID two deliveries
+// cannot be told apart from two messages, and each is redirected.
 // Vacation replies are covered by their per-period key, written the same way.
 //
 // Scripts run only for plain deliveries (no folder asked for by the gateway: a quarantined
@@ -90,6 +96,7 @@ export interface SieveRequest {
 
 const h = (...parts: string[]) => createHash('sha256').update(parts.join('\0')).digest('hex').slice(0, 32);
 const SENT_TTL_MS = 30 * 86400_000;
+const REDIRECT_DUPLICATE_TTL_MS = 12 * 3600_000;
 const MAX_CACHE = 1000;
 
 export class UserSieve {
@@ -193,14 +200,28 @@ export class UserSieve {
       return false;
     }
     const submit = this.need();
-    const key = `sieve:sent:${req.qid}:${h(user, 'redirect', address.toLowerCase())}`;
+    const to = address.toLowerCase();
+    const key = `sieve:sent:${req.qid}:${h(user, 'redirect', to)}`;
     if (!(await this.deps.store.set(key, '1', { ttlMs: SENT_TTL_MS, ifAbsent: true }))) return true;
+    const messageId = headersNamed(headers, 'message-id').map((f) => unfold(f.raw).trim()).find(Boolean);
+    const sameMessage = messageId ? `sieve:redirected:${h(user, to, messageId)}` : undefined;
+    const forget = () => Promise.all([key, ...(sameMessage ? [sameMessage] : [])].map((k) => this.deps.store.del(k).catch(() => 0)));
+    try {
+      if (sameMessage && !(await this.deps.store.set(sameMessage, req.qid, { ttlMs: REDIRECT_DUPLICATE_TTL_MS, ifAbsent: true }))) {
+        const first = await this.deps.store.get(sameMessage).catch(() => null);
+        if (this.deps.log) logEvent(this.deps.log, 'info', 'sieve.redirect.duplicate', { user: req.user, qid: req.qid, to: address, messageId, firstQid: first }, 'this message was redirected to this address already; not again');
+        return true;
+      }
+    } catch (e) {
+      await this.deps.store.del(key).catch(() => 0);
+      throw e;
+    }
     const bytes = Buffer.concat([Buffer.from(`Delivered-To: ${req.user.replace(/[\r\n]/g, '')}\r\n`), message]);
     try {
       const id = await submit(localEnvelope(req.sender, address), bytes);
       if (this.deps.log) logEvent(this.deps.log, 'info', 'sieve.redirect', { user: req.user, qid: req.qid, to: address, newQid: id });
     } catch (e) {
-      await this.deps.store.del(key).catch(() => 0);
+      await forget();
       throw e;
     }
     return true;

@@ -51,6 +51,7 @@ export const LOG_EVENTS = [
   'sieve.user.fileinto_missing',
   'sieve.redirect',
   'sieve.redirect.loop',
+  'sieve.redirect.duplicate',
   'sieve.vacation.sent',
   'sieve.vacation.suppressed',
   'spool.commit',

@@ -388,7 +388,8 @@ class QueueManager implements ManagedQueue {
    *     (mbox.ts); the entries of one file go last first.
    * A copy that is gone already (a reader moved a Maildir file to cur/ meanwhile), that another
    * entry follows, or that cannot be removed stays, and is logged: its recipient will have two.
-   * What a Sieve script did besides storing (a redirect, a vacation reply) is not taken back.
+   * What a Sieve script did besides storing (a redirect, a vacation reply) is not taken back;
+   * the client's resend does not repeat it (delivery/sieve.ts records both).
    * Only the delivery that wrote a copy takes it back, never one that found it (`found`).
    * `standing`: copies that are also a recipient's answered 250 (copyIdentity); they stay.
    */

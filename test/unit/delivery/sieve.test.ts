@@ -113,6 +113,48 @@ describe('user sieve at delivery', () => {
     assert.deepEqual(await files('', 'new'), []);
   });
 
+  it('redirect: the same Message-ID sent again under a new queue id (a client retrying after 4xx) is not redirected twice; another address or Message-ID is', async () => {
+    await activate('redirect "carol@example.test";');
+    await deliver({ qid: 'FIRSTQID' });
+    await deliver({ qid: 'RESENTQID' });
+    assert.equal(sent.length, 1, 'one redirect for one message');
+    // The Message-ID is compared as written, the address without case.
+    await activate('redirect "Carol@Example.TEST";');
+    await deliver({ qid: 'THIRDQID' });
+    assert.equal(sent.length, 1);
+    await activate('redirect "dave@example.test";');
+    await deliver({ qid: 'FOURTHQID' });
+    await deliver({ qid: 'FIFTHQID', message: MSG.replace('<m1@remote.test>', '<m2@remote.test>') });
+    assert.deepEqual(sent.map((m) => m.env.recipients[0]!.address), ['carol@example.test', 'dave@example.test', 'dave@example.test']);
+    assert.deepEqual(await files('', 'new'), [], 'a duplicate redirect is not kept instead: the first went out');
+  });
+
+  it('redirect: without a Message-ID each delivery under its own queue id is redirected', async () => {
+    await activate('redirect "carol@example.test";');
+    const bare = MSG.replace('Message-ID: <m1@remote.test>\r\n', '');
+    await deliver({ qid: 'FIRSTQID', message: bare });
+    await deliver({ qid: 'SECONDQID', message: bare });
+    assert.equal(sent.length, 2);
+  });
+
+  it('redirect: a redirect that could not be queued leaves no record, so the next attempt redirects', async () => {
+    await activate('redirect "carol@example.test";');
+    let fail = true;
+    const failing = new LocalDelivery(testConfig(t.dir), new DirSyncer(), {}, {
+      store,
+      submit: async (env, msg) => {
+        if (fail) throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
+        sent.push({ env, msg: msg.toString() });
+        return 'Q1';
+      },
+    });
+    const attempt = (qid: string) => failing.deliver({ qid, sender: 'bob@remote.test', receivedAt: Date.now(), user: USER, message: Buffer.from(MSG), checkExisting: false });
+    await assert.rejects(attempt('FIRSTQID'), /ENOSPC/);
+    fail = false;
+    await attempt('RESENTQID');
+    assert.equal(sent.length, 1);
+  });
+
   it('duplicate (RFC 7352): a retry of the same message after a temporary failure is not its own duplicate; another copy is', async () => {
     await activate('require "duplicate";\nif duplicate { discard; stop; }\n');
     // The first attempt fails for a while: tmp/ is a file, so the Maildir cannot be made.

@@ -474,6 +474,38 @@ test('direct delivery: a Sieve plan whose second store fails has its first copy 
   }
 });
 
+test('deliverNow (LMTP): a Sieve redirect queued before a 451 is not queued again when the client sends the message again', async () => {
+  const s = await setup();
+  const store = new MemoryStore();
+  try {
+    await store.hset('sieve:scripts:alice@example.test', 'main', 'require "copy";\nredirect :copy "carol@remote.example";\n');
+    await store.set('sieve:active:alice@example.test', 'main');
+    await blockMailbox(s.dir, 'alice'); // the copy to keep cannot be stored for now
+    const q = createMessageQueue({ config: s.config, log: s.log, directory: s.directory, store });
+    await q.start();
+    // The redirect is spooled before the store fails: alice's recipient hears 451.
+    const msg = message('x', 'From: a@example.net\r\nTo: alice@example.test\r\nMessage-ID: <resent@example.net>\r\n');
+    const first = await q.deliverNow(q.newId(), envelope('a@example.net', ['alice@example.test']), msg);
+    assert.deepEqual(first.map((o) => o.code), [451]);
+    // The client sends it again (a new transaction, a new queue id) once the mailbox is back.
+    await rm(join(s.dir, 'mail', 'example.test', 'alice'));
+    const again = await q.deliverNow(q.newId(), envelope('a@example.net', ['alice@example.test']), msg);
+    assert.deepEqual(again.map((o) => o.code), [250]);
+    assert.equal((await maildirFiles(s.dir, 'alice')).length, 1);
+    const toCarol: string[] = [];
+    for (const id of (await spoolEntries(s.dir)).filter((f) => !f.includes('.'))) {
+      const { envelope: env } = await q.spool.read(id);
+      if (env.recipients.some((r) => r.address === 'carol@remote.example')) toCarol.push(id);
+    }
+    assert.equal(toCarol.length, 1, 'one redirect in the spool');
+    assert.equal(evts(s.lines, 'sieve.redirect').length, 1);
+    assert.equal(evts(s.lines, 'sieve.redirect.duplicate').length, 1);
+    await q.stop();
+  } finally {
+    await s.cleanup();
+  }
+});
+
 test('deliverNow (LMTP): two recipients answered 451 that share one file take it back once, with no false failure; nothing is reported deferred', async () => {
   const s = await setup();
   try {
