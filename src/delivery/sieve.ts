@@ -23,15 +23,17 @@
 //       reply has a null envelope sender, Auto-Submitted: auto-replied, In-Reply-To/References.
 //
 // Idempotence. Stored copies keep the (queue id, user, folder) idempotence of local.ts. Redirects
-// are recorded in the store (sieve:sent:<qid>:<hash>, SET NX, 30 days) BEFORE they are queued, so
-// a retry of the delivery (a later folder write failed, a restart) never sends them twice; a crash
-// between the record and the queue write loses that one redirect (at most once, as asked).
+// are recorded in the store (sieve:sent:<qid>:<hash>, 30 days) once queued, so a retry of the
+// delivery (a later folder write failed, a restart) does not send them twice; a crash between the
+// queue write and the record sends that one redirect again (a duplicate rather than a loss).
 // A message with a Message-ID is also recorded by it (sieve:redirected:<hash of user, address,
-// Message-ID>, 12 hours), as Pigeonhole tracks redirect duplicates: a client that heard 4xx after
-// the redirect was queued (LMTP, when the spool could not take the rest) sends the message again
-// under a new queue id, and that copy is not redirected a second time (`sieve.redirect.duplicate`);
-// nor is the same message arriving again by another path. Without a Message-ID two deliveries
-// cannot be told apart from two messages, and each is redirected.
+// Message-ID, Resent-Message-ID, List-Id>, 12 hours; redirectedKey), much as Pigeonhole tracks
+// redirect duplicates: an LMTP client that heard 4xx after the redirect was queued (a store that
+// failed for now) sends the message again under a new queue id, and that copy is not redirected
+// a second time (`sieve.redirect.duplicate`), nor is the same message arriving again. A redirect
+// not done for that reason keeps the message, as a loop does, so nothing is lost when a record
+// outlives its redirect. Without a usable Message-ID two deliveries cannot be told apart from
+// two messages, and each is redirected.
 // Vacation replies are covered by their per-period key, written the same way.
 //
 // Scripts run only for plain deliveries (no folder asked for by the gateway: a quarantined
@@ -97,6 +99,19 @@ export interface SieveRequest {
 const h = (...parts: string[]) => createHash('sha256').update(parts.join('\0')).digest('hex').slice(0, 32);
 const SENT_TTL_MS = 30 * 86400_000;
 const REDIRECT_DUPLICATE_TTL_MS = 12 * 3600_000;
+
+/**
+ * The record of one message redirected by one user to one address, or undefined when the message
+ * cannot be told apart from others: no Message-ID, or one without the <left@right> shape (an
+ * empty or constant one would make different messages duplicates). Resent-Message-ID (a resend,
+ * RFC 5322 §3.6.6) and List-Id (the copy a list sends) make another message.
+ */
+function redirectedKey(headers: HeaderField[], user: string, to: string): string | undefined {
+  const value = (name: string) => headersNamed(headers, name).map((f) => unfold(f.raw).trim()).find(Boolean) ?? '';
+  const messageId = value('message-id');
+  if (!/^<[^<>\s@]+@[^<>\s@]+>$/.test(messageId)) return undefined;
+  return `sieve:redirected:${h(user, to, messageId, value('resent-message-id'), value('list-id'))}`;
+}
 const MAX_CACHE = 1000;
 
 export class UserSieve {
@@ -179,8 +194,12 @@ export class UserSieve {
         }
         addStore(exists ? a.mailbox : undefined, a.flags, a.create);
       } else if (a.type === 'redirect') {
-        if (await this.redirect(req, a.address, message)) done.push(`redirect ${a.address}`);
-        else if (!a.copy) addStore(undefined, r.implicitKeepFlags, false); // loop: keep instead
+        const outcome = await this.redirect(req, a.address, message);
+        if (outcome === 'sent') done.push(`redirect ${a.address}`);
+        else {
+          if (outcome === 'duplicate') done.push(`redirect ${a.address} (duplicate)`);
+          if (!a.copy) addStore(undefined, r.implicitKeepFlags, false); // not redirected: keep instead
+        }
       } else if (a.type === 'vacation') {
         const sent = await this.vacation(req, a);
         done.push(sent ? 'vacation sent' : 'vacation suppressed');
@@ -191,40 +210,44 @@ export class UserSieve {
     return { stores, message, summary };
   }
 
-  /** True when queued (now or by an earlier attempt); false when refused as a loop. */
-  private async redirect(req: SieveRequest, address: string, message: Buffer): Promise<boolean> {
+  /**
+   * 'sent' when queued (now or by an earlier attempt of this delivery); 'loop' and 'duplicate'
+   * when not done, and then a redirect without :copy keeps the message instead.
+   */
+  private async redirect(req: SieveRequest, address: string, message: Buffer): Promise<'sent' | 'loop' | 'duplicate'> {
     const { headers } = splitMessage(req.message);
     const user = req.user.toLowerCase();
+    const log = this.deps.log;
     if (headersNamed(headers, 'delivered-to').some((f) => unfold(f.raw).toLowerCase() === user)) {
-      if (this.deps.log) logEvent(this.deps.log, 'warn', 'sieve.redirect.loop', { user: req.user, qid: req.qid, to: address }, 'message already delivered to this user once; not redirected');
-      return false;
+      if (log) logEvent(log, 'warn', 'sieve.redirect.loop', { user: req.user, qid: req.qid, to: address }, 'message already delivered to this user once; not redirected');
+      return 'loop';
     }
     const submit = this.need();
     const to = address.toLowerCase();
     const key = `sieve:sent:${req.qid}:${h(user, 'redirect', to)}`;
-    if (!(await this.deps.store.set(key, '1', { ttlMs: SENT_TTL_MS, ifAbsent: true }))) return true;
-    const messageId = headersNamed(headers, 'message-id').map((f) => unfold(f.raw).trim()).find(Boolean);
-    const sameMessage = messageId ? `sieve:redirected:${h(user, to, messageId)}` : undefined;
-    const forget = () => Promise.all([key, ...(sameMessage ? [sameMessage] : [])].map((k) => this.deps.store.del(k).catch(() => 0)));
-    try {
-      if (sameMessage && !(await this.deps.store.set(sameMessage, req.qid, { ttlMs: REDIRECT_DUPLICATE_TTL_MS, ifAbsent: true }))) {
-        const first = await this.deps.store.get(sameMessage).catch(() => null);
-        if (this.deps.log) logEvent(this.deps.log, 'info', 'sieve.redirect.duplicate', { user: req.user, qid: req.qid, to: address, messageId, firstQid: first }, 'this message was redirected to this address already; not again');
-        return true;
-      }
-    } catch (e) {
-      await this.deps.store.del(key).catch(() => 0);
-      throw e;
+    // A retry of this delivery does what its first attempt did ('1': a record of older builds).
+    const earlier = await this.deps.store.get(key);
+    if (earlier === 'duplicate') return 'duplicate';
+    if (earlier !== null) return 'sent';
+    const sameMessage = redirectedKey(headers, user, to);
+    const first = sameMessage ? await this.deps.store.get(sameMessage) : null;
+    if (first !== null) {
+      await this.deps.store.set(key, 'duplicate', { ttlMs: SENT_TTL_MS });
+      if (log) logEvent(log, 'info', 'sieve.redirect.duplicate', { user: req.user, qid: req.qid, to: address, firstQid: first }, 'this message was redirected to this address already; kept instead');
+      return 'duplicate';
     }
     const bytes = Buffer.concat([Buffer.from(`Delivered-To: ${req.user.replace(/[\r\n]/g, '')}\r\n`), message]);
+    const id = await submit(localEnvelope(req.sender, address), bytes);
+    if (log) logEvent(log, 'info', 'sieve.redirect', { user: req.user, qid: req.qid, to: address, newQid: id });
+    // Recorded only once queued, so a record never stands for a redirect that was not made. When
+    // these writes fail (or the process dies first), a retry or a resend redirects once more.
     try {
-      const id = await submit(localEnvelope(req.sender, address), bytes);
-      if (this.deps.log) logEvent(this.deps.log, 'info', 'sieve.redirect', { user: req.user, qid: req.qid, to: address, newQid: id });
-    } catch (e) {
-      await forget();
-      throw e;
+      await this.deps.store.set(key, 'sent', { ttlMs: SENT_TTL_MS });
+      if (sameMessage) await this.deps.store.set(sameMessage, id, { ttlMs: REDIRECT_DUPLICATE_TTL_MS });
+    } catch (err) {
+      if (log) logEvent(log, 'warn', 'sieve.redirect', { user: req.user, qid: req.qid, to: address, newQid: id, err }, 'redirect queued, but not recorded: a retry may send it again');
     }
-    return true;
+    return 'sent';
   }
 
   private async vacation(req: SieveRequest, a: Extract<SieveAction, { type: 'vacation' }>): Promise<boolean> {

@@ -44,11 +44,11 @@ async function activate(script: string, user = USER): Promise<void> {
   await store.set(`sieve:active:${user}`, 'main');
 }
 
-function deliver(opts: { message?: string; sender?: string; qid?: string; checkExisting?: boolean } = {}) {
+function deliver(opts: { message?: string; sender?: string; qid?: string; checkExisting?: boolean; receivedAt?: number } = {}) {
   return local.deliver({
     qid: opts.qid ?? `QID${++n}`,
     sender: opts.sender ?? 'bob@remote.test',
-    receivedAt: Date.now(),
+    receivedAt: opts.receivedAt ?? Date.now(),
     user: USER,
     message: Buffer.from(opts.message ?? MSG),
     checkExisting: opts.checkExisting ?? false,
@@ -113,31 +113,45 @@ describe('user sieve at delivery', () => {
     assert.deepEqual(await files('', 'new'), []);
   });
 
-  it('redirect: the same Message-ID sent again under a new queue id (a client retrying after 4xx) is not redirected twice; another address or Message-ID is', async () => {
+  it('redirect: the same Message-ID sent again under a new queue id (a client retrying after 4xx) is kept, not redirected twice; another address or Message-ID is redirected', async () => {
     await activate('redirect "carol@example.test";');
     await deliver({ qid: 'FIRSTQID' });
-    await deliver({ qid: 'RESENTQID' });
+    assert.deepEqual(await files('', 'new'), []);
+    const receivedAt = Date.now();
+    await deliver({ qid: 'RESENTQID', receivedAt });
     assert.equal(sent.length, 1, 'one redirect for one message');
-    // The Message-ID is compared as written, the address without case.
+    assert.equal((await files('', 'new')).length, 1, 'not redirected, so kept: nothing lost if the record outlived its redirect');
+    // A retry of that delivery does the same: one copy, still no second redirect.
+    await deliver({ qid: 'RESENTQID', receivedAt, checkExisting: true });
+    assert.equal(sent.length, 1);
+    assert.equal((await files('', 'new')).length, 1);
+    // The address is compared without case.
     await activate('redirect "Carol@Example.TEST";');
     await deliver({ qid: 'THIRDQID' });
     assert.equal(sent.length, 1);
     await activate('redirect "dave@example.test";');
     await deliver({ qid: 'FOURTHQID' });
     await deliver({ qid: 'FIFTHQID', message: MSG.replace('<m1@remote.test>', '<m2@remote.test>') });
-    assert.deepEqual(sent.map((m) => m.env.recipients[0]!.address), ['carol@example.test', 'dave@example.test', 'dave@example.test']);
-    assert.deepEqual(await files('', 'new'), [], 'a duplicate redirect is not kept instead: the first went out');
+    // A resend (RFC 5322 resent fields) and a list's copy are other messages.
+    await deliver({ qid: 'SIXTHQID', message: `Resent-Message-ID: <r1@remote.test>\r\n${MSG}` });
+    await deliver({ qid: 'SEVENTHQID', message: `List-Id: <l.remote.test>\r\n${MSG}` });
+    assert.deepEqual(sent.map((m) => m.env.recipients[0]!.address), ['carol@example.test', 'dave@example.test', 'dave@example.test', 'dave@example.test', 'dave@example.test']);
   });
 
-  it('redirect: without a Message-ID each delivery under its own queue id is redirected', async () => {
+  it('redirect: without a usable Message-ID each delivery under its own queue id is redirected', async () => {
     await activate('redirect "carol@example.test";');
     const bare = MSG.replace('Message-ID: <m1@remote.test>\r\n', '');
     await deliver({ qid: 'FIRSTQID', message: bare });
     await deliver({ qid: 'SECONDQID', message: bare });
-    assert.equal(sent.length, 2);
+    for (const id of ['<>', 'none', '<no-at-sign>']) {
+      await deliver({ qid: `A${id}`, message: MSG.replace('<m1@remote.test>', id) });
+      await deliver({ qid: `B${id}`, message: MSG.replace('<m1@remote.test>', id) });
+    }
+    assert.equal(sent.length, 8);
+    assert.deepEqual(await files('', 'new'), []);
   });
 
-  it('redirect: a redirect that could not be queued leaves no record, so the next attempt redirects', async () => {
+  it('redirect: one that could not be queued leaves no record, so the next attempt redirects', async () => {
     await activate('redirect "carol@example.test";');
     let fail = true;
     const failing = new LocalDelivery(testConfig(t.dir), new DirSyncer(), {}, {
@@ -153,6 +167,17 @@ describe('user sieve at delivery', () => {
     fail = false;
     await attempt('RESENTQID');
     assert.equal(sent.length, 1);
+  });
+
+  it('redirect: when the store cannot record a queued redirect, the delivery still succeeds and a resend redirects again (a duplicate, never a loss)', async () => {
+    await activate('redirect "carol@example.test";');
+    const set = store.set.bind(store);
+    store.set = (key, value, opts) => (key.startsWith('sieve:') && !key.startsWith('sieve:active') ? Promise.reject(new Error('store unavailable')) : set(key, value, opts));
+    const r = await deliver({ qid: 'FIRSTQID' });
+    assert.equal(r.duplicate, false);
+    await deliver({ qid: 'RESENTQID' });
+    assert.equal(sent.length, 2);
+    assert.deepEqual(await files('', 'new'), []);
   });
 
   it('duplicate (RFC 7352): a retry of the same message after a temporary failure is not its own duplicate; another copy is', async () => {
