@@ -26,15 +26,19 @@
 // are recorded in the store (sieve:sent:<qid>:<hash>, 30 days) once queued, so a retry of the
 // delivery (a later folder write failed, a restart) does not send them twice; a crash between the
 // queue write and the record sends that one redirect again (a duplicate rather than a loss).
-// A message with a Message-ID is also recorded by it (sieve:redirected:<hash of user, address,
-// Message-ID, Resent-Message-ID, List-Id>, 12 hours; redirectedKey), much as Pigeonhole tracks
-// redirect duplicates: an LMTP client that heard 4xx after the redirect was queued (a store that
-// failed for now) sends the message again under a new queue id, and that copy is not redirected
-// a second time (`sieve.redirect.duplicate`), nor is the same message arriving again. A redirect
-// not done for that reason keeps the message, as a loop does, so nothing is lost when a record
-// outlives its redirect. Without a usable Message-ID two deliveries cannot be told apart from
-// two messages, and each is redirected.
-// Vacation replies are covered by their per-period key, written the same way.
+// A message with a usable Message-ID (<left@right>) is also recorded per user and address
+// (sieve:redirected:<hash of user, address, Message-ID, Resent-Message-ID, List-Id>, 12 hours;
+// redirectedKey), much as Pigeonhole tracks redirect duplicates: an LMTP client that heard 4xx
+// after the redirect was queued (a store that failed for now) sends the message again under a
+// new queue id, and that copy is not redirected a second time (`sieve.redirect.duplicate`), nor
+// is the same message arriving again. Since another message may reuse a Message-ID, a redirect
+// skipped for that reason still leaves the message somewhere: when the plan would store nothing
+// else (no :copy, keep or fileinto), it goes to INBOX. Records are read, then written: two
+// deliveries of one message at the same moment may both redirect (a duplicate, not a loss).
+// Without a usable Message-ID two deliveries cannot be told apart from two messages, and each is
+// redirected.
+// Vacation replies are covered by their per-period key, written (SET NX) before the reply is
+// queued and removed when queueing fails.
 //
 // Scripts run only for plain deliveries (no folder asked for by the gateway: a quarantined
 // message is not re-filed by its user). A script that no longer compiles is logged
@@ -181,6 +185,8 @@ export class UserSieve {
       else stores.push({ ...(f !== undefined ? { folder: f } : {}), flags, create });
     };
     const done: string[] = [];
+    // A redirect skipped as a duplicate, without :copy: INBOX unless the plan stores elsewhere.
+    let skippedRedirect = false;
     for (const a of r.actions) {
       if (a.type === 'keep') addStore(undefined, a.flags, false);
       else if (a.type === 'fileinto') {
@@ -196,16 +202,18 @@ export class UserSieve {
       } else if (a.type === 'redirect') {
         const outcome = await this.redirect(req, a.address, message);
         if (outcome === 'sent') done.push(`redirect ${a.address}`);
-        else {
-          if (outcome === 'duplicate') done.push(`redirect ${a.address} (duplicate)`);
-          if (!a.copy) addStore(undefined, r.implicitKeepFlags, false); // not redirected: keep instead
+        else if (outcome === 'loop') {
+          if (!a.copy) addStore(undefined, r.implicitKeepFlags, false); // loop: keep instead
+        } else {
+          done.push(`redirect ${a.address} skipped (duplicate)`);
+          if (!a.copy) skippedRedirect = true;
         }
       } else if (a.type === 'vacation') {
         const sent = await this.vacation(req, a);
         done.push(sent ? 'vacation sent' : 'vacation suppressed');
       }
     }
-    if (r.implicitKeep) addStore(undefined, r.implicitKeepFlags, false);
+    if (r.implicitKeep || (skippedRedirect && stores.length === 0)) addStore(undefined, r.implicitKeepFlags, false);
     const summary = [...stores.map((s) => `store ${s.folder ?? 'INBOX'}`), ...done, ...(stores.length === 0 ? ['discard'] : [])].join(', ');
     return { stores, message, summary };
   }
@@ -225,10 +233,12 @@ export class UserSieve {
     const submit = this.need();
     const to = address.toLowerCase();
     const key = `sieve:sent:${req.qid}:${h(user, 'redirect', to)}`;
-    // A retry of this delivery does what its first attempt did ('1': a record of older builds).
+    // A retry of this delivery does what its first attempt did. Older builds wrote '1' before
+    // queueing, so '1' may stand for a redirect never made: not sent again, but kept, as a
+    // duplicate is.
     const earlier = await this.deps.store.get(key);
-    if (earlier === 'duplicate') return 'duplicate';
-    if (earlier !== null) return 'sent';
+    if (earlier === 'sent') return 'sent';
+    if (earlier !== null) return 'duplicate';
     const sameMessage = redirectedKey(headers, user, to);
     const first = sameMessage ? await this.deps.store.get(sameMessage) : null;
     if (first !== null) {
@@ -245,7 +255,7 @@ export class UserSieve {
       await this.deps.store.set(key, 'sent', { ttlMs: SENT_TTL_MS });
       if (sameMessage) await this.deps.store.set(sameMessage, id, { ttlMs: REDIRECT_DUPLICATE_TTL_MS });
     } catch (err) {
-      if (log) logEvent(log, 'warn', 'sieve.redirect', { user: req.user, qid: req.qid, to: address, newQid: id, err }, 'redirect queued, but not recorded: a retry may send it again');
+      if (log) logEvent(log, 'warn', 'sieve.redirect.unrecorded', { user: req.user, qid: req.qid, to: address, newQid: id, err }, 'redirect queued, but not recorded: a retry may send it again');
     }
     return 'sent';
   }

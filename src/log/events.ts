@@ -52,6 +52,7 @@ export const LOG_EVENTS = [
   'sieve.redirect',
   'sieve.redirect.loop',
   'sieve.redirect.duplicate',
+  'sieve.redirect.unrecorded',
   'sieve.vacation.sent',
   'sieve.vacation.suppressed',
   'spool.commit',

@@ -5,6 +5,7 @@ import { describe, it, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdir, readFile, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { createHash } from 'node:crypto';
 import { DirSyncer } from '../../../src/queue/dir-sync.js';
 import { LocalDelivery } from '../../../src/delivery/local.js';
 import { MemoryStore } from '../../../src/store/memory.js';
@@ -163,10 +164,45 @@ describe('user sieve at delivery', () => {
       },
     });
     const attempt = (qid: string) => failing.deliver({ qid, sender: 'bob@remote.test', receivedAt: Date.now(), user: USER, message: Buffer.from(MSG), checkExisting: false });
+    // Nothing to clean up either: a store that cannot remove keys changes nothing.
+    store.del = () => Promise.reject(new Error('store unavailable'));
     await assert.rejects(attempt('FIRSTQID'), /ENOSPC/);
     fail = false;
     await attempt('RESENTQID');
     assert.equal(sent.length, 1);
+  });
+
+  it('redirect: a retry of a delivery that skipped a duplicate keeps the message, though its first store failed', async () => {
+    await activate('redirect "carol@example.test";');
+    await deliver({ qid: 'FIRSTQID' });
+    // The resend finds the duplicate, and its INBOX copy cannot be stored for now.
+    await mkdir(box(), { recursive: true });
+    await writeFile(join(box(), 'tmp'), 'not a folder');
+    const receivedAt = Date.now();
+    await assert.rejects(deliver({ qid: 'RESENTQID', receivedAt }), (e: unknown) => e instanceof DeliveryError && e.temporary);
+    await rm(join(box(), 'tmp'));
+    await deliver({ qid: 'RESENTQID', receivedAt, checkExisting: true });
+    assert.equal(sent.length, 1);
+    assert.equal((await files('', 'new')).length, 1);
+  });
+
+  it('redirect: a skipped duplicate goes to INBOX only when the plan stores nothing else', async () => {
+    await activate('require "fileinto";\nfileinto "Lists";\nredirect "carol@example.test";\n');
+    await mkdir(join(box('Lists'), 'new'), { recursive: true });
+    await deliver({ qid: 'FIRSTQID' });
+    await deliver({ qid: 'RESENTQID' });
+    assert.equal(sent.length, 1);
+    assert.equal((await files('Lists', 'new')).length, 2, 'each delivery filed as the script says');
+    assert.deepEqual(await files('', 'new'), [], 'no INBOX copy besides');
+  });
+
+  it('redirect: a record of an older build (written before queueing) is kept, not redirected', async () => {
+    await activate('redirect "carol@example.test";');
+    const hash = (...p: string[]) => createHash('sha256').update(p.join('\0')).digest('hex').slice(0, 32);
+    await store.set(`sieve:sent:OLDQID:${hash(USER, 'redirect', 'carol@example.test')}`, '1');
+    await deliver({ qid: 'OLDQID' });
+    assert.equal(sent.length, 0);
+    assert.equal((await files('', 'new')).length, 1);
   });
 
   it('redirect: when the store cannot record a queued redirect, the delivery still succeeds and a resend redirects again (a duplicate, never a loss)', async () => {
