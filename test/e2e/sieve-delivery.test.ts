@@ -1,7 +1,7 @@
 // End to end, the Sieve delivery context: `postern start`, users' active scripts written into
 // the daemon's embedded store from this process (the store is safe across processes; the keys
-// are the ManageSieve repository's), messages sent with nodemailer, mailboxes read back with
-// Python's mailbox module (folders and flags).
+// are the ManageSieve repository's), messages sent with nodemailer and Python's smtplib.LMTP,
+// mailboxes read back with Python's mailbox module (folders and flags).
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import nodemailer from 'nodemailer';
@@ -9,6 +9,9 @@ import { startDaemon, removeDir, type RunningDaemon } from '../helpers/daemon.js
 import { readMaildir as maildir, waitFor } from '../helpers/wait.js';
 
 import { createEmbeddedStore, type EmbeddedStore } from '../../src/store/embedded.js';
+import { pythonJson } from '../helpers/python.js';
+import { rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 
 
 
@@ -28,7 +31,7 @@ describe('sieve delivery (user scripts) end to end', () => {
 
   before(async () => {
     d = await startDaemon({ plugins: ['relay-acl'] });
-    for (const u of ['alice', 'bob', 'carol', 'dave', 'erin', 'gus']) {
+    for (const u of ['alice', 'bob', 'carol', 'dave', 'erin', 'gus', 'hal', 'ivy']) {
       const r = await d.cli(['user', 'add', `${u}@example.test`, '--password-stdin'], `pw-${u}\n`);
       assert.equal(r.code, 0, r.stderr);
     }
@@ -58,6 +61,44 @@ describe('sieve delivery (user scripts) end to end', () => {
     assert.equal(inbox.length, 1);
     assert.match(inbox[0]!.bytes, /Subject: lunch/);
     assert.equal(inbox[0]!.flags, '');
+  });
+
+  it('LMTP: a redirect made before a 451 is not made again when the client sends the message again (Python smtplib.LMTP)', async () => {
+    await activate('hal@example.test', 'require "copy";\nredirect :copy "ivy@example.test";\n');
+    // hal's Maildir cannot be made for now: a file stands where it belongs.
+    const box = join(d.dataDir, 'mail', 'example.test', 'hal');
+    await writeFile(box, 'in the way');
+    const lmtp = (raw: string) =>
+      pythonJson<[number, string]>(
+        `
+import smtplib, sys, json
+s = smtplib.LMTP('127.0.0.1', int(sys.argv[1]))
+s.ehlo()
+s.mail('sender@remote.example')
+s.rcpt('hal@example.test')
+try:
+    r = s.data(sys.stdin.read().encode())
+except smtplib.SMTPDataError as e:
+    r = (e.smtp_code, e.smtp_error)
+s.quit()
+print(json.dumps([r[0], r[1].decode()]))`,
+        [String(d.ports.lmtp)],
+        { input: raw },
+      );
+    const raw = msg('sender@remote.example', 'hal@example.test', 'forward me');
+    const [code] = await lmtp(raw);
+    assert.equal(code, 451);
+    // The redirect went out with the first attempt.
+    assert.equal((await waitFor(() => maildir(d, 'ivy'), (m) => m.length >= 1)).length, 1);
+    await rm(box);
+    const [again, text] = await lmtp(raw);
+    assert.equal(again, 250, text);
+    assert.equal((await maildir(d, 'hal')).length, 1);
+    await waitFor(() => d.logs.filter((l) => l.evt === 'sieve.redirect.duplicate'), (l) => l.length >= 1);
+    // A control message to ivy, sent after, is there; the resend's redirect is not.
+    await send('sender@remote.example', 'ivy@example.test', 'control');
+    const ivy = await waitFor(() => maildir(d, 'ivy'), (m) => m.length >= 2);
+    assert.deepEqual(ivy.map((m) => /Subject: (.*)/.exec(m.bytes)?.[1]).sort(), ['control', 'forward me']);
   });
 
   it('vacation: one reply per sender and period, none to list or auto-submitted mail', async () => {
