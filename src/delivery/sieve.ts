@@ -103,6 +103,7 @@ export interface SieveRequest {
 const h = (...parts: string[]) => createHash('sha256').update(parts.join('\0')).digest('hex').slice(0, 32);
 const SENT_TTL_MS = 30 * 86400_000;
 const REDIRECT_DUPLICATE_TTL_MS = 12 * 3600_000;
+const MAX_CACHE = 1000;
 
 /**
  * The record of one message redirected by one user to one address, or undefined when the message
@@ -116,7 +117,6 @@ function redirectedKey(headers: HeaderField[], user: string, to: string): string
   if (!/^<[^<>\s@]+@[^<>\s@]+>$/.test(messageId)) return undefined;
   return `sieve:redirected:${h(user, to, messageId, value('resent-message-id'), value('list-id'))}`;
 }
-const MAX_CACHE = 1000;
 
 export class UserSieve {
   private readonly cache = new Map<string, CompiledScript | null>();
@@ -220,7 +220,8 @@ export class UserSieve {
 
   /**
    * 'sent' when queued (now or by an earlier attempt of this delivery); 'loop' and 'duplicate'
-   * when not done, and then a redirect without :copy keeps the message instead.
+   * when not done. Then a redirect without :copy keeps the message instead: always after a
+   * loop, and after a duplicate when the plan stores it nowhere else (perform).
    */
   private async redirect(req: SieveRequest, address: string, message: Buffer): Promise<'sent' | 'loop' | 'duplicate'> {
     const { headers } = splitMessage(req.message);
@@ -252,8 +253,11 @@ export class UserSieve {
     // Recorded only once queued, so a record never stands for a redirect that was not made. When
     // these writes fail (or the process dies first), a retry or a resend redirects once more.
     try {
-      await this.deps.store.set(key, 'sent', { ttlMs: SENT_TTL_MS });
-      if (sameMessage) await this.deps.store.set(sameMessage, id, { ttlMs: REDIRECT_DUPLICATE_TTL_MS });
+      // Issued together: one batch for the store.
+      await Promise.all([
+        this.deps.store.set(key, 'sent', { ttlMs: SENT_TTL_MS }),
+        ...(sameMessage ? [this.deps.store.set(sameMessage, id, { ttlMs: REDIRECT_DUPLICATE_TTL_MS })] : []),
+      ]);
     } catch (err) {
       if (log) logEvent(log, 'warn', 'sieve.redirect.unrecorded', { user: req.user, qid: req.qid, to: address, newQid: id, err }, 'redirect queued, but not recorded: a retry may send it again');
     }

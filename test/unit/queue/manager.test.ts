@@ -67,6 +67,16 @@ async function aliceNewUnsyncable(s: Awaited<ReturnType<typeof setup>>) {
   return { inbox, fault: failFolderSyncs(join(inbox, 'new')) };
 }
 
+/** A started queue whose store holds `script` as alice's active Sieve script. */
+async function startedWithAliceScript(s: Awaited<ReturnType<typeof setup>>, script: string) {
+  const store = new MemoryStore();
+  await store.hset('sieve:scripts:alice@example.test', 'main', script);
+  await store.set('sieve:active:alice@example.test', 'main');
+  const q = createMessageQueue({ config: s.config, log: s.log, directory: s.directory, store });
+  await q.start();
+  return q;
+}
+
 /** The spool's answer when the disk is full. */
 const diskFull = () => Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
 
@@ -455,15 +465,11 @@ test('deliverNow (LMTP): a recipient whose rest cannot be spooled hears 451 and 
 
 test('direct delivery: a Sieve plan whose second store fails has its first copy taken back with the rest when the spool fails too', async () => {
   const s = await setup();
-  const store = new MemoryStore();
   try {
     // keep, then fileinto a folder that cannot be made (a plain file where .Blocked belongs).
-    await store.hset('sieve:scripts:alice@example.test', 'main', 'require "fileinto";\nkeep;\nfileinto "Blocked";\n');
-    await store.set('sieve:active:alice@example.test', 'main');
     await mkdir(join(s.dir, 'mail', 'example.test', 'alice'), { recursive: true });
     await writeFile(join(s.dir, 'mail', 'example.test', 'alice', '.Blocked'), 'in the way');
-    const q = createMessageQueue({ config: s.config, log: s.log, directory: s.directory, store });
-    await q.start();
+    const q = await startedWithAliceScript(s, 'require "fileinto";\nkeep;\nfileinto "Blocked";\n');
     q.spool.accept = () => Promise.reject(diskFull());
     await assert.rejects(q.accept(q.newId(), envelope('a@example.net', ['alice@example.test']), message('x')), /ENOSPC/);
     assert.deepEqual(await maildirFiles(s.dir, 'alice'), [], 'the INBOX copy the plan stored first is gone');
@@ -476,13 +482,9 @@ test('direct delivery: a Sieve plan whose second store fails has its first copy 
 
 test('deliverNow (LMTP): a Sieve redirect queued before a 451 is not queued again when the client sends the message again', async () => {
   const s = await setup();
-  const store = new MemoryStore();
   try {
-    await store.hset('sieve:scripts:alice@example.test', 'main', 'require "copy";\nredirect :copy "carol@remote.example";\n');
-    await store.set('sieve:active:alice@example.test', 'main');
     await blockMailbox(s.dir, 'alice'); // the copy to keep cannot be stored for now
-    const q = createMessageQueue({ config: s.config, log: s.log, directory: s.directory, store });
-    await q.start();
+    const q = await startedWithAliceScript(s, 'require "copy";\nredirect :copy "carol@remote.example";\n');
     // The redirect is spooled before the store fails: alice's recipient hears 451.
     const msg = message('x', 'From: a@example.net\r\nTo: alice@example.test\r\nMessage-ID: <resent@example.net>\r\n');
     const first = await q.deliverNow(q.newId(), envelope('a@example.net', ['alice@example.test']), msg);
