@@ -9,7 +9,21 @@
 //   store.journal.<G>.jsonl   every change since that snapshot, appended under the lock, one
 //                             line per batch of writes: the entry object (state-map.ts lists
 //                             the kinds), or an array of entries when the batch holds several,
-//                             so a reader applies a batch whole or not at all
+//                             so a reader applies a batch whole or not at all. Its first line
+//                             names the format it is in (`{"o":"format","v":1}`)
+//
+// Format (STORE_FORMAT in state-map.ts). The snapshot's `version` and the journal's format line
+// say which format the files are in; a journal without one (written by a build before the line
+// existed) is format 1, as is a format line anywhere else in a journal that says 1. A build that
+// finds a higher format than its own, in the snapshot or in any journal line it reads, reads and
+// writes nothing more: applying the lines it knows and skipping the rest, then compacting that
+// into a snapshot, would lose what the newer build wrote. Opening such a store throws
+// StoreFormatError with what to do; a running process that meets it (a newer CLI wrote to the
+// store of an older daemon) logs `store.format_newer` once, reports itself unhealthy
+// (`GET /readyz`) and fails every later call with that error, which sessions answer 451 4.3.0 as
+// for a store that cannot be reached. Nothing is lost; mail waits until the newer build runs.
+// Lines of a known format that are not entries (corrupt, or an unknown kind) are skipped with a
+// warning, as before.
 //
 // Multi-process protocol:
 //   - Reads are served from memory. Before a read the process catches up: one fstat of the
@@ -60,10 +74,11 @@ import { closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, mkdirSync, 
 import { join } from 'node:path';
 import type { Logger } from '../log/logger.js';
 import { silentLogger } from '../log/logger.js';
+import { StoreFormatError } from './errors.js';
 import { lock, lockSync, unlockSync } from './flock.js';
-import { StateMap, type JournalEntry, type Planned } from './state-map.js';
+import { STORE_FORMAT, StateMap, type JournalEntry, type Planned } from './state-map.js';
 import { Subscribers } from './subscribers.js';
-import type { ChangeEvent, SetOptions, Store } from './store.js';
+import type { ChangeEvent, SetOptions, Store, StoreHealth } from './store.js';
 
 export interface EmbeddedStoreOptions {
   log?: Logger;
@@ -88,6 +103,9 @@ const TORN_END = '\u0018\n';
 const VOID_LINE = '{"o":"void"}';
 /** Ends a journal that a compaction replaces: its readers reload (see the header). */
 const END_LINE = '{"o":"end"}';
+/** The first line of every journal this build creates: the format the lines after it are in. */
+const FORMAT_LINE = `{"o":"format","v":${STORE_FORMAT}}`;
+const FORMAT_PREFIX = '{"o":"format"';
 
 interface PendingOp {
   plan: (state: StateMap, now: number) => Planned<unknown>;
@@ -118,6 +136,10 @@ export class EmbeddedStore implements Store {
   /** Identity of the snapshot we loaded (null: none existed). */
   private snapIdent: string | null = null;
   private snapBytes = 0;
+  /** The files are in a newer format than this build's: every call fails with it (see the header). */
+  private newer: StoreFormatError | null = null;
+  /** When `health()`'s answer last changed. */
+  private healthSince = Date.now();
 
   private readonly subscribers = new Subscribers();
   private deliveries: ChangeEvent[] = [];
@@ -248,7 +270,7 @@ export class EmbeddedStore implements Store {
         clearInterval(this.pollTimer);
         clearInterval(this.sweepTimer);
         this.subscribers.clear();
-        closeSync(this.jfd);
+        if (this.jfd >= 0) closeSync(this.jfd); // -1 after a reload that met a newer snapshot
         closeSync(this.lockFd);
       })();
     }
@@ -259,6 +281,21 @@ export class EmbeddedStore implements Store {
 
   private check(): void {
     if (this.closed || this.closing) throw new Error('store is closed');
+    if (this.newer) throw this.newer;
+  }
+
+  health(): StoreHealth {
+    return { driver: 'embedded', healthy: this.newer === null, since: this.healthSince, ...(this.newer ? { error: this.newer.message } : {}) };
+  }
+
+  /** The files are in format `found`, newer than this build's: from now on nothing is read or written. */
+  private metNewerFormat(found: number): StoreFormatError {
+    if (!this.newer) {
+      this.newer = new StoreFormatError(this.dir, found, STORE_FORMAT);
+      this.healthSince = Date.now();
+      this.log.error({ evt: 'store.format_newer', dir: this.dir, found, supported: STORE_FORMAT }, this.newer.message);
+    }
+    return this.newer;
   }
 
   private enqueue<T>(plan: (state: StateMap, now: number) => Planned<T>): Promise<T> {
@@ -345,6 +382,11 @@ export class EmbeddedStore implements Store {
         this.offset += buf.length;
       }
     } catch (err) {
+      if (this.newer) {
+        // Catching up met a newer format: nothing was appended, and nothing more will be.
+        for (const op of batch) op.reject(this.newer);
+        return;
+      }
       // The disk refused (ENOSPC, EIO…): memory holds the batch, which no reader of the files
       // applies (appendBatch). Rebuild from the files, which are the truth, and fail the batch.
       this.log.error({ evt: 'store.error', err }, 'embedded store: journal write failed; reloading');
@@ -424,11 +466,13 @@ export class EmbeddedStore implements Store {
    * Returns true when the journal ends in a torn line, which the next append must terminate.
    */
   private syncLocked(): boolean {
+    if (this.newer) throw this.newer; // the journal may be closed already (loadAll)
     if (snapshotIdent(this.snapPath) !== this.snapIdent) {
       this.reloadLocked();
     } else if (this.readNew(true) === 0 || this.voided) {
       this.reloadLocked();
     }
+    if (this.newer) throw this.newer;
     // Under the lock no compaction is under way: an end line in our current journal is one that
     // failed before its commit, and the snapshot check above has decided.
     this.ended = false;
@@ -458,6 +502,7 @@ export class EmbeddedStore implements Store {
     const nfd = openSync(nextPath, 'a+', 0o600);
     try {
       ftruncateSync(nfd, 0);
+      writeAll(nfd, Buffer.from(`${FORMAT_LINE}\n`, 'utf8'));
       // Before the commit point: a committed compaction always has its end line, whether or not
       // journal G can be unlinked below.
       this.writeJournal(Buffer.from(`${END_LINE}\n`, 'utf8'));
@@ -503,8 +548,10 @@ export class EmbeddedStore implements Store {
     if (this.lookedThisCallback) return;
     if (this.readNew(true) === 0 || this.voided || this.ended) {
       await this.requestReload();
+      this.check(); // the reload may have met a newer format
       return;
     }
+    this.check(); // so may the lines just read
     this.lookedThisCallback = true;
     queueMicrotask(this.endOfCallback);
   }
@@ -521,7 +568,7 @@ export class EmbeddedStore implements Store {
    * changes and events without waiting for a read.
    */
   private poke(full: boolean): void {
-    if (this.closed || this.closing || this.reloadQueued) return;
+    if (this.closed || this.closing || this.reloadQueued || this.newer) return;
     try {
       const nlink = this.readNew(true);
       if (nlink === 0 || this.voided || this.ended || (full && snapshotIdent(this.snapPath) !== this.snapIdent)) void this.requestReload();
@@ -537,7 +584,11 @@ export class EmbeddedStore implements Store {
         async () => undefined,
         () => {
           this.reloadQueued = false;
-          this.syncLocked();
+          try {
+            this.syncLocked();
+          } catch (e) {
+            if (!this.newer) throw e; // a newer format is logged once, and every later call fails with it
+          }
         },
         (err) => {
           this.reloadQueued = false;
@@ -583,6 +634,18 @@ export class EmbeddedStore implements Store {
     for (let i = 0; i < lines.length; i++) {
       const line = lines[i]!;
       if (line.length === 0) continue;
+      if (line.startsWith(FORMAT_PREFIX)) {
+        const v = formatOf(line);
+        if (v === null) {
+          this.log.warn({ evt: 'store.error', gen: this.gen, bytes: line.length }, 'embedded store: skipping an unreadable format line');
+        } else if (v > STORE_FORMAT) {
+          // Nothing after it can be read safely, and nothing of it is applied.
+          this.metNewerFormat(v);
+          this.partial = Buffer.alloc(0);
+          return;
+        }
+        continue;
+      }
       if (line === END_LINE) {
         this.ended = true;
         continue;
@@ -629,7 +692,10 @@ export class EmbeddedStore implements Store {
   private loadAll(deliver: boolean): void {
     const id = statIdent(this.snapPath);
     if (id) {
-      const loaded = StateMap.fromSnapshot(JSON.parse(readFileSync(this.snapPath, 'utf8')));
+      const raw: unknown = JSON.parse(readFileSync(this.snapPath, 'utf8'));
+      const version = (raw as { version?: unknown } | null)?.version;
+      if (typeof version === 'number' && version > STORE_FORMAT) throw this.metNewerFormat(version);
+      const loaded = StateMap.fromSnapshot(raw);
       this.state = loaded.state;
       this.gen = loaded.gen;
     } else {
@@ -641,10 +707,14 @@ export class EmbeddedStore implements Store {
     const path = join(this.dir, journalName(this.gen));
     const fresh = !existsSync(path);
     this.jfd = openSync(path, 'a+', 0o600);
-    if (fresh) fsyncDir(this.dir);
+    if (fresh) {
+      writeAll(this.jfd, Buffer.from(`${FORMAT_LINE}\n`, 'utf8'));
+      fsyncDir(this.dir);
+    }
     this.offset = 0;
     this.partial = Buffer.alloc(0);
     this.readNew(deliver);
+    if (this.newer) throw this.newer;
     // A replay reads the whole journal at once, so every void meets its batch in it; it runs
     // under the lock, so an end line in it is one a failed compaction left (see syncLocked).
     this.voided = false;
@@ -699,6 +769,16 @@ function parseBatch(line: string): JournalEntry[] | null {
   const entries = (Array.isArray(raw) ? raw : [raw]).map((e) => StateMap.validate(e));
   // All or nothing, as the batch was written: one unknown entry (a newer version) drops the line.
   return entries.length > 0 && entries.every((e) => e !== null) ? (entries as JournalEntry[]) : null;
+}
+
+/** A format line's version: a positive integer, or null when the line is not a readable one. */
+function formatOf(line: string): number | null {
+  try {
+    const v = (JSON.parse(line) as { v?: unknown }).v;
+    return Number.isSafeInteger(v) && (v as number) > 0 ? (v as number) : null;
+  } catch {
+    return null;
+  }
 }
 
 function writeAll(fd: number, buf: Buffer): void {

@@ -18,3 +18,20 @@ export class StoreUnavailableError extends Error {
 export function isStoreUnavailable(e: unknown): e is StoreUnavailableError {
   return e instanceof StoreUnavailableError;
 }
+
+// StoreFormatError: the embedded store's files say they were written in a format newer than this
+// build reads (a newer Postern wrote them). Nothing is read or written from then on: applying
+// part of the state, or compacting it into a snapshot of this format, would lose what the newer
+// build wrote. Opening such a store fails with this error; a running process that meets it stops
+// serving the store and answers every call with it, a temporary failure (451 4.3.0) as for a
+// store that cannot be reached, until the newer build runs.
+export class StoreFormatError extends StoreUnavailableError {
+  constructor(
+    readonly dir: string,
+    readonly found: number,
+    readonly supported: number,
+  ) {
+    super(`${dir} is in store format ${found}, written by a newer Postern; this build reads format ${supported} and leaves it untouched. Run the newer build, or restore a copy of the data made before the upgrade.`);
+    this.name = 'StoreFormatError';
+  }
+}

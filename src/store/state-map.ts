@@ -24,10 +24,18 @@ type Entry = { kind: 'string'; value: string; expiresAt: number } | { kind: 'has
 
 const NEVER = Infinity;
 
+/**
+ * The format of the embedded store's files (snapshot and journal) that this build reads and
+ * writes. A build that changes what an older one would misread (a new entry kind, a new meaning)
+ * raises it, and older builds then refuse the files instead of skipping what they do not know
+ * (embedded.ts).
+ */
+export const STORE_FORMAT = 1;
+
 /** The snapshot file's content (`store.snapshot.json`). */
 export interface Snapshot {
   format: 'postern-store';
-  version: 1;
+  version: typeof STORE_FORMAT;
   /** Generation: the journal that continues this snapshot is `store.journal.<gen>.jsonl`. */
   gen: number;
   /** [key, value, expiresAt | null] */
@@ -198,12 +206,12 @@ export class StateMap {
       if (e.kind === 'hash') hashes.push([k, Object.fromEntries(e.fields)]);
       else if (!expired(e, now)) strings.push([k, e.value, e.expiresAt === NEVER ? null : e.expiresAt]);
     }
-    return { format: 'postern-store', version: 1, gen, strings, hashes };
+    return { format: 'postern-store', version: STORE_FORMAT, gen, strings, hashes };
   }
 
   static fromSnapshot(s: unknown): { state: StateMap; gen: number } {
     const snap = s as Partial<Snapshot> | null;
-    if (!snap || snap.format !== 'postern-store' || snap.version !== 1 || !Number.isSafeInteger(snap.gen) || !Array.isArray(snap.strings) || !Array.isArray(snap.hashes)) {
+    if (!snap || snap.format !== 'postern-store' || snap.version !== STORE_FORMAT || !Number.isSafeInteger(snap.gen) || !Array.isArray(snap.strings) || !Array.isArray(snap.hashes)) {
       throw new Error('not a postern store snapshot (format/version/gen)');
     }
     const state = new StateMap();

@@ -22,7 +22,8 @@ export interface ChangeEvent {
 
 /**
  * Whether the store can be reached now (the future `/readyz` reports "degraded" when not).
- * Drivers without a remote end (embedded, memory) are always healthy; see `storeHealth`.
+ * The memory driver is always healthy, the embedded one unless its files are in a newer format;
+ * see `storeHealth`.
  */
 export interface StoreHealth {
   driver: 'embedded' | 'memory' | 'redis';

@@ -8,9 +8,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { createEmbeddedStore, type EmbeddedStore, type EmbeddedStoreOptions } from '../../../src/store/embedded.js';
+import { StoreFormatError, StoreUnavailableError } from '../../../src/store/errors.js';
 import { LockTimeoutError, tryLockSync, unlockSync } from '../../../src/store/flock.js';
 import { StateMap } from '../../../src/store/state-map.js';
 import type { ChangeEvent } from '../../../src/store/store.js';
+import { captureLogger } from '../queue/helpers.js';
 import { runStoreContract, sleep, waitFor } from './contract.js';
 
 const root = mkdtempSync(join(tmpdir(), 'postern-embedded-'));
@@ -66,7 +68,10 @@ describe('embedded store: persistence', () => {
     await s.close();
     assert.deepEqual(stateFiles(dir), ['store.journal.0.jsonl', 'store.lock']);
     const lines = readFileSync(journalOf(dir), 'utf8').trim().split('\n');
-    assert.deepEqual(JSON.parse(lines[0]!), { o: 'set', k: 'k', v: 'v' });
+    assert.deepEqual(lines.map((l) => JSON.parse(l) as unknown), [
+      { o: 'format', v: 1 },
+      { o: 'set', k: 'k', v: 'v' },
+    ]);
   });
 
   it('compaction writes a snapshot, starts a new journal and keeps every value', async () => {
@@ -83,7 +88,9 @@ describe('embedded store: persistence', () => {
     assert.notEqual(journals[0], 'store.journal.0.jsonl');
     const snap = JSON.parse(readFileSync(join(dir, 'state', 'store.snapshot.json'), 'utf8'));
     assert.equal(snap.format, 'postern-store');
+    assert.equal(snap.version, 1);
     assert.equal(`store.journal.${snap.gen}.jsonl`, journals[0]);
+    assert.equal(readFileSync(join(dir, 'state', journals[0]!), 'utf8').split('\n')[0], '{"o":"format","v":1}');
     const r = open(dir);
     try {
       for (let i = 250; i < 300; i++) assert.equal(await r.get(`k:${i % 50}`), `value ${i}`);
@@ -540,6 +547,138 @@ describe('embedded store: compaction whose old journal cannot be removed', () =>
     } finally {
       await a.close();
       await b.close();
+    }
+  });
+});
+
+describe('embedded store: files in a newer format', () => {
+  /** Every file of the store with its bytes, to show that nothing was written. */
+  const filesOf = (dir: string) => Object.fromEntries(stateFiles(dir).map((f) => [f, readFileSync(join(dir, 'state', f), 'latin1')]));
+  const isNewer = (e: unknown) => {
+    assert.ok(e instanceof StoreFormatError, String(e));
+    assert.ok(e instanceof StoreUnavailableError, 'a temporary failure for sessions');
+    assert.equal(e.code, 451);
+    assert.equal(e.enhanced, '4.3.0');
+    assert.equal(e.found, 2);
+    assert.equal(e.supported, 1);
+    assert.match(e.message, /is in store format 2, written by a newer Postern; this build reads format 1 and leaves it untouched\. Run the newer build/);
+    return true;
+  };
+
+  /** A store of this build holding k = v, with its writer closed. */
+  async function storeWithK(): Promise<string> {
+    const dir = freshDir();
+    const a = open(dir);
+    await a.set('k', 'v');
+    await a.close();
+    return dir;
+  }
+
+  it('a journal without a format line (an older build) is format 1; a format line of 1 anywhere is too', async () => {
+    const dir = freshDir();
+    await open(dir).close();
+    writeFileSync(journalOf(dir), '{"o":"set","k":"a","v":"1"}\n{"o":"format","v":1}\n{"o":"set","k":"b","v":"2"}\n');
+    const b = open(dir);
+    try {
+      assert.equal(await b.get('a'), '1');
+      assert.equal(await b.get('b'), '2');
+      await b.set('c', '3');
+    } finally {
+      await b.close();
+    }
+  });
+
+  it('a format line that names no version is skipped with a warning; its neighbours apply', async () => {
+    const dir = freshDir();
+    await open(dir).close();
+    writeFileSync(journalOf(dir), '{"o":"format","v":1}\n{"o":"set","k":"a","v":"1"}\n{"o":"format","v":"two"}\n{"o":"format"}\n{"o":"set","k":"b","v":"2"}\n');
+    const cap = captureLogger();
+    const b = open(dir, { log: cap.log });
+    try {
+      assert.equal(await b.get('a'), '1');
+      assert.equal(await b.get('b'), '2');
+      assert.equal(cap.lines.filter((l) => l.msg === 'embedded store: skipping an unreadable format line').length, 2);
+    } finally {
+      await b.close();
+    }
+  });
+
+  const atOpen: [string, (dir: string) => void][] = [
+    ['a journal that starts in format 2', (dir) => writeFileSync(journalOf(dir), '{"o":"format","v":2}\n{"o":"set2","k":"k","v":"new"}\n')],
+    ['a journal that goes on in format 2', (dir) => appendFileSync(journalOf(dir), '{"o":"format","v":2}\n{"o":"set","k":"k","v":"w"}\n')],
+    [
+      'a snapshot in format 2',
+      (dir) => {
+        // What a newer build's compaction leaves: the old journal ended, snapshot and journal 1 in format 2.
+        appendFileSync(journalOf(dir), '{"o":"end"}\n');
+        writeFileSync(join(dir, 'state', 'store.snapshot.json'), JSON.stringify({ format: 'postern-store', version: 2, gen: 1, strings: [['k', 'v', null]], hashes: [], more: {} }));
+        writeFileSync(join(dir, 'state', 'store.journal.1.jsonl'), '{"o":"format","v":2}\n');
+      },
+    ],
+  ];
+  for (const [what, make] of atOpen) {
+    it(`${what}: opening it fails with what to do, and writes nothing`, async () => {
+      const dir = await storeWithK();
+      make(dir);
+      const before = filesOf(dir);
+      const cap = captureLogger();
+      assert.throws(() => open(dir, { log: cap.log }), isNewer);
+      assert.throws(() => open(dir, { log: cap.log }), isNewer, 'and again: nothing was repaired or removed');
+      assert.deepEqual(filesOf(dir), before);
+      const logged = cap.lines.find((l) => l.evt === 'store.format_newer');
+      assert.deepEqual([logged?.found, logged?.supported, logged?.level], [2, 1, 50]);
+    });
+  }
+
+  it('a running store that meets a newer format (a newer CLI wrote to it) stops reading and writing, and says so once', async () => {
+    const dir = await storeWithK();
+    const cap = captureLogger();
+    const a = open(dir, { log: cap.log, pollMs: 20 });
+    try {
+      assert.equal(await a.get('k'), 'v');
+      assert.equal(a.health().healthy, true);
+      appendFileSync(journalOf(dir), '{"o":"format","v":2}\n{"o":"set","k":"k","v":"w"}\n');
+      const before = filesOf(dir);
+      // A write first: it catches up under the lock, meets the line and appends nothing.
+      await assert.rejects(a.set('x', '1'), isNewer);
+      await assert.rejects(a.get('k'), isNewer);
+      await assert.rejects(a.incr('n'), isNewer);
+      assert.throws(() => a.subscribe('c', () => undefined), isNewer);
+      await sleep(60); // a few polls: they read nothing more either
+      assert.deepEqual(filesOf(dir), before);
+      const h = a.health();
+      assert.equal(h.healthy, false);
+      assert.match(h.error ?? '', /store format 2/);
+      assert.equal(cap.lines.filter((l) => l.evt === 'store.format_newer').length, 1);
+    } finally {
+      await a.close();
+    }
+  });
+
+  it('a running reader that meets the line first in a read, or a newer snapshot at a reload, stops too', async () => {
+    const dir = await storeWithK();
+    const reader = open(dir, { pollMs: 60_000 });
+    const other = open(dir, { pollMs: 60_000 });
+    try {
+      assert.equal(await reader.get('k'), 'v');
+      assert.equal(await other.get('k'), 'v');
+      appendFileSync(journalOf(dir), '{"o":"format","v":2}\n');
+      await sleep(5);
+      await assert.rejects(reader.get('k'), isNewer);
+      // The other one meets a compaction by the newer build: the end line, then its snapshot.
+      const journal0 = journalOf(dir);
+      appendFileSync(journal0, '{"o":"end"}\n');
+      writeFileSync(join(dir, 'state', 'store.snapshot.json'), JSON.stringify({ format: 'postern-store', version: 2, gen: 1, strings: [], hashes: [] }));
+      writeFileSync(join(dir, 'state', 'store.journal.1.jsonl'), '{"o":"format","v":2}\n');
+      rmSync(journal0);
+      const before = filesOf(dir);
+      await sleep(5);
+      await assert.rejects(other.get('k'), isNewer);
+      await assert.rejects(other.set('k', 'old'), isNewer);
+      assert.deepEqual(filesOf(dir), before);
+    } finally {
+      await reader.close();
+      await other.close(); // its journal is already closed (the reload stopped before opening one)
     }
   });
 });
