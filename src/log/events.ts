@@ -80,6 +80,7 @@ export const LOG_EVENTS = [
   'delivery.relayed',
   'store.error',
   'store.compacted',
+  'store.format_newer',
   'store.unavailable',
   'store.recovered',
   'directory.changed',
