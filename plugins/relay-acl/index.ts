@@ -17,6 +17,13 @@
 //                config's and the store's, src/policy/routes.ts)  → accept
 //              foreign, and the client is trusted or authenticated → accept
 //              foreign otherwise                                  → 554 5.7.1 Relay access denied
+// Run-time lists the store cannot answer never turn into a permanent refusal (a trusted client's
+// mail would bounce over a passing outage): an access list that cannot be read makes the hook
+// throw, and so does a refusal that an unread list (the trusted networks, read again at that
+// point, the relay domains, routes never read yet) might have turned into an accept. The plugin
+// runner answers 451 4.3.0, or with `on_error: fail-open` goes on without this plugin (the SMTP
+// core still refuses foreign recipients). A Redis store answers these keys from their last known
+// values during an outage (`store.last_known`), so this is mostly a cold start in an outage.
 // Addresses given as IPv4-mapped IPv6 (::ffff:127.0.0.1) match IPv4 networks.
 // The client is the connection's (session.remoteAddress): a client a content filter names with
 // XFORWARD (session.forwarded) describes the message and never decides relaying or access.
@@ -57,7 +64,8 @@ export default definePlugin({
   },
   hooks: {
     async connect(ctx) {
-      if (inRanges(ctx.session.remoteAddress, ctx.state.ranges) || inRanges(ctx.session.remoteAddress, await storeRanges(ctx))) {
+      // An unreadable run-time list trusts nobody more here; RCPT reads it again before refusing.
+      if (inRanges(ctx.session.remoteAddress, ctx.state.ranges) || inRanges(ctx.session.remoteAddress, (await storeRanges(ctx)) ?? [])) {
         ctx.session.relaying = true;
       }
       return next();
@@ -96,25 +104,40 @@ export default definePlugin({
       }
       if (verdict === 'allow' && !tricks.length) return accept();
       if (!addr.domain.startsWith('[') && (ctx.directory.isLocalDomain(addr.domain) || ctx.directory.isLocalDomain(addr.domainAscii))) return next();
-      if (!tricks.length && ctx.config.relay_domains_key && (await storeHas(ctx, ctx.config.relay_domains_key, addr.domainAscii.toLowerCase()))) return accept();
+      // The first store failure on the way to a refusal (see the header).
+      let unread: unknown = undefined;
+      if (!tricks.length && ctx.config.relay_domains_key) {
+        const has = await storeHas(ctx, ctx.config.relay_domains_key, addr.domainAscii.toLowerCase());
+        if (has === true) return accept();
+        if (has !== false) unread = has.error;
+      }
       const routes = await ctx.state.routes.table(ctx.log);
       if (routes.has(addr.domain) || routes.has(addr.domainAscii)) return accept();
       if (mayRelay) return accept();
+      unread ??= ctx.state.routes.unread;
+      const networks = await storeRanges(ctx);
+      if (networks === null) {
+        unread ??= new Error(`cannot read ${ctx.config.store_key}`);
+      } else if (inRanges(ctx.session.remoteAddress, networks)) {
+        ctx.session.relaying = true; // added since the connect, or unreadable then
+        return accept();
+      }
+      if (unread !== undefined) throw unread;
       logEvent(ctx.log, 'info', 'plugin.relay.denied', { rcpt: ctx.rcpt.address, domain: addr.domain, remote: ctx.session.remoteAddress }, 'foreign recipient from a client that may not relay');
       return relayDenied();
     },
   },
 });
 
-async function storeRanges(ctx: { config: { store_key: string }; store: { hgetall(k: string): Promise<Record<string, string>> }; log: import('pino').Logger }): Promise<Range[]> {
+/** The run-time trusted networks; null when the store cannot be read (logged). */
+async function storeRanges(ctx: { config: { store_key: string }; store: { hgetall(k: string): Promise<Record<string, string>> }; log: import('pino').Logger }): Promise<Range[] | null> {
   if (!ctx.config.store_key) return [];
   let stored: Record<string, string>;
   try {
     stored = await ctx.store.hgetall(ctx.config.store_key);
   } catch (e) {
-    // Failing closed is safe here: without the run-time list the client simply may not relay.
     ctx.log.warn({ evt: 'store.error', err: e }, 'cannot read run-time relay networks; using the configured ones');
-    return [];
+    return null;
   }
   const out: Range[] = [];
   for (const [id, cidr] of Object.entries(stored)) {
@@ -129,23 +152,21 @@ async function storeRanges(ctx: { config: { store_key: string }; store: { hgetal
 
 type StoreCtx = { store: { hgetall(k: string): Promise<Record<string, string>>; hget(k: string, f: string): Promise<string | null> }; log: import('pino').Logger };
 
-/** An access list from the store; on a store failure, none (the static policy still applies). */
+/**
+ * An access list from the store. A store failure is thrown: a deny entry it holds must not be
+ * skipped (the runner answers 451 4.3.0, or goes on with `on_error: fail-open`).
+ */
 async function storeEntries(ctx: StoreCtx, key: string): Promise<AccessEntry[]> {
   if (!key) return [];
-  try {
-    return parseEntries(await ctx.store.hgetall(key));
-  } catch (e) {
-    ctx.log.warn({ evt: 'store.error', err: e, key }, 'cannot read a run-time access list; ignoring it');
-    return [];
-  }
+  return parseEntries(await ctx.store.hgetall(key));
 }
 
-async function storeHas(ctx: StoreCtx, key: string, field: string): Promise<boolean> {
+/** Whether `field` is in the hash; the error when the store cannot be read (logged). */
+async function storeHas(ctx: StoreCtx, key: string, field: string): Promise<boolean | { error: unknown }> {
   try {
     return (await ctx.store.hget(key, field)) !== null;
-  } catch (e) {
-    // Failing closed: without the list the domain is simply not relayed for.
-    ctx.log.warn({ evt: 'store.error', err: e, key }, 'cannot read the run-time relay domains');
-    return false;
+  } catch (error) {
+    ctx.log.warn({ evt: 'store.error', err: error, key }, 'cannot read the run-time relay domains');
+    return { error };
   }
 }

@@ -7,6 +7,8 @@ import { RouteTable } from '../../src/delivery/routes.js';
 import { inRanges, parseRange } from '../../src/address/cidr.js';
 import { testPlugin } from '../../src/pipeline/harness.js';
 import type { SessionInfo } from '../../src/pipeline/plugin.js';
+import { StoreUnavailableError } from '../../src/store/errors.js';
+import { MemoryStore } from '../../src/store/memory.js';
 
 const GLOBAL = {
   domains: { local: ['local.test', 'xn--bcher-kva.test'] },
@@ -113,6 +115,102 @@ for (const who of ['untrusted', 'trusted network', 'authenticated'] as const) {
     await h.close();
   });
 }
+
+// A store that refuses reads of some keys, as Redis does in an outage for keys it has no last
+// known value of (StoreUnavailableError); `down` can change while the harness runs.
+function failingStore(down: Set<string>): MemoryStore {
+  const store = new MemoryStore();
+  const { hgetall, hget } = store;
+  store.hgetall = (key) => (down.has(key) ? Promise.reject(new StoreUnavailableError(`${key} unreadable`)) : hgetall.call(store, key));
+  store.hget = (key, field) => (down.has(key) ? Promise.reject(new StoreUnavailableError(`${key} unreadable`)) : hget.call(store, key, field));
+  return store;
+}
+
+const NETWORKS = 'policy:relay:networks';
+const DOMAINS = 'policy:relay:domains';
+const ROUTES = 'policy:relay:routes';
+
+/** The verdict for one recipient in a new connection from `ip`. */
+async function rcptVerdict(h: ReturnType<typeof harness>, ip: string, rcpt: string) {
+  h.newConnection({ remoteAddress: ip });
+  await h.run('connect');
+  const r = await h.run('rcpt', { rcpt });
+  return r.verdict.kind === 'reject' || r.verdict.kind === 'tempfail' ? `${r.verdict.kind} ${r.verdict.code} ${r.verdict.enhanced}` : r.verdict.kind;
+}
+
+test('a run-time list the store cannot read turns a relay refusal into 451 4.3.0, never 554', async () => {
+  for (const key of [NETWORKS, DOMAINS, ROUTES]) {
+    const down = new Set<string>();
+    const store = failingStore(down);
+    const h = testPlugin(plugin, {}, { global: GLOBAL, store });
+    await store.hset(NETWORKS, 'n1', '203.0.113.0/24');
+    await store.hset(DOMAINS, 'backup.test', '1');
+    down.add(key);
+    // What that list would have allowed is not refused for good, nor is any other foreign recipient.
+    assert.equal(await rcptVerdict(h, '198.51.100.1', 'x@elsewhere.test'), 'tempfail 451 4.3.0', key);
+    if (key === NETWORKS) assert.equal(await rcptVerdict(h, '203.0.113.9', 'x@elsewhere.test'), 'tempfail 451 4.3.0', key);
+    if (key === DOMAINS) assert.equal(await rcptVerdict(h, '198.51.100.1', 'x@backup.test'), 'tempfail 451 4.3.0', key);
+    // Mail the configured policy decides is unaffected.
+    assert.equal(await rcptVerdict(h, '198.51.100.1', 'x@local.test'), 'next', key);
+    assert.equal(await rcptVerdict(h, '198.51.100.1', 'x@corp.test'), 'accept', key);
+    assert.equal(await rcptVerdict(h, '10.1.2.3', 'x@elsewhere.test'), 'accept', key);
+    // A routing trick from an untrusted client needs no list to be refused.
+    assert.equal(await rcptVerdict(h, '198.51.100.1', 'x%elsewhere.test@local.test'), 'reject 554 5.7.1', key);
+    // Readable again: the lists decide, and the refusal is permanent.
+    down.clear();
+    assert.equal(await rcptVerdict(h, '198.51.100.1', 'x@elsewhere.test'), 'reject 554 5.7.1', key);
+    assert.equal(await rcptVerdict(h, '203.0.113.9', 'x@elsewhere.test'), 'accept', key);
+    assert.equal(await rcptVerdict(h, '198.51.100.1', 'x@backup.test'), 'accept', key);
+    await h.close();
+  }
+});
+
+test('trusted networks unreadable at connect are read again at RCPT: a client in them relays', async () => {
+  const down = new Set([NETWORKS]);
+  const store = failingStore(down);
+  const h = testPlugin(plugin, {}, { global: GLOBAL, store });
+  await store.hset(NETWORKS, 'n1', '203.0.113.0/24');
+  h.newConnection({ remoteAddress: '203.0.113.9' });
+  await h.run('connect');
+  assert.equal(h.session.relaying, false);
+  down.clear();
+  const r = await h.run('rcpt', { rcpt: 'x@elsewhere.test' });
+  assert.equal(r.verdict.kind, 'accept');
+  assert.equal(h.session.relaying, true);
+  await h.close();
+});
+
+test('routes read once stand in while the store cannot be read', async () => {
+  const down = new Set<string>();
+  const store = failingStore(down);
+  await store.hset(ROUTES, 'partner.test', JSON.stringify({ domain: 'partner.test', nexthop: 'smtp://10.0.0.9:25' }));
+  const h = testPlugin(plugin, {}, { global: GLOBAL, store });
+  assert.equal(await rcptVerdict(h, '198.51.100.1', 'x@partner.test'), 'accept');
+  down.add(ROUTES);
+  assert.equal(await rcptVerdict(h, '198.51.100.1', 'x@partner.test'), 'accept', 'the last good routes');
+  assert.equal(await rcptVerdict(h, '198.51.100.1', 'x@elsewhere.test'), 'reject 554 5.7.1', 'they are known: no route there');
+  await h.close();
+});
+
+test('an access list the store cannot read: 451 4.3.0 at MAIL and RCPT, its deny entries are not skipped', async () => {
+  for (const [stage, key] of [['mail', 'policy:access:senders'], ['rcpt', 'policy:access:recipients']] as const) {
+    const down = new Set([key]);
+    const h = testPlugin(plugin, {}, { global: GLOBAL, store: failingStore(down) });
+    h.newConnection({ remoteAddress: '10.1.2.3' });
+    await h.run('connect');
+    const r = await h.run(stage, { tx: { mailFrom: 'a@sender.test' }, rcpt: 'x@local.test' });
+    assert.equal(r.verdict.kind, 'tempfail', key);
+    assert.deepEqual(r.verdict.kind === 'tempfail' && [r.verdict.code, r.verdict.enhanced], [451, '4.3.0'], key);
+    assert.match(String(r.trace.at(-1)?.detail), /unreadable/, key);
+    await h.close();
+    // With on_error: fail-open the plugin steps aside (the SMTP core still refuses foreign recipients).
+    const open = testPlugin(plugin, { on_error: 'fail-open' }, { global: GLOBAL, store: failingStore(new Set([key])) });
+    open.newConnection({ remoteAddress: '10.1.2.3' });
+    await open.run('connect');
+    assert.equal((await open.run(stage, { tx: { mailFrom: 'a@sender.test' }, rcpt: 'x@local.test' })).verdict.kind, 'next', key);
+    await open.close();
+  }
+});
 
 test('malformed recipients get 553 5.1.3 whoever asks', async () => {
   const h = harness();

@@ -138,4 +138,9 @@ export class LiveRoutes implements RouteSource {
     const merged: [string, RouteConfig][] = [...Object.entries(this.configured), ...stored.map((r) => [r.domain, toRouteConfig(r)] as [string, RouteConfig])];
     return RouteTable.fromEntries(merged);
   }
+
+  /** The store's error while its routes have never been read: `table()` then holds the config's only. */
+  get unread(): unknown {
+    return this.hash.unread;
+  }
 }

@@ -10,6 +10,8 @@ import type { Store } from '../store/store.js';
 
 export class PolicyHash<T> {
   private lastGood: T[] = [];
+  private readOnce = false;
+  private lastError: unknown = undefined;
 
   constructor(
     private readonly store: Store | undefined,
@@ -25,8 +27,10 @@ export class PolicyHash<T> {
       all = await this.store.hgetall(this.key);
     } catch (err) {
       log?.warn({ evt: 'store.error', err, key: this.key }, 'cannot read run-time policy; using the last known entries');
+      this.lastError = err;
       return this.lastGood;
     }
+    this.readOnce = true;
     const out: T[] = [];
     for (const [field, raw] of Object.entries(all)) {
       try {
@@ -37,5 +41,13 @@ export class PolicyHash<T> {
     }
     this.lastGood = out;
     return out;
+  }
+
+  /**
+   * The error of the last read when no read has succeeded yet: `entries()` then stood in with
+   * none, which may hide entries that exist. Undefined once one succeeded, or before any read.
+   */
+  get unread(): unknown {
+    return this.readOnce ? undefined : this.lastError;
   }
 }
