@@ -13,11 +13,13 @@
 //                             names the format it is in (`{"o":"format","v":1}`)
 //
 // Format (STORE_FORMAT in state-map.ts). The snapshot's `version` and the journal's format line
-// say which format the files are in; a journal without one (written by a build before the line
-// existed) is format 1, as is a format line anywhere else in a journal that says 1. A build that
-// finds a higher format than its own, in the snapshot or in any journal line it reads, reads and
-// writes nothing more: applying the lines it knows and skipping the rest, then compacting that
-// into a snapshot, would lose what the newer build wrote. Opening such a store throws
+// (any JSON object line whose `o` is "format") say which format the files are in; a journal
+// without one (written by a build before the line existed) is format 1, as is a format line
+// anywhere else in a journal that says 1. A build that finds any other format, in the snapshot or
+// in any journal line it reads, reads and writes nothing more: applying the lines it knows and
+// skipping the rest, then compacting that into a snapshot, would lose what the newer build wrote.
+// So a build that raises the format writes its format line before its first line in the new
+// format, whether it starts a journal or goes on with one an older build started. Opening such a store throws
 // StoreFormatError with what to do; a running process that meets it (a newer CLI wrote to the
 // store of an older daemon) logs `store.format_newer` once, reports itself unhealthy
 // (`GET /readyz`) and fails every later call with that error, which sessions answer 451 4.3.0 as
@@ -74,7 +76,7 @@ import { closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, mkdirSync, 
 import { join } from 'node:path';
 import type { Logger } from '../log/logger.js';
 import { silentLogger } from '../log/logger.js';
-import { StoreFormatError } from './errors.js';
+import { StoreFormatError, StoreUnavailableError } from './errors.js';
 import { lock, lockSync, unlockSync } from './flock.js';
 import { STORE_FORMAT, StateMap, type JournalEntry, type Planned } from './state-map.js';
 import { Subscribers } from './subscribers.js';
@@ -105,7 +107,8 @@ const VOID_LINE = '{"o":"void"}';
 const END_LINE = '{"o":"end"}';
 /** The first line of every journal this build creates: the format the lines after it are in. */
 const FORMAT_LINE = `{"o":"format","v":${STORE_FORMAT}}`;
-const FORMAT_PREFIX = '{"o":"format"';
+/** Why reads fail while a reload could not load the files (logged when it happened). */
+const UNLOADED = "the store's files could not be loaded; see the log";
 
 interface PendingOp {
   plan: (state: StateMap, now: number) => Planned<unknown>;
@@ -285,15 +288,18 @@ export class EmbeddedStore implements Store {
   }
 
   health(): StoreHealth {
-    return { driver: 'embedded', healthy: this.newer === null, since: this.healthSince, ...(this.newer ? { error: this.newer.message } : {}) };
+    const error = this.newer?.message ?? (this.jfd < 0 ? UNLOADED : undefined);
+    return { driver: 'embedded', healthy: error === undefined, since: this.healthSince, ...(error ? { error } : {}) };
   }
 
-  /** The files are in format `found`, newer than this build's: from now on nothing is read or written. */
-  private metNewerFormat(found: number): StoreFormatError {
+  /** The files are in format `found`, not this build's: from now on nothing is read or written. */
+  private metNewerFormat(found: unknown): StoreFormatError {
     if (!this.newer) {
       this.newer = new StoreFormatError(this.dir, found, STORE_FORMAT);
       this.healthSince = Date.now();
       this.log.error({ evt: 'store.format_newer', dir: this.dir, found, supported: STORE_FORMAT }, this.newer.message);
+      // Subscribers drop what they cached (the directory's users, say): their next read fails.
+      for (const channel of this.subscribers.channels()) this.queueDelivery({ channel, message: '{"resync":true}' });
     }
     return this.newer;
   }
@@ -467,7 +473,7 @@ export class EmbeddedStore implements Store {
    */
   private syncLocked(): boolean {
     if (this.newer) throw this.newer; // the journal may be closed already (loadAll)
-    if (snapshotIdent(this.snapPath) !== this.snapIdent) {
+    if (this.jfd < 0 || snapshotIdent(this.snapPath) !== this.snapIdent) {
       this.reloadLocked();
     } else if (this.readNew(true) === 0 || this.voided) {
       this.reloadLocked();
@@ -536,7 +542,17 @@ export class EmbeddedStore implements Store {
   /** Before a read: our own queued writes first (read-your-writes), then other processes'. */
   private async catchUp(): Promise<void> {
     this.check();
-    if (this.flushQueued || this.reloadQueued) await this.chain;
+    if (this.flushQueued || this.reloadQueued) {
+      await this.chain;
+      this.check(); // what the chain ran may have met a newer format
+    }
+    if (this.jfd < 0) {
+      // The last reload could not load the files (see reloadLocked): try again, or fail this read.
+      await this.requestReload();
+      this.check();
+      if (this.jfd < 0) throw new StoreUnavailableError(`${this.dir}: ${UNLOADED}`);
+      return;
+    }
     // One look per callback: the reads one SMTP command makes (routes, ACL, directory, caches)
     // run as one chain of microtasks and share it; the next callback (another socket's data, a
     // timer) looks again, even within the same event-loop iteration, because what woke it may
@@ -568,7 +584,8 @@ export class EmbeddedStore implements Store {
    * changes and events without waiting for a read.
    */
   private poke(full: boolean): void {
-    if (this.closed || this.closing || this.reloadQueued || this.newer) return;
+    // Without a journal (a reload that failed) the next read or write tries again, not the poll.
+    if (this.closed || this.closing || this.reloadQueued || this.newer || this.jfd < 0) return;
     try {
       const nlink = this.readNew(true);
       if (nlink === 0 || this.voided || this.ended || (full && snapshotIdent(this.snapPath) !== this.snapIdent)) void this.requestReload();
@@ -634,18 +651,6 @@ export class EmbeddedStore implements Store {
     for (let i = 0; i < lines.length; i++) {
       const line = lines[i]!;
       if (line.length === 0) continue;
-      if (line.startsWith(FORMAT_PREFIX)) {
-        const v = formatOf(line);
-        if (v === null) {
-          this.log.warn({ evt: 'store.error', gen: this.gen, bytes: line.length }, 'embedded store: skipping an unreadable format line');
-        } else if (v > STORE_FORMAT) {
-          // Nothing after it can be read safely, and nothing of it is applied.
-          this.metNewerFormat(v);
-          this.partial = Buffer.alloc(0);
-          return;
-        }
-        continue;
-      }
       if (line === END_LINE) {
         this.ended = true;
         continue;
@@ -659,12 +664,19 @@ export class EmbeddedStore implements Store {
         i++; // a batch whose fsync failed: it never happened
         continue;
       }
-      const entries = parseBatch(line);
-      if (!entries) {
+      const parsed = parseLine(line);
+      if (!parsed) {
         this.log.warn({ evt: 'store.error', gen: this.gen, bytes: line.length }, 'embedded store: skipping an unreadable journal line');
         continue;
       }
-      for (const entry of entries) {
+      if ('format' in parsed) {
+        if (parsed.format === STORE_FORMAT) continue;
+        // Nothing after it can be read safely, and nothing of it is applied.
+        this.metNewerFormat(parsed.format);
+        this.partial = Buffer.alloc(0);
+        return;
+      }
+      for (const entry of parsed.entries) {
         this.state.apply(entry, now);
         if (deliver && entry.o === 'pub') this.queueDelivery({ channel: entry.c, message: entry.m });
       }
@@ -673,13 +685,18 @@ export class EmbeddedStore implements Store {
 
   /** Under the lock: drains the old journal (events included), then loads snapshot + journal. */
   private reloadLocked(): void {
-    try {
-      this.readNew(true);
-    } catch {
-      // The old file may be gone or unreadable; the snapshot holds its effects anyway.
+    if (this.jfd >= 0) {
+      try {
+        this.readNew(true);
+      } catch {
+        // The old file may be gone or unreadable; the snapshot holds its effects anyway.
+      }
+      if (this.newer) throw this.newer;
+      closeSync(this.jfd);
+      // -1 until loadAll opens the next journal: if it throws (a snapshot that cannot be read, or
+      // one in a newer format), reads fail and the next read or write tries again (catchUp).
+      this.jfd = -1;
     }
-    closeSync(this.jfd);
-    this.jfd = -1;
     const before = this.gen;
     this.loadAll(true);
     if (this.gen > before + 1) {
@@ -693,8 +710,8 @@ export class EmbeddedStore implements Store {
     const id = statIdent(this.snapPath);
     if (id) {
       const raw: unknown = JSON.parse(readFileSync(this.snapPath, 'utf8'));
-      const version = (raw as { version?: unknown } | null)?.version;
-      if (typeof version === 'number' && version > STORE_FORMAT) throw this.metNewerFormat(version);
+      const snap = raw as { format?: unknown; version?: unknown } | null;
+      if (snap?.format === 'postern-store' && snap.version !== STORE_FORMAT) throw this.metNewerFormat(snap.version);
       const loaded = StateMap.fromSnapshot(raw);
       this.state = loaded.state;
       this.gen = loaded.gen;
@@ -758,27 +775,21 @@ export function createEmbeddedStore(dataDir: string, opts: EmbeddedStoreOptions 
   return new EmbeddedStore(dataDir, opts);
 }
 
-/** One journal line: a batch's entries (one entry, or an array), or null when it is unreadable. */
-function parseBatch(line: string): JournalEntry[] | null {
+/**
+ * One journal line: a format line (its `v`, whatever it is), a batch's entries (one entry, or an
+ * array), or null when it is unreadable (torn, corrupt, or an entry of a kind this build lacks).
+ */
+function parseLine(line: string): { format: unknown } | { entries: JournalEntry[] } | null {
   let raw: unknown;
   try {
     raw = JSON.parse(line);
   } catch {
     return null;
   }
+  if (typeof raw === 'object' && raw !== null && !Array.isArray(raw) && (raw as { o?: unknown }).o === 'format') return { format: (raw as { v?: unknown }).v };
   const entries = (Array.isArray(raw) ? raw : [raw]).map((e) => StateMap.validate(e));
-  // All or nothing, as the batch was written: one unknown entry (a newer version) drops the line.
-  return entries.length > 0 && entries.every((e) => e !== null) ? (entries as JournalEntry[]) : null;
-}
-
-/** A format line's version: a positive integer, or null when the line is not a readable one. */
-function formatOf(line: string): number | null {
-  try {
-    const v = (JSON.parse(line) as { v?: unknown }).v;
-    return Number.isSafeInteger(v) && (v as number) > 0 ? (v as number) : null;
-  } catch {
-    return null;
-  }
+  // All or nothing, as the batch was written: one unknown entry drops the line.
+  return entries.length > 0 && entries.every((e) => e !== null) ? { entries: entries as JournalEntry[] } : null;
 }
 
 function writeAll(fd: number, buf: Buffer): void {

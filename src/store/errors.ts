@@ -28,10 +28,11 @@ export function isStoreUnavailable(e: unknown): e is StoreUnavailableError {
 export class StoreFormatError extends StoreUnavailableError {
   constructor(
     readonly dir: string,
-    readonly found: number,
+    /** What the files say: a higher number, or something this build cannot make sense of. */
+    readonly found: unknown,
     readonly supported: number,
   ) {
-    super(`${dir} is in store format ${found}, written by a newer Postern; this build reads format ${supported} and leaves it untouched. Run the newer build, or restore a copy of the data made before the upgrade.`);
+    super(`${dir} is in store format ${typeof found === 'number' ? found : JSON.stringify(found) ?? 'without a version'}, written by a newer Postern; this build reads format ${supported} and leaves it untouched. Run the newer build, or restore a copy of the data made before the upgrade.`);
     this.name = 'StoreFormatError';
   }
 }

@@ -588,18 +588,25 @@ describe('embedded store: files in a newer format', () => {
     }
   });
 
-  it('a format line that names no version is skipped with a warning; its neighbours apply', async () => {
-    const dir = freshDir();
-    await open(dir).close();
-    writeFileSync(journalOf(dir), '{"o":"format","v":1}\n{"o":"set","k":"a","v":"1"}\n{"o":"format","v":"two"}\n{"o":"format"}\n{"o":"set","k":"b","v":"2"}\n');
-    const cap = captureLogger();
-    const b = open(dir, { log: cap.log });
-    try {
-      assert.equal(await b.get('a'), '1');
-      assert.equal(await b.get('b'), '2');
-      assert.equal(cap.lines.filter((l) => l.msg === 'embedded store: skipping an unreadable format line').length, 2);
-    } finally {
-      await b.close();
+  it('a format line of any other version or spelling is refused too: a future build may write it so', async () => {
+    const cases: [string, string][] = [
+      ['{ "o": "format", "v": 2 }', '2'],
+      ['{"v":2,"o":"format"}', '2'],
+      ['{"o":"format","v":"2"}', '"2"'],
+      ['{"o":"format","v":1.5}', '1.5'],
+      ['{"o":"format","v":0}', '0'],
+      ['{"o":"format"}', 'without a version'],
+    ];
+    for (const [line, shown] of cases) {
+      const dir = await storeWithK();
+      appendFileSync(journalOf(dir), `${line}\n{"o":"set","k":"k","v":"w"}\n`);
+      const before = filesOf(dir);
+      assert.throws(
+        () => open(dir),
+        (e: unknown) => e instanceof StoreFormatError && e.message.includes(`is in store format ${shown}, written by a newer Postern`),
+        line,
+      );
+      assert.deepEqual(filesOf(dir), before, line);
     }
   });
 
@@ -655,30 +662,81 @@ describe('embedded store: files in a newer format', () => {
     }
   });
 
-  it('a running reader that meets the line first in a read, or a newer snapshot at a reload, stops too', async () => {
+  /** What a newer build's compaction leaves: the old journal ended and gone, snapshot and journal 1 in format 2. */
+  function newerCompaction(dir: string): void {
+    const journal0 = journalOf(dir);
+    appendFileSync(journal0, '{"o":"end"}\n');
+    writeFileSync(join(dir, 'state', 'store.snapshot.json'), JSON.stringify({ format: 'postern-store', version: 2, gen: 1, strings: [], hashes: [] }));
+    writeFileSync(join(dir, 'state', 'store.journal.1.jsonl'), '{"o":"format","v":2}\n');
+    rmSync(journal0);
+  }
+
+  it('a running reader meets the line in a read: it stops, and its subscribers are told to drop their caches', async () => {
     const dir = await storeWithK();
     const reader = open(dir, { pollMs: 60_000 });
-    const other = open(dir, { pollMs: 60_000 });
+    const events: string[] = [];
     try {
+      reader.subscribe('directory', (ev) => events.push(ev.message));
       assert.equal(await reader.get('k'), 'v');
-      assert.equal(await other.get('k'), 'v');
       appendFileSync(journalOf(dir), '{"o":"format","v":2}\n');
       await sleep(5);
       await assert.rejects(reader.get('k'), isNewer);
-      // The other one meets a compaction by the newer build: the end line, then its snapshot.
-      const journal0 = journalOf(dir);
-      appendFileSync(journal0, '{"o":"end"}\n');
-      writeFileSync(join(dir, 'state', 'store.snapshot.json'), JSON.stringify({ format: 'postern-store', version: 2, gen: 1, strings: [], hashes: [] }));
-      writeFileSync(join(dir, 'state', 'store.journal.1.jsonl'), '{"o":"format","v":2}\n');
-      rmSync(journal0);
-      const before = filesOf(dir);
-      await sleep(5);
-      await assert.rejects(other.get('k'), isNewer);
-      await assert.rejects(other.set('k', 'old'), isNewer);
-      assert.deepEqual(filesOf(dir), before);
+      await waitFor(() => events.length > 0, 'resync');
+      assert.deepEqual(events, ['{"resync":true}']);
     } finally {
       await reader.close();
-      await other.close(); // its journal is already closed (the reload stopped before opening one)
+    }
+  });
+
+  it('a running store meets a newer compaction at a reload: a write and a read of the same turn both fail with it', async () => {
+    const dir = await storeWithK();
+    const other = open(dir, { pollMs: 60_000 });
+    try {
+      assert.equal(await other.get('k'), 'v');
+      newerCompaction(dir);
+      const before = filesOf(dir);
+      await sleep(5);
+      const [w, r] = await Promise.allSettled([other.set('k', 'old'), other.get('k')]);
+      assert.equal(w.status, 'rejected');
+      assert.equal(r.status, 'rejected');
+      isNewer((w as PromiseRejectedResult).reason);
+      isNewer((r as PromiseRejectedResult).reason);
+      await assert.rejects(other.get('k'), isNewer);
+      assert.equal(other.health().healthy, false);
+      assert.deepEqual(filesOf(dir), before);
+    } finally {
+      await other.close(); // its journal was closed by the reload, which stopped before opening one
+    }
+  });
+
+  it('a snapshot that cannot be read at a reload: reads fail as unavailable, the poll stays quiet, and it recovers', async () => {
+    const dir = await storeWithK();
+    const cap = captureLogger();
+    const s = open(dir, { log: cap.log, pollMs: 10 });
+    try {
+      assert.equal(await s.get('k'), 'v');
+      const journal0 = journalOf(dir);
+      appendFileSync(journal0, '{"o":"end"}\n');
+      writeFileSync(join(dir, 'state', 'store.snapshot.json'), '{"format":"postern-store", torn');
+      writeFileSync(join(dir, 'state', 'store.journal.1.jsonl'), '{"o":"format","v":1}\n');
+      rmSync(journal0);
+      await sleep(5);
+      const err = await s.get('k').then(
+        () => null,
+        (e: unknown) => e,
+      );
+      assert.ok(err instanceof StoreUnavailableError && !(err instanceof StoreFormatError), String(err));
+      assert.match(err.message, /could not be loaded/);
+      assert.equal(s.health().healthy, false);
+      const logged = cap.lines.length;
+      await sleep(100); // ten polls
+      assert.ok(cap.lines.length - logged <= 1, `the poll logged ${cap.lines.length - logged} lines`);
+      writeFileSync(join(dir, 'state', 'store.snapshot.json'), JSON.stringify({ format: 'postern-store', version: 1, gen: 1, strings: [['k', 'repaired', null]], hashes: [] }));
+      assert.equal(await s.get('k'), 'repaired');
+      await s.set('k2', 'v2');
+      assert.equal(s.health().healthy, true);
+    } finally {
+      await s.close();
     }
   });
 });
