@@ -19,13 +19,13 @@
 // in any journal line it reads, reads and writes nothing more: applying the lines it knows and
 // skipping the rest, then compacting that into a snapshot, would lose what the newer build wrote.
 // So a build that raises the format writes its format line before its first line in the new
-// format, whether it starts a journal or goes on with one an older build started. Opening such a store throws
-// StoreFormatError with what to do; a running process that meets it (a newer CLI wrote to the
-// store of an older daemon) logs `store.format_newer` once, reports itself unhealthy
-// (`GET /readyz`) and fails every later call with that error, which sessions answer 451 4.3.0 as
-// for a store that cannot be reached. Nothing is lost; mail waits until the newer build runs.
-// Lines of a known format that are not entries (corrupt, or an unknown kind) are skipped with a
-// warning, as before.
+// format, whether it starts a journal or goes on with one an older build started. Opening such a
+// store throws StoreFormatError with what to do; a running process that meets it (a newer CLI
+// wrote to the store of an older daemon) logs `store.format_newer` once, tells its subscribers to
+// resync (so caches drop), reports itself unhealthy (`GET /readyz`) and fails every later call
+// with that error, which sessions answer 451 4.3.0 as for a store that cannot be reached. Nothing
+// is lost; mail waits until the newer build runs. Lines of a known format that are not entries
+// (corrupt, or an unknown kind) are skipped with a warning, as before.
 //
 // Multi-process protocol:
 //   - Reads are served from memory. Before a read the process catches up: one fstat of the
@@ -273,7 +273,7 @@ export class EmbeddedStore implements Store {
         clearInterval(this.pollTimer);
         clearInterval(this.sweepTimer);
         this.subscribers.clear();
-        if (this.jfd >= 0) closeSync(this.jfd); // -1 after a reload that met a newer snapshot
+        if (this.jfd >= 0) closeSync(this.jfd); // -1 after a reload that could not load the files
         closeSync(this.lockFd);
       })();
     }
@@ -508,6 +508,8 @@ export class EmbeddedStore implements Store {
     const nfd = openSync(nextPath, 'a+', 0o600);
     try {
       ftruncateSync(nfd, 0);
+      // Not fsynced: after a power loss an empty journal reads as format 1, and the snapshot
+      // carries the format as well.
       writeAll(nfd, Buffer.from(`${FORMAT_LINE}\n`, 'utf8'));
       // Before the commit point: a committed compaction always has its end line, whether or not
       // journal G can be unlinked below.
