@@ -18,18 +18,19 @@
 //              foreign, and the client is trusted or authenticated → accept
 //              foreign otherwise                                  → 554 5.7.1 Relay access denied
 // Run-time lists the store cannot answer never turn into a permanent refusal (a trusted client's
-// mail would bounce over a passing outage): an access list that cannot be read makes the hook
-// throw, and so does a refusal that an unread list (the trusted networks, read again at that
-// point, the relay domains, routes never read yet) might have turned into an accept. The plugin
-// runner answers 451 4.3.0, or with `on_error: fail-open` goes on without this plugin (the SMTP
-// core still refuses foreign recipients). A Redis store answers these keys from their last known
-// values during an outage (`store.last_known`), so this is mostly a cold start in an outage.
+// mail would bounce over a passing outage), nor let a deny entry be skipped: an access list that
+// cannot be read, and a refusal that an unread list (the trusted networks, read again before any
+// refusal, the relay domains, routes never read yet) might have turned into an accept, are
+// answered 451 4.3.0 by this plugin itself. It never throws them to the runner: with
+// `on_error: fail-open` the chain would go on without it, and a later plugin's accept at RCPT
+// would relay. A Redis store answers these keys from their last known values during an outage
+// (`store.last_known`), so this is mostly a node started in an outage.
 // Addresses given as IPv4-mapped IPv6 (::ffff:127.0.0.1) match IPv4 networks.
 // The client is the connection's (session.remoteAddress): a client a content filter names with
 // XFORWARD (session.forwarded) describes the message and never decides relaying or access.
 // Config keys read: relay.networks, routes (global); networks, store_key (own, see config.ts).
 import { definePlugin } from '../../src/pipeline/plugin.js';
-import { accept, next, reject } from '../../src/pipeline/verdict.js';
+import { accept, next, reject, tempfail } from '../../src/pipeline/verdict.js';
 import { parseAddress } from '../../src/address/address.js';
 import { logEvent } from '../../src/log/logger.js';
 import { configSchema } from './config.js';
@@ -47,6 +48,8 @@ interface State {
 const SUSPECT = new Set(['percent-hack', 'bang-path', 'quoted-at', 'source-route', 'ip-literal']);
 
 export const relayDenied = () => reject(554, '5.7.1', 'Relay access denied');
+/** A run-time list this decision needs cannot be read (logged where the read failed). */
+const policyUnavailable = () => tempfail('4.3.0', 'Relay policy unavailable, try again later');
 
 export default definePlugin({
   name: 'relay-acl',
@@ -74,6 +77,7 @@ export default definePlugin({
     async mail(ctx) {
       if (!ctx.tx) return next();
       const entries = await storeEntries(ctx, ctx.config.sender_access_key);
+      if (entries === null) return policyUnavailable();
       if (entries.length && decide(entries, ctx.tx.mailFrom, ctx.session.remoteAddress) === 'deny') {
         logEvent(ctx.log, 'info', 'plugin.relay.denied', { from: ctx.tx.mailFrom, remote: ctx.session.remoteAddress }, 'sender access list: deny');
         return reject(550, '5.7.1', 'Sender address rejected: access denied');
@@ -83,7 +87,7 @@ export default definePlugin({
 
     async rcpt(ctx) {
       if (!ctx.rcpt) return next();
-      const mayRelay = ctx.session.relaying || Boolean(ctx.session.authUser);
+      let mayRelay = ctx.session.relaying || Boolean(ctx.session.authUser);
       let addr;
       try {
         addr = parseAddress(ctx.rcpt.address);
@@ -93,10 +97,16 @@ export default definePlugin({
       }
       const tricks = addr.tricks.filter((t) => SUSPECT.has(t));
       if (tricks.length && !mayRelay) {
-        logEvent(ctx.log, 'info', 'plugin.relay.denied', { rcpt: ctx.rcpt.address, tricks, remote: ctx.session.remoteAddress }, 'routing trick from a client that may not relay');
-        return relayDenied();
+        const trusted = await runtimeTrusted(ctx);
+        if (trusted === null) return policyUnavailable();
+        if (!trusted) {
+          logEvent(ctx.log, 'info', 'plugin.relay.denied', { rcpt: ctx.rcpt.address, tricks, remote: ctx.session.remoteAddress }, 'routing trick from a client that may not relay');
+          return relayDenied();
+        }
+        mayRelay = true;
       }
       const access = await storeEntries(ctx, ctx.config.recipient_access_key);
+      if (access === null) return policyUnavailable();
       const verdict = access.length ? decide(access, addr.address, ctx.session.remoteAddress) : null;
       if (verdict === 'deny') {
         logEvent(ctx.log, 'info', 'plugin.relay.denied', { rcpt: ctx.rcpt.address, remote: ctx.session.remoteAddress }, 'recipient access list: deny');
@@ -104,30 +114,37 @@ export default definePlugin({
       }
       if (verdict === 'allow' && !tricks.length) return accept();
       if (!addr.domain.startsWith('[') && (ctx.directory.isLocalDomain(addr.domain) || ctx.directory.isLocalDomain(addr.domainAscii))) return next();
-      // The first store failure on the way to a refusal (see the header).
-      let unread: unknown = undefined;
+      // A list that could not be read on the way to a refusal (see the header).
+      let unknown = false;
       if (!tricks.length && ctx.config.relay_domains_key) {
         const has = await storeHas(ctx, ctx.config.relay_domains_key, addr.domainAscii.toLowerCase());
-        if (has === true) return accept();
-        if (has !== false) unread = has.error;
+        if (has) return accept();
+        unknown = has === null;
       }
       const routes = await ctx.state.routes.table(ctx.log);
       if (routes.has(addr.domain) || routes.has(addr.domainAscii)) return accept();
       if (mayRelay) return accept();
-      unread ??= ctx.state.routes.unread;
-      const networks = await storeRanges(ctx);
-      if (networks === null) {
-        unread ??= new Error(`cannot read ${ctx.config.store_key}`);
-      } else if (inRanges(ctx.session.remoteAddress, networks)) {
-        ctx.session.relaying = true; // added since the connect, or unreadable then
-        return accept();
-      }
-      if (unread !== undefined) throw unread;
+      const trusted = await runtimeTrusted(ctx);
+      if (trusted) return accept();
+      if (unknown || trusted === null || ctx.state.routes.unknown) return policyUnavailable();
       logEvent(ctx.log, 'info', 'plugin.relay.denied', { rcpt: ctx.rcpt.address, domain: addr.domain, remote: ctx.session.remoteAddress }, 'foreign recipient from a client that may not relay');
       return relayDenied();
     },
   },
 });
+
+/**
+ * Before a refusal: whether the client is in the run-time trusted networks, read again (connect's
+ * read may have failed, or the list changed since); null when they cannot be read. A client in
+ * them may relay from now on, as if the connect had found it.
+ */
+async function runtimeTrusted(ctx: Parameters<typeof storeRanges>[0] & { session: { remoteAddress: string; relaying: boolean } }): Promise<boolean | null> {
+  const networks = await storeRanges(ctx);
+  if (networks === null) return null;
+  if (!inRanges(ctx.session.remoteAddress, networks)) return false;
+  ctx.session.relaying = true;
+  return true;
+}
 
 /** The run-time trusted networks; null when the store cannot be read (logged). */
 async function storeRanges(ctx: { config: { store_key: string }; store: { hgetall(k: string): Promise<Record<string, string>> }; log: import('pino').Logger }): Promise<Range[] | null> {
@@ -136,7 +153,7 @@ async function storeRanges(ctx: { config: { store_key: string }; store: { hgetal
   try {
     stored = await ctx.store.hgetall(ctx.config.store_key);
   } catch (e) {
-    ctx.log.warn({ evt: 'store.error', err: e }, 'cannot read run-time relay networks; using the configured ones');
+    ctx.log.warn({ evt: 'store.error', err: e, key: ctx.config.store_key }, 'cannot read run-time relay networks; using the configured ones');
     return null;
   }
   const out: Range[] = [];
@@ -152,21 +169,23 @@ async function storeRanges(ctx: { config: { store_key: string }; store: { hgetal
 
 type StoreCtx = { store: { hgetall(k: string): Promise<Record<string, string>>; hget(k: string, f: string): Promise<string | null> }; log: import('pino').Logger };
 
-/**
- * An access list from the store. A store failure is thrown: a deny entry it holds must not be
- * skipped (the runner answers 451 4.3.0, or goes on with `on_error: fail-open`).
- */
-async function storeEntries(ctx: StoreCtx, key: string): Promise<AccessEntry[]> {
+/** An access list from the store; null when it cannot be read (logged): its deny entries are unknown. */
+async function storeEntries(ctx: StoreCtx, key: string): Promise<AccessEntry[] | null> {
   if (!key) return [];
-  return parseEntries(await ctx.store.hgetall(key));
+  try {
+    return parseEntries(await ctx.store.hgetall(key));
+  } catch (e) {
+    ctx.log.warn({ evt: 'store.error', err: e, key }, 'cannot read a run-time access list; 451 until it can be read');
+    return null;
+  }
 }
 
-/** Whether `field` is in the hash; the error when the store cannot be read (logged). */
-async function storeHas(ctx: StoreCtx, key: string, field: string): Promise<boolean | { error: unknown }> {
+/** Whether `field` is in the hash; null when the store cannot be read (logged). */
+async function storeHas(ctx: StoreCtx, key: string, field: string): Promise<boolean | null> {
   try {
     return (await ctx.store.hget(key, field)) !== null;
-  } catch (error) {
-    ctx.log.warn({ evt: 'store.error', err: error, key }, 'cannot read the run-time relay domains');
-    return { error };
+  } catch (e) {
+    ctx.log.warn({ evt: 'store.error', err: e, key }, 'cannot read the run-time relay domains');
+    return null;
   }
 }

@@ -7,8 +7,8 @@ import { RouteTable } from '../../src/delivery/routes.js';
 import { inRanges, parseRange } from '../../src/address/cidr.js';
 import { testPlugin } from '../../src/pipeline/harness.js';
 import type { SessionInfo } from '../../src/pipeline/plugin.js';
-import { StoreUnavailableError } from '../../src/store/errors.js';
 import { MemoryStore } from '../../src/store/memory.js';
+import { failingStore } from '../../test/helpers/failing-store.js';
 
 const GLOBAL = {
   domains: { local: ['local.test', 'xn--bcher-kva.test'] },
@@ -116,16 +116,6 @@ for (const who of ['untrusted', 'trusted network', 'authenticated'] as const) {
   });
 }
 
-// A store that refuses reads of some keys, as Redis does in an outage for keys it has no last
-// known value of (StoreUnavailableError); `down` can change while the harness runs.
-function failingStore(down: Set<string>): MemoryStore {
-  const store = new MemoryStore();
-  const { hgetall, hget } = store;
-  store.hgetall = (key) => (down.has(key) ? Promise.reject(new StoreUnavailableError(`${key} unreadable`)) : hgetall.call(store, key));
-  store.hget = (key, field) => (down.has(key) ? Promise.reject(new StoreUnavailableError(`${key} unreadable`)) : hget.call(store, key, field));
-  return store;
-}
-
 const NETWORKS = 'policy:relay:networks';
 const DOMAINS = 'policy:relay:domains';
 const ROUTES = 'policy:relay:routes';
@@ -154,8 +144,8 @@ test('a run-time list the store cannot read turns a relay refusal into 451 4.3.0
     assert.equal(await rcptVerdict(h, '198.51.100.1', 'x@local.test'), 'next', key);
     assert.equal(await rcptVerdict(h, '198.51.100.1', 'x@corp.test'), 'accept', key);
     assert.equal(await rcptVerdict(h, '10.1.2.3', 'x@elsewhere.test'), 'accept', key);
-    // A routing trick from an untrusted client needs no list to be refused.
-    assert.equal(await rcptVerdict(h, '198.51.100.1', 'x%elsewhere.test@local.test'), 'reject 554 5.7.1', key);
+    // A routing trick is refused for good unless the client might be trusted by the unread networks.
+    assert.equal(await rcptVerdict(h, '198.51.100.1', 'x%elsewhere.test@local.test'), key === NETWORKS ? 'tempfail 451 4.3.0' : 'reject 554 5.7.1', key);
     // Readable again: the lists decide, and the refusal is permanent.
     down.clear();
     assert.equal(await rcptVerdict(h, '198.51.100.1', 'x@elsewhere.test'), 'reject 554 5.7.1', key);
@@ -192,24 +182,43 @@ test('routes read once stand in while the store cannot be read', async () => {
   await h.close();
 });
 
-test('an access list the store cannot read: 451 4.3.0 at MAIL and RCPT, its deny entries are not skipped', async () => {
+test('an access list the store cannot read: 451 4.3.0 at MAIL and RCPT, whatever on_error says; its deny entries are not skipped', async () => {
   for (const [stage, key] of [['mail', 'policy:access:senders'], ['rcpt', 'policy:access:recipients']] as const) {
-    const down = new Set([key]);
-    const h = testPlugin(plugin, {}, { global: GLOBAL, store: failingStore(down) });
-    h.newConnection({ remoteAddress: '10.1.2.3' });
-    await h.run('connect');
-    const r = await h.run(stage, { tx: { mailFrom: 'a@sender.test' }, rcpt: 'x@local.test' });
-    assert.equal(r.verdict.kind, 'tempfail', key);
-    assert.deepEqual(r.verdict.kind === 'tempfail' && [r.verdict.code, r.verdict.enhanced], [451, '4.3.0'], key);
-    assert.match(String(r.trace.at(-1)?.detail), /unreadable/, key);
-    await h.close();
-    // With on_error: fail-open the plugin steps aside (the SMTP core still refuses foreign recipients).
-    const open = testPlugin(plugin, { on_error: 'fail-open' }, { global: GLOBAL, store: failingStore(new Set([key])) });
-    open.newConnection({ remoteAddress: '10.1.2.3' });
-    await open.run('connect');
-    assert.equal((await open.run(stage, { tx: { mailFrom: 'a@sender.test' }, rcpt: 'x@local.test' })).verdict.kind, 'next', key);
-    await open.close();
+    // fail-open would let the chain go on without relay-acl, and a later accept at RCPT relay.
+    for (const options of [{}, { on_error: 'fail-open' }]) {
+      const h = testPlugin(plugin, options, { global: GLOBAL, store: failingStore(new Set([key])) });
+      h.newConnection({ remoteAddress: '10.1.2.3' });
+      await h.run('connect');
+      const r = await h.run(stage, { tx: { mailFrom: 'a@sender.test' }, rcpt: 'x@local.test' });
+      assert.deepEqual(r.verdict.kind === 'tempfail' && [r.verdict.code, r.verdict.enhanced, r.verdict.text], [451, '4.3.0', 'Relay policy unavailable, try again later'], `${key} ${JSON.stringify(options)}`);
+      await h.close();
+    }
   }
+});
+
+test('a store that rejects with no error at all still gives 451, not 554', async () => {
+  const store = new MemoryStore();
+  store.hgetall = () => Promise.reject(undefined);
+  store.hget = () => Promise.reject(undefined);
+  const h = testPlugin(plugin, { sender_access_key: '', recipient_access_key: '' }, { global: GLOBAL, store });
+  assert.equal(await rcptVerdict(h, '198.51.100.1', 'x@elsewhere.test'), 'tempfail 451 4.3.0');
+  await h.close();
+});
+
+test('a routing trick from a client trusted only by the run-time networks: 451 while they cannot be read, then relayed', async () => {
+  const down = new Set<string>();
+  const store = failingStore(down);
+  await store.hset(NETWORKS, 'n1', '203.0.113.0/24');
+  const h = testPlugin(plugin, {}, { global: GLOBAL, store });
+  down.add(NETWORKS);
+  for (const rcpt of ['x%elsewhere.test@local.test', 'x@[192.0.2.1]']) {
+    assert.equal(await rcptVerdict(h, '203.0.113.9', rcpt), 'tempfail 451 4.3.0', rcpt);
+    assert.equal(await rcptVerdict(h, '198.51.100.1', rcpt), 'tempfail 451 4.3.0', `${rcpt}: anyone, while unknown`);
+  }
+  down.clear();
+  assert.equal(await rcptVerdict(h, '203.0.113.9', 'x@[192.0.2.1]'), 'accept');
+  assert.equal(await rcptVerdict(h, '198.51.100.1', 'x@[192.0.2.1]'), 'reject 554 5.7.1');
+  await h.close();
 });
 
 test('malformed recipients get 553 5.1.3 whoever asks', async () => {

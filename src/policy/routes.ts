@@ -139,8 +139,8 @@ export class LiveRoutes implements RouteSource {
     return RouteTable.fromEntries(merged);
   }
 
-  /** The store's error while its routes have never been read: `table()` then holds the config's only. */
-  get unread(): unknown {
-    return this.hash.unread;
+  /** True while the store's routes have never been read: `table()` then holds the config's only. */
+  get unknown(): boolean {
+    return this.hash.unknown;
   }
 }

@@ -11,7 +11,7 @@ import type { Store } from '../store/store.js';
 export class PolicyHash<T> {
   private lastGood: T[] = [];
   private readOnce = false;
-  private lastError: unknown = undefined;
+  private failed = false;
 
   constructor(
     private readonly store: Store | undefined,
@@ -27,7 +27,7 @@ export class PolicyHash<T> {
       all = await this.store.hgetall(this.key);
     } catch (err) {
       log?.warn({ evt: 'store.error', err, key: this.key }, 'cannot read run-time policy; using the last known entries');
-      this.lastError = err;
+      this.failed = true;
       return this.lastGood;
     }
     this.readOnce = true;
@@ -44,10 +44,10 @@ export class PolicyHash<T> {
   }
 
   /**
-   * The error of the last read when no read has succeeded yet: `entries()` then stood in with
-   * none, which may hide entries that exist. Undefined once one succeeded, or before any read.
+   * True while reads have failed and none has succeeded yet: `entries()` then stood in with none,
+   * which may hide entries that exist.
    */
-  get unread(): unknown {
-    return this.readOnce ? undefined : this.lastError;
+  get unknown(): boolean {
+    return this.failed && !this.readOnce;
   }
 }
