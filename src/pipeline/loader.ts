@@ -124,7 +124,10 @@ export function validateOptions(
   const common = commonSchema.safeParse({ timeout, on_error }, { error: configErrorMap, reportInput: true });
   let timeoutMs = DEFAULT_HOOK_TIMEOUT_MS;
   if (!common.success) problems.push(...formatIssues(common.error.issues, path));
-  else if (common.data.timeout !== undefined) {
+  else if (common.data.on_error === 'fail-open' && def.failOpenRefused) {
+    problems.push({ path: formatPath([...path, 'on_error']), message: `${def.name} cannot fail open: ${def.failOpenRefused}` });
+  }
+  if (common.success && common.data.timeout !== undefined) {
     const t = typeof common.data.timeout === 'number' ? common.data.timeout : parseDuration(common.data.timeout);
     if (t === undefined || t <= 0) problems.push({ path: formatPath([...path, 'timeout']), message: `expected a duration such as 500ms, 10s or 1m, got "${String(timeout)}"` });
     else timeoutMs = t;

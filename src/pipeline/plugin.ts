@@ -187,6 +187,12 @@ export interface PluginDefinition<Schema extends z.ZodType = z.ZodType, S = unkn
   /** Called once when the chain is closed (shutdown or reload); closes what init opened. */
   close?: (state: S) => Promise<void> | void;
   hooks: Partial<Record<Stage, Hook<z.infer<Schema>, S>>> & Partial<Record<ObserverStage, Observer<z.infer<Schema>, S>>>;
+  /**
+   * Set (to the reason) by a plugin whose failure must never let the chain go on without it:
+   * `on_error: fail-open` is then a config error. relay-acl: a later plugin's accept at RCPT
+   * permits relaying.
+   */
+  failOpenRefused?: string;
 }
 
 /** Identity function that gives a plugin its types. */

@@ -25,6 +25,13 @@ async function problems(plugins: unknown[]): Promise<string[]> {
   return [];
 }
 
+test("on_error: fail-open is refused for a plugin that says so (relay-acl), with the entry's key path", async () => {
+  assert.deepEqual(await problems(['dnsbl', { 'relay-acl': { on_error: 'fail-open' } }]), [
+    "plugins.1.relay-acl.on_error: relay-acl cannot fail open: while it fails, a later plugin's accept at RCPT would relay for anyone",
+  ]);
+  assert.deepEqual(await problems([{ 'relay-acl': { on_error: 'tempfail' } }, { dnsbl: { zones: ['bl.test'], on_error: 'fail-open' } }]), []);
+});
+
 test('the built-in folder is the repository plugins/ folder (works from src and dist alike)', () => {
   assert.equal(resolve(BUILTIN_DIR), resolve(import.meta.dirname, '..', '..', '..', 'plugins'));
 });
