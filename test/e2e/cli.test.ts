@@ -2,10 +2,11 @@
 // `node --import tsx src/cli.ts`), asserting exit codes and what lands on stdout and stderr.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli } from '../helpers/daemon.js';
+import { storeFiles } from '../helpers/store-files.js';
 
 let dir: string;
 const file = async (name: string, text: string) => {
@@ -162,17 +163,12 @@ describe('postern start', { concurrency: true }, () => {
 // A data_dir whose store a newer Postern wrote (its journal says format 2): commands that open the
 // store refuse it with what to do, and leave every file as it was.
 describe('a store written by a newer Postern', { concurrency: true }, () => {
-  async function newerStore(name: string): Promise<{ cfg: string; files: () => Promise<Record<string, string>> }> {
+  async function newerStore(name: string): Promise<{ cfg: string; files: () => Record<string, string> }> {
     const dataDir = join(dir, name);
     await mkdir(join(dataDir, 'state'), { recursive: true });
     await writeFile(join(dataDir, 'state', 'store.journal.0.jsonl'), '{"o":"format","v":2}\n{"o":"set","k":"user:a@example.test","v":"{}"}\n');
     const cfg = await file(`${name}.yaml`, `data_dir: ${JSON.stringify(dataDir)}\ndomains: { local: [example.test] }\nlisten:\n  smtp: { port: 0 }\n`);
-    const files = async () => {
-      const out: Record<string, string> = {};
-      // store.lock, empty, is made to read under the lock; nothing else may appear or change.
-      for (const f of (await readdir(join(dataDir, 'state'))).sort()) if (f !== 'store.lock') out[f] = await readFile(join(dataDir, 'state', f), 'latin1');
-      return out;
-    };
+    const files = () => storeFiles(dataDir);
     return { cfg, files };
   }
   const refusal = /store unavailable: .* is in store format 2, written by a newer Postern; this build reads format 1 and leaves it untouched\. Run the newer build/;
@@ -180,11 +176,11 @@ describe('a store written by a newer Postern', { concurrency: true }, () => {
   for (const args of [['user', 'add', 'b@example.test', '--no-password'], ['user', 'list'], ['start']]) {
     it(`postern ${args.join(' ')} exits 1 with what to do, and writes nothing`, async () => {
       const s = await newerStore(`newer-${args.join('-')}`);
-      const before = await s.files();
+      const before = s.files();
       const r = await runCli([...args, '--config', s.cfg], { cwd: dir });
       assert.equal(r.code, 1, r.stdout + r.stderr);
       assert.match(r.stderr, refusal);
-      assert.deepEqual(await s.files(), before);
+      assert.deepEqual(s.files(), before);
     });
   }
 });

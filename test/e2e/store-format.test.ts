@@ -3,18 +3,18 @@
 // than skip what it cannot read. Mail gets a temporary failure (the sender retries), /readyz
 // says why, nothing is written to the store, and mail accepted before is delivered once.
 import assert from 'node:assert/strict';
-import { appendFileSync, readdirSync, readFileSync } from 'node:fs';
+import { appendFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { removeDir, startDaemon, type RunningDaemon } from '../helpers/daemon.js';
 import { openSmtp } from '../helpers/smtp-client.js';
+import { storeFiles } from '../helpers/store-files.js';
 import { readMaildir, waitFor } from '../helpers/wait.js';
 
 describe('a running daemon meets a store in a newer format', () => {
   let d: RunningDaemon;
   const stateDir = () => join(d.dataDir, 'state');
-  // store.lock is the only file the daemon may touch (it takes the lock to look).
-  const stateFiles = () => Object.fromEntries(readdirSync(stateDir()).filter((f) => f !== 'store.lock').sort().map((f) => [f, readFileSync(join(stateDir(), f), 'latin1')]));
+  const stateFiles = () => storeFiles(d.dataDir);
 
   before(async () => {
     d = await startDaemon({ listen: { smtp: { host: '127.0.0.1', port: 0 }, api: { host: '127.0.0.1', port: 0 } } });

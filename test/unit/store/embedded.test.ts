@@ -12,6 +12,7 @@ import { StoreFormatError, StoreUnavailableError } from '../../../src/store/erro
 import { LockTimeoutError, tryLockSync, unlockSync } from '../../../src/store/flock.js';
 import { StateMap } from '../../../src/store/state-map.js';
 import type { ChangeEvent } from '../../../src/store/store.js';
+import { storeFiles } from '../../helpers/store-files.js';
 import { captureLogger } from '../queue/helpers.js';
 import { runStoreContract, sleep, waitFor } from './contract.js';
 
@@ -552,8 +553,6 @@ describe('embedded store: compaction whose old journal cannot be removed', () =>
 });
 
 describe('embedded store: files in a newer format', () => {
-  /** Every file of the store with its bytes, to show that nothing was written. */
-  const filesOf = (dir: string) => Object.fromEntries(stateFiles(dir).map((f) => [f, readFileSync(join(dir, 'state', f), 'latin1')]));
   const isNewer = (e: unknown) => {
     assert.ok(e instanceof StoreFormatError, String(e));
     assert.ok(e instanceof StoreUnavailableError, 'a temporary failure for sessions');
@@ -600,13 +599,13 @@ describe('embedded store: files in a newer format', () => {
     for (const [line, shown] of cases) {
       const dir = await storeWithK();
       appendFileSync(journalOf(dir), `${line}\n{"o":"set","k":"k","v":"w"}\n`);
-      const before = filesOf(dir);
+      const before = storeFiles(dir);
       assert.throws(
         () => open(dir),
         (e: unknown) => e instanceof StoreFormatError && e.message.includes(`is in store format ${shown}, written by a newer Postern`),
         line,
       );
-      assert.deepEqual(filesOf(dir), before, line);
+      assert.deepEqual(storeFiles(dir), before, line);
     }
   });
 
@@ -627,11 +626,11 @@ describe('embedded store: files in a newer format', () => {
     it(`${what}: opening it fails with what to do, and writes nothing`, async () => {
       const dir = await storeWithK();
       make(dir);
-      const before = filesOf(dir);
+      const before = storeFiles(dir);
       const cap = captureLogger();
       assert.throws(() => open(dir, { log: cap.log }), isNewer);
       assert.throws(() => open(dir, { log: cap.log }), isNewer, 'and again: nothing was repaired or removed');
-      assert.deepEqual(filesOf(dir), before);
+      assert.deepEqual(storeFiles(dir), before);
       const logged = cap.lines.find((l) => l.evt === 'store.format_newer');
       assert.deepEqual([logged?.found, logged?.supported, logged?.level], [2, 1, 50]);
     });
@@ -645,14 +644,14 @@ describe('embedded store: files in a newer format', () => {
       assert.equal(await a.get('k'), 'v');
       assert.equal(a.health().healthy, true);
       appendFileSync(journalOf(dir), '{"o":"format","v":2}\n{"o":"set","k":"k","v":"w"}\n');
-      const before = filesOf(dir);
+      const before = storeFiles(dir);
       // A write first: it catches up under the lock, meets the line and appends nothing.
       await assert.rejects(a.set('x', '1'), isNewer);
       await assert.rejects(a.get('k'), isNewer);
       await assert.rejects(a.incr('n'), isNewer);
       assert.throws(() => a.subscribe('c', () => undefined), isNewer);
       await sleep(60); // a few polls: they read nothing more either
-      assert.deepEqual(filesOf(dir), before);
+      assert.deepEqual(storeFiles(dir), before);
       const h = a.health();
       assert.equal(h.healthy, false);
       assert.match(h.error ?? '', /store format 2/);
@@ -694,7 +693,7 @@ describe('embedded store: files in a newer format', () => {
     try {
       assert.equal(await other.get('k'), 'v');
       newerCompaction(dir);
-      const before = filesOf(dir);
+      const before = storeFiles(dir);
       await sleep(5);
       const [w, r] = await Promise.allSettled([other.set('k', 'old'), other.get('k')]);
       assert.equal(w.status, 'rejected');
@@ -703,7 +702,7 @@ describe('embedded store: files in a newer format', () => {
       isNewer((r as PromiseRejectedResult).reason);
       await assert.rejects(other.get('k'), isNewer);
       assert.equal(other.health().healthy, false);
-      assert.deepEqual(filesOf(dir), before);
+      assert.deepEqual(storeFiles(dir), before);
     } finally {
       await other.close(); // its journal was closed by the reload, which stopped before opening one
     }
