@@ -11,6 +11,7 @@
 // Client text stays generic; the detail for operators goes in `cause` and the log.
 import type { LogEvent } from '../log/events.js';
 import type { Verdict } from '../pipeline/verdict.js';
+import { isStoreUnavailable } from '../store/errors.js';
 
 export type EnhancedCode = `${2 | 4 | 5}.${number}.${number}`;
 
@@ -148,7 +149,9 @@ export const Replies = {
   // --- generic ---
   policyTempfail: (cause?: unknown) => new SmtpReply(451, '4.3.0', 'Policy check unavailable, try again later', { cause }),
   policyReject: () => new SmtpReply(550, '5.7.1', 'Rejected by policy', { userError: true }),
-  internalError: (cause?: unknown) => new SmtpReply(451, '4.3.0', 'Internal error, try again later', { cause }),
+  // A store that could not answer (Redis away, an embedded store in a newer format) reads as
+  // Postfix's "Temporary lookup failure": the client is told it is passing, the operator where.
+  internalError: (cause?: unknown) => new SmtpReply(451, '4.3.0', isStoreUnavailable(cause) ? 'Temporary lookup failure, try again later' : 'Internal error, try again later', { cause }),
   /** In place of a greeting (RFC 5321 §3.1 allows 220, 554 or 421 there). */
   greetingUnavailable: (cause?: unknown) => new SmtpReply(421, '4.3.0', 'Service not available, try again later', { cause }),
 } satisfies Record<string, (...args: never[]) => SmtpReply>;

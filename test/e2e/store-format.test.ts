@@ -11,13 +11,20 @@ import { openSmtp } from '../helpers/smtp-client.js';
 import { storeFiles } from '../helpers/store-files.js';
 import { readMaildir, waitFor } from '../helpers/wait.js';
 
-describe('a running daemon meets a store in a newer format', () => {
+// The default chain refuses at MAIL (relay-acl cannot read its sender access list); without
+// plugins the SMTP core's recipient lookup is what fails.
+const chains: [string, Record<string, unknown>, number, RegExp][] = [
+  ['the default chain', {}, 3, /^451 4\.3\.0 Relay policy unavailable, try again later$/],
+  ['no plugins', { plugins: [] }, 4, /^451 4\.3\.0 Temporary lookup failure, try again later$/],
+];
+
+for (const [chain, config, repliesUpToRefusal, refusal] of chains) describe(`a running daemon meets a store in a newer format (${chain})`, () => {
   let d: RunningDaemon;
   const stateDir = () => join(d.dataDir, 'state');
   const stateFiles = () => storeFiles(d.dataDir);
 
   before(async () => {
-    d = await startDaemon({ listen: { smtp: { host: '127.0.0.1', port: 0 }, api: { host: '127.0.0.1', port: 0 } } });
+    d = await startDaemon({ listen: { smtp: { host: '127.0.0.1', port: 0 }, api: { host: '127.0.0.1', port: 0 } }, ...config });
     const added = await d.cli(['user', 'add', 'bob@example.test', '--no-password']);
     assert.equal(added.code, 0, added.stderr);
   });
@@ -59,7 +66,8 @@ describe('a running daemon meets a store in a newer format', () => {
     assert.match(ready.body.detail ?? '', /is in store format 2, written by a newer Postern; this build reads format 1/);
 
     const refused = await send('after');
-    assert.match(refused.at(-1)!, /^451 4\.3\.0 /, refused.join(' | '));
+    assert.equal(refused.length, repliesUpToRefusal, refused.join(' | '));
+    assert.match(refused.at(-1)!, refusal);
 
     assert.deepEqual(stateFiles(), before);
     const bob = await readMaildir(d, 'bob');

@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { classMatches, enhancedForLibraryReply, Replies, replyFromVerdict, SmtpReply } from '../../../src/smtp/replies.js';
+import { StoreUnavailableError } from '../../../src/store/errors.js';
 
 test('every Replies entry: code class = enhanced class, one line, message starts with the enhanced code', () => {
   const entries = Object.entries(Replies);
@@ -15,6 +16,15 @@ test('every Replies entry: code class = enhanced class, one line, message starts
     assert.equal(r.message, `${r.enhanced} ${r.text}`);
     assert.doesNotMatch(r.text, /[\r\n]/);
   }
+});
+
+test('an unexpected failure: a store that could not answer reads as a temporary lookup failure, anything else as an internal error', () => {
+  const lookup = Replies.internalError(new StoreUnavailableError('redis down'));
+  assert.deepEqual([lookup.code, lookup.enhanced, lookup.text], [451, '4.3.0', 'Temporary lookup failure, try again later']);
+  assert.ok(lookup.opts.cause instanceof StoreUnavailableError, 'the detail stays with the reply, for the log');
+  const other = Replies.internalError(new Error('bug'));
+  assert.deepEqual([other.code, other.enhanced, other.text], [451, '4.3.0', 'Internal error, try again later']);
+  assert.doesNotMatch(lookup.message + other.message, /redis|bug/, 'the client never sees the detail');
 });
 
 test('SmtpReply refuses a class mismatch, a 3yz code and a multi-line text', () => {
