@@ -124,7 +124,7 @@ export function validateOptions(
   const common = commonSchema.safeParse({ timeout, on_error }, { error: configErrorMap, reportInput: true });
   let timeoutMs = DEFAULT_HOOK_TIMEOUT_MS;
   if (!common.success) problems.push(...formatIssues(common.error.issues, path));
-  else if (common.data.on_error === 'fail-open' && def.failOpenRefused) {
+  else if (common.data.on_error === 'fail-open' && def.failOpenRefused !== undefined) {
     problems.push({ path: formatPath([...path, 'on_error']), message: `${def.name} cannot fail open: ${def.failOpenRefused}` });
   }
   if (common.success && common.data.timeout !== undefined) {

@@ -112,6 +112,8 @@ function parseStored(raw: string): StoredRoute {
 /** Where the route table comes from: the config alone, or the config plus the store. */
 export interface RouteSource {
   table(log?: Logger): Promise<RouteTable>;
+  /** True while routes kept elsewhere (the store) have never been read: `table()` may lack some. */
+  readonly unknown?: boolean;
 }
 
 export function staticRoutes(configured: Record<string, RouteConfig>): RouteSource {

@@ -650,6 +650,8 @@ export class SessionController implements ConnectionController {
       const res = await this.deps.directory.resolve(parsed.address);
       if (res.kind === 'unknown') return this.logged(st, Replies.userUnknown(), { rcpt: rcpt.address });
     } else if (!(st.info.relaying || pluginAccepted || (!tricky && (await routes()).has(parsed.domain)))) {
+      // Routes the store has never answered may hold this domain: no refusal for good yet.
+      if (!tricky && this.routes.unknown) return this.logged(st, Replies.lookupFailed('the routes in the store have never been read'), { rcpt: rcpt.address });
       return this.logged(st, Replies.relayDenied(), { rcpt: rcpt.address, tricks: parsed.tricks });
     } else if (!tricky && this.deps.verifier) {
       // A routed domain may ask its next hop (or a list) first: no accepting what it would refuse.

@@ -12,6 +12,7 @@ import { parseAddress } from '../../src/address/address.js';
 import { createSmtpListener, type SmtpListener, type SmtpListenerDeps, type SmtpListenerName } from '../../src/smtp/server.js';
 import { ConnectionCounter, type CreatedMessage } from '../../src/smtp/session.js';
 import type { EtrnQueue } from '../../src/smtp/etrn.js';
+import type { RouteSource } from '../../src/policy/routes.js';
 import type { Logger } from 'pino';
 import { testTls } from './tls.js';
 
@@ -135,7 +136,7 @@ export interface Harness {
  * object. `chain` is built from the parsed config instead of the fake pipeline when given (e.g.
  * with loadPipeline, for the real plugins); `etrn` turns ETRN on for the smtp listener.
  */
-export async function startHarness(opts: { listeners?: SmtpListenerName[]; config?: Record<string, unknown>; log?: Logger; chain?: (config: Config) => Promise<Pipeline>; etrn?: EtrnQueue } = {}): Promise<Harness> {
+export async function startHarness(opts: { listeners?: SmtpListenerName[]; config?: Record<string, unknown>; log?: Logger; chain?: (config: Config) => Promise<Pipeline>; etrn?: EtrnQueue; routes?: (config: Config) => RouteSource } = {}): Promise<Harness> {
   const names = opts.listeners ?? ['smtp'];
   const listen = Object.fromEntries(names.map((n) => [n, { host: '127.0.0.1', port: 0 }]));
   const config = fromObject({ hostname: 'mx.example.test', domains: { local: ['example.test'] }, relay: { networks: [] }, plugins: [], listen, ...opts.config }, null);
@@ -145,7 +146,7 @@ export async function startHarness(opts: { listeners?: SmtpListenerName[]; confi
   const log = opts.log ?? silentLogger();
   const tls = await testTls();
   const chain = opts.chain ? await opts.chain(config) : pipeline;
-  const deps: SmtpListenerDeps = { config, log, pipeline: chain, directory: directory as unknown as Directory, queue, tls, createMessage: createTestMessage, ...(opts.etrn ? { etrn: opts.etrn } : {}) };
+  const deps: SmtpListenerDeps = { config, log, pipeline: chain, directory: directory as unknown as Directory, queue, tls, createMessage: createTestMessage, ...(opts.etrn ? { etrn: opts.etrn } : {}), ...(opts.routes ? { routes: opts.routes(config) } : {}) };
   const counter = new ConnectionCounter();
   const listeners = names.map((n) => createSmtpListener(deps, n, counter));
   const ports: Partial<Record<SmtpListenerName, number>> = {};
