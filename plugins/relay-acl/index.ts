@@ -21,10 +21,11 @@
 // mail would bounce over a passing outage), nor let a deny entry be skipped: an access list that
 // cannot be read, and a refusal that an unread list (the trusted networks, read again before any
 // refusal, the relay domains, routes never read yet) might have turned into an accept, are
-// answered 451 4.3.0 by this plugin itself, and `on_error: fail-open` is refused (failOpenRefused):
-// a chain that went on without relay-acl would relay on a later plugin's accept at RCPT (the core
-// takes any accept there as leave to relay). A Redis store answers these keys from their last known values during an outage
-// (`store.last_known`), so this is mostly a node started in an outage.
+// answered 451 4.3.0 by this plugin itself, and `on_error: fail-open` is refused
+// (failOpenRefused): a chain that went on without relay-acl would relay on a later plugin's
+// accept at RCPT (the core takes any accept there as leave to relay). A Redis store answers these
+// keys from their last known values during an outage (`store.last_known`), so this is mostly a
+// node started in an outage.
 // Addresses given as IPv4-mapped IPv6 (::ffff:127.0.0.1) match IPv4 networks.
 // The client is the connection's (session.remoteAddress): a client a content filter names with
 // XFORWARD (session.forwarded) describes the message and never decides relaying or access.

@@ -98,9 +98,10 @@ export class SmtpReply extends StacklessError {
   }
 }
 
-/** The catalogue. Each entry is a factory so every reply is a fresh Error with its own stack. */
+/** A lookup the reply needed could not be made (the store); `Replies.lookupFailed`. */
 const lookupFailed = (cause?: unknown) => new SmtpReply(451, '4.3.0', 'Temporary lookup failure, try again later', { cause });
 
+/** The catalogue. Each entry is a factory so every reply is a fresh Error with its own stack. */
 export const Replies = {
   // --- connection (RFC 5321 §3.1: 554 may replace the greeting) ---
   earlyTalker: () => new SmtpReply(554, '5.5.1', 'Protocol error: client sent data before the greeting', { userError: true, evt: 'smtp.early_talker', disconnect: true }),
@@ -154,7 +155,7 @@ export const Replies = {
   // A store that could not answer (Redis away, an embedded store in a newer format) reads as
   // Postfix's "Temporary lookup failure": the client is told it is passing, the operator where.
   internalError: (cause?: unknown) => (isStoreUnavailable(cause) ? lookupFailed(cause) : new SmtpReply(451, '4.3.0', 'Internal error, try again later', { cause })),
-  lookupFailed: (cause?: unknown) => lookupFailed(cause),
+  lookupFailed,
   /** In place of a greeting (RFC 5321 §3.1 allows 220, 554 or 421 there). */
   greetingUnavailable: (cause?: unknown) => new SmtpReply(421, '4.3.0', 'Service not available, try again later', { cause }),
 } satisfies Record<string, (...args: never[]) => SmtpReply>;
