@@ -196,9 +196,9 @@ test('an access list the store cannot read: 451 4.3.0 at MAIL and RCPT; its deny
   }
 });
 
-test('on_error: fail-open is refused: a later plugin would relay while relay-acl fails', () => {
+test('on_error: fail-open is refused: a later plugin would relay while relay-acl fails', async () => {
   assert.throws(() => testPlugin(plugin, { on_error: 'fail-open' }, { global: GLOBAL }), /relay-acl\.on_error: relay-acl cannot fail open: while it fails, a later plugin's accept at RCPT would relay for anyone/);
-  testPlugin(plugin, { on_error: 'tempfail' }, { global: GLOBAL });
+  await testPlugin(plugin, { on_error: 'tempfail' }, { global: GLOBAL }).close();
 });
 
 test('a store that rejects with no error at all still gives 451, not 554', async () => {
