@@ -6,6 +6,10 @@
 //   3. a remote address → `routes`: the exact domain first, then the nearest ".parent" wildcard
 //      (".sub.example" matches every domain under sub.example, not sub.example itself, as in
 //      Postfix transport maps); no route → delivery by MX lookup (done by the transport later).
+//      While the store's routes have never been read (RouteSource.unknown: a node started in a
+//      store outage), "no route" is not known: StoreUnavailableError instead, which the queue
+//      takes as a temporary failure, so mail for a domain routed in the store is neither sent by
+//      MX (to its public MX, perhaps this gateway) nor bounced.
 // The router only decides; it writes nothing.
 //
 // Config keys: `domains.local`, `routes` (plus the store's routes when `routes` is a LiveRoutes,
@@ -15,6 +19,7 @@ import type { RouteConfig } from './config.js';
 import type { Directory } from '../directory/directory.js';
 import { AddressError, parseAddress } from '../address/address.js';
 import { staticRoutes, type RouteSource } from '../policy/routes.js';
+import { StoreUnavailableError } from '../store/errors.js';
 import type { RouteTable } from './routes.js';
 
 export type RemoteVia =
@@ -45,7 +50,9 @@ export function createRouter(opts: { config: Pick<Config, 'domains' | 'routes'>;
 
   const via = (routes: RouteTable, address: string, domain: string): RouteTarget & { kind: 'remote' } => {
     const m = routes.find(domain);
-    return m ? { kind: 'remote', address, domain, via: { type: 'route', ...m.route, match: m.key } } : { kind: 'remote', address, domain, via: { type: 'mx' } };
+    if (m) return { kind: 'remote', address, domain, via: { type: 'route', ...m.route, match: m.key } };
+    if (source.unknown) throw new StoreUnavailableError(`the routes in the store have never been read; ${domain} may have one`);
+    return { kind: 'remote', address, domain, via: { type: 'mx' } };
   };
 
   const parse = (address: string) => {

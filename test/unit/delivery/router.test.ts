@@ -1,6 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRouter } from '../../../src/delivery/router.js';
+import { LiveRoutes, RELAY_ROUTES_KEY } from '../../../src/policy/routes.js';
+import { StoreUnavailableError } from '../../../src/store/errors.js';
+import { failingStore } from '../../helpers/failing-store.js';
 import { FakeDirectory } from '../queue/fake-directory.js';
 import { testConfig } from '../queue/helpers.js';
 
@@ -55,4 +58,28 @@ test('catch-all, and directory errors propagate', async () => {
 test('a percent-hack address in a local domain is not relayed', async () => {
   const { router } = setup();
   assert.deepEqual(await router.route('x%elsewhere.example@example.test'), { status: 'unknown' });
+});
+
+test('routes in the store never read: no remote domain goes by MX, local and configured ones still route', async () => {
+  const { dir } = setup();
+  const down = new Set([RELAY_ROUTES_KEY]);
+  const store = failingStore(down);
+  await store.hset(RELAY_ROUTES_KEY, 'partner.example', JSON.stringify({ domain: 'partner.example', nexthop: 'smtp://10.0.0.9:25' }));
+  const config = testConfig('/unused', { routes: { 'corp.example': 'smtp://10.0.0.5:25' } });
+  const router = createRouter({ config, directory: dir, routes: new LiveRoutes(config.routes, store) });
+  const viaOf = async (addr: string) => {
+    const r = await router.route(addr);
+    return r.status === 'ok' ? r.targets.map((t) => (t.kind === 'local' ? `local ${t.user}` : t.via.type === 'route' ? t.via.nexthop : 'mx')) : r.status;
+  };
+  for (const addr of ['x@partner.example', 'x@elsewhere.example', 'team@example.test']) {
+    await assert.rejects(router.route(addr), (e: unknown) => e instanceof StoreUnavailableError && /may have one/.test(e.message), addr);
+  }
+  assert.deepEqual(await viaOf('alice@example.test'), ['local alice@example.test']);
+  assert.deepEqual(await viaOf('x@corp.example'), ['smtp://10.0.0.5:25']);
+  down.clear();
+  assert.deepEqual(await viaOf('x@partner.example'), ['smtp://10.0.0.9:25']);
+  assert.deepEqual(await viaOf('x@elsewhere.example'), ['mx']);
+  down.add(RELAY_ROUTES_KEY); // read once: the last good routes stand in, and the rest is known to go by MX
+  assert.deepEqual(await viaOf('x@partner.example'), ['smtp://10.0.0.9:25']);
+  assert.deepEqual(await viaOf('x@elsewhere.example'), ['mx']);
 });

@@ -12,6 +12,8 @@ import { startDnsServer, type RunningDnsServer } from '../../helpers/dns-server.
 import { startSink } from '../../helpers/smtp-sink.js';
 import { pythonJson } from '../../helpers/python.js';
 import { FakeDirectory } from './fake-directory.js';
+import { LiveRoutes, RELAY_ROUTES_KEY } from '../../../src/policy/routes.js';
+import { failingStore } from '../../helpers/failing-store.js';
 import { captureLogger, envelope, message, tempDir, testConfig } from './helpers.js';
 
 let dns: RunningDnsServer;
@@ -124,6 +126,30 @@ test('4xx then accepted: retried and delivered exactly once', async () => {
     assert.deepEqual(await maildirNew(s.dir), [], 'no notice: delivered well before delay_warning');
     // Relayed: the removal must survive a crash, or the message would go out again.
     assert.equal(q.spool.removalSyncs, 1, 'the removal fsynced q/');
+    await q.stop();
+  } finally {
+    await sink.stop();
+    await s.cleanup();
+  }
+});
+
+test('a domain routed in the store while its routes were never read: deferred, then relayed by its route, never by MX', async () => {
+  const sink = await startSink({}, 0, '127.0.0.13');
+  // No DNS records for partner.test: sent by MX, the message would bounce.
+  const down = new Set([RELAY_ROUTES_KEY]);
+  const store = failingStore(down);
+  await store.hset(RELAY_ROUTES_KEY, 'partner.test', JSON.stringify({ domain: 'partner.test', nexthop: `smtp://127.0.0.13:${sink.port}` }));
+  const s = await setup(sink.port);
+  try {
+    const q = createMessageQueue({ config: s.config, log: s.log, directory: new FakeDirectory(['example.test'], ['alice@example.test']), routes: new LiveRoutes(s.config.routes, store), outbound: new Outbound({ config: s.config, dns: createResolver(s.config.dns), log: s.log, client: { connectTimeoutMs: 2000 } }) });
+    await q.start();
+    await q.accept(q.newId(), envelope('alice@example.test', ['x@partner.test']), message('x\r\n'));
+    await waitFor(() => s.lines.some((l) => l.evt === 'delivery.deferred'));
+    assert.equal(sink.messages.length, 0);
+    assert.equal((await spoolIds(s.dir)).length, 1, 'still queued');
+    down.clear();
+    await waitFor(async () => sink.messages.length === 1 && (await spoolIds(s.dir)).length === 0);
+    assert.deepEqual(await maildirNew(s.dir), [], 'no bounce, no delay notice');
     await q.stop();
   } finally {
     await sink.stop();
