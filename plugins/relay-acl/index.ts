@@ -148,16 +148,24 @@ async function runtimeTrusted(ctx: Parameters<typeof storeRanges>[0] & { session
   return true;
 }
 
-/** The run-time trusted networks; null when the store cannot be read (logged). */
-async function storeRanges(ctx: { config: { store_key: string }; store: { hgetall(k: string): Promise<Record<string, string>> }; log: import('pino').Logger }): Promise<Range[] | null> {
-  if (!ctx.config.store_key) return [];
-  let stored: Record<string, string>;
+type StoreCtx = { store: { hgetall(k: string): Promise<Record<string, string>>; hget(k: string, f: string): Promise<string | null> }; log: import('pino').Logger };
+
+/** One store read; null when the store cannot answer, logged with what the read was for. */
+async function readOrNull<T>(ctx: StoreCtx, key: string, what: string, read: () => Promise<T>): Promise<T | null> {
   try {
-    stored = await ctx.store.hgetall(ctx.config.store_key);
+    return await read();
   } catch (e) {
-    ctx.log.warn({ evt: 'store.error', err: e, key: ctx.config.store_key }, 'cannot read run-time relay networks; using the configured ones');
+    ctx.log.warn({ evt: 'store.error', err: e, key }, `cannot read ${what}`);
     return null;
   }
+}
+
+/** The run-time trusted networks; null when the store cannot be read (logged). */
+async function storeRanges(ctx: StoreCtx & { config: { store_key: string } }): Promise<Range[] | null> {
+  const key = ctx.config.store_key;
+  if (!key) return [];
+  const stored = await readOrNull(ctx, key, 'run-time relay networks; using the configured ones', () => ctx.store.hgetall(key));
+  if (stored === null) return null;
   const out: Range[] = [];
   for (const [id, cidr] of Object.entries(stored)) {
     try {
@@ -169,25 +177,14 @@ async function storeRanges(ctx: { config: { store_key: string }; store: { hgetal
   return out;
 }
 
-type StoreCtx = { store: { hgetall(k: string): Promise<Record<string, string>>; hget(k: string, f: string): Promise<string | null> }; log: import('pino').Logger };
-
 /** An access list from the store; null when it cannot be read (logged): its deny entries are unknown. */
 async function storeEntries(ctx: StoreCtx, key: string): Promise<AccessEntry[] | null> {
   if (!key) return [];
-  try {
-    return parseEntries(await ctx.store.hgetall(key));
-  } catch (e) {
-    ctx.log.warn({ evt: 'store.error', err: e, key }, 'cannot read a run-time access list; 451 until it can be read');
-    return null;
-  }
+  const stored = await readOrNull(ctx, key, 'a run-time access list; 451 until it can be read', () => ctx.store.hgetall(key));
+  return stored && parseEntries(stored);
 }
 
 /** Whether `field` is in the hash; null when the store cannot be read (logged). */
-async function storeHas(ctx: StoreCtx, key: string, field: string): Promise<boolean | null> {
-  try {
-    return (await ctx.store.hget(key, field)) !== null;
-  } catch (e) {
-    ctx.log.warn({ evt: 'store.error', err: e, key }, 'cannot read the run-time relay domains');
-    return null;
-  }
+function storeHas(ctx: StoreCtx, key: string, field: string): Promise<boolean | null> {
+  return readOrNull(ctx, key, 'the run-time relay domains', async () => (await ctx.store.hget(key, field)) !== null);
 }
