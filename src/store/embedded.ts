@@ -687,6 +687,16 @@ export class EmbeddedStore implements Store {
 
   /** Under the lock: drains the old journal (events included), then loads snapshot + journal. */
   private reloadLocked(): void {
+    const wasLoaded = this.jfd >= 0;
+    try {
+      this.reloadFiles();
+    } finally {
+      // health() says "could not be loaded" exactly while jfd is -1: its `since` follows that.
+      if (wasLoaded !== this.jfd >= 0) this.healthSince = Date.now();
+    }
+  }
+
+  private reloadFiles(): void {
     if (this.jfd >= 0) {
       try {
         this.readNew(true);

@@ -714,6 +714,7 @@ describe('embedded store: files in a newer format', () => {
     const s = open(dir, { log: cap.log, pollMs: 10 });
     try {
       assert.equal(await s.get('k'), 'v');
+      const healthySince = s.health().since;
       const journal0 = journalOf(dir);
       appendFileSync(journal0, '{"o":"end"}\n');
       writeFileSync(join(dir, 'state', 'store.snapshot.json'), '{"format":"postern-store", torn');
@@ -726,14 +727,18 @@ describe('embedded store: files in a newer format', () => {
       );
       assert.ok(err instanceof StoreUnavailableError && !(err instanceof StoreFormatError), String(err));
       assert.match(err.message, /could not be loaded/);
-      assert.equal(s.health().healthy, false);
+      const down = s.health();
+      assert.equal(down.healthy, false);
+      assert.ok(down.since > healthySince, 'health().since moves when the files could not be loaded');
       const logged = cap.lines.length;
       await sleep(100); // ten polls
       assert.ok(cap.lines.length - logged <= 1, `the poll logged ${cap.lines.length - logged} lines`);
       writeFileSync(join(dir, 'state', 'store.snapshot.json'), JSON.stringify({ format: 'postern-store', version: 1, gen: 1, strings: [['k', 'repaired', null]], hashes: [] }));
       assert.equal(await s.get('k'), 'repaired');
       await s.set('k2', 'v2');
-      assert.equal(s.health().healthy, true);
+      const up = s.health();
+      assert.equal(up.healthy, true);
+      assert.ok(up.since > down.since, 'health().since moves again once they load');
     } finally {
       await s.close();
     }
