@@ -2,6 +2,8 @@
 // written the way a Maildir delivery writes them (tmp/ file, fsync, rename into new/, fsync of
 // new/), with `concurrency` writers at once. Each writer fsyncs the directory itself (no group
 // commit), so this is the raw figure that the spool and delivery code are compared against.
+// Its CPU per file says what the limit is bound by: near (cores / files_per_s), the file system
+// work itself fills the cores, and a whole SMTP transaction is measured against that cost.
 //
 // Used by `npm run bench` (bench/run.ts). Config keys: none.
 import { mkdir, open, rename } from 'node:fs/promises';
@@ -20,6 +22,8 @@ export interface FsyncLimitResult {
   files_per_s: number;
   files: number;
   seconds: number;
+  /** CPU time of this process (every thread, user and kernel) per file written. */
+  cpu_ms_per_file: number;
 }
 
 async function fsyncDir(dir: string): Promise<void> {
@@ -39,6 +43,7 @@ export async function measureFsyncLimit(opts: FsyncLimitOptions): Promise<FsyncL
   const body = randomBytes(opts.size ?? 10240);
   const deadline = performance.now() + opts.seconds * 1000;
   const start = performance.now();
+  const cpu0 = process.cpuUsage();
   let files = 0;
   let seq = 0;
   const worker = async (w: number) => {
@@ -58,5 +63,6 @@ export async function measureFsyncLimit(opts: FsyncLimitOptions): Promise<FsyncL
   };
   await Promise.all(Array.from({ length: opts.concurrency }, (_, w) => worker(w)));
   const seconds = (performance.now() - start) / 1000;
-  return { files_per_s: files / seconds, files, seconds };
+  const cpu = process.cpuUsage(cpu0);
+  return { files_per_s: files / seconds, files, seconds, cpu_ms_per_file: (cpu.user + cpu.system) / 1000 / Math.max(1, files) };
 }
