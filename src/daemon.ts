@@ -40,6 +40,11 @@ export async function startDaemon(config: Config, opts: { log?: Logger } = {}): 
   await mkdir(config.data_dir, { recursive: true });
 
   const store: Store = openStore(config, { log: log.child({ mod: 'store' }) });
+  // A store whose data a newer build wrote stops the start here, as the embedded one's open does.
+  await store.ready?.().catch(async (e: unknown) => {
+    await store.close();
+    throw e;
+  });
   const directory = createDirectory({ store, localDomains: config.domains.local, log: log.child({ mod: 'directory' }) });
   const dns = createResolver(config.dns);
   const pipeline = await loadPipeline(config, { store, directory, dns, log: log.child({ mod: 'pipeline' }) });

@@ -19,14 +19,16 @@ export function isStoreUnavailable(e: unknown): e is StoreUnavailableError {
   return e instanceof StoreUnavailableError;
 }
 
-// StoreFormatError: the embedded store's files say they were written in a format newer than this
-// build reads (a newer Postern wrote them). Nothing is read or written from then on: applying
-// part of the state, or compacting it into a snapshot of this format, would lose what the newer
-// build wrote. Opening such a store fails with this error; a running process that meets it stops
-// serving the store and answers every call with it, a temporary failure (451 4.3.0) as for a
-// store that cannot be reached, until the newer build runs.
+// StoreFormatError: the store's data says it was written in a format newer than this build reads
+// (a newer Postern wrote it): the embedded store's files, or the Redis store's `store:format`
+// key. Nothing is read or written from then on: applying part of the state, or compacting it
+// into a snapshot of this format, would lose what the newer build wrote. Opening such a store
+// fails with this error; a running process that meets it stops serving the store and answers
+// every call with it, a temporary failure (451 4.3.0) as for a store that cannot be reached,
+// until the newer build runs.
 export class StoreFormatError extends StoreUnavailableError {
   constructor(
+    /** Where the data is: the embedded store's folder, or the Redis server and prefix. */
     readonly dir: string,
     /** What the files say: a higher number, or something this build cannot make sense of. */
     readonly found: unknown,

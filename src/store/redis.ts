@@ -29,11 +29,22 @@
 //     `{"resync":true}` on its channel (events published meanwhile were lost), as the embedded
 //     driver does after missing a journal: subscribers drop their caches on any event.
 //
+// Format. The key `<prefix>store:format` names the layout of keys and values the deployment's
+// data is in (REDIS_FORMAT); a node sets it when it is absent. A node reads it on each new
+// connection, before any command of its own goes through, and again every FORMAT_RECHECK_MS.
+// Any other value (a newer build's, or one this build cannot make sense of) and the node stops
+// using the store, as the embedded driver does with newer files: `store.format_newer` is logged
+// once, subscribers are told to resync, `health()` turns unhealthy for good, and every call fails
+// with StoreFormatError (451 4.3.0 to a session), last known values included: applying or
+// serving part of a layout it does not know could lose what the newer build wrote. `ready()`
+// rejects with it, so `postern start` stops at once. A build that changes the layout sets the
+// key first, then waits longer than FORMAT_RECHECK_MS before writing in the new layout.
+//
 // Config keys read: `store.url`, `store.prefix`, `store.command_timeout`, `store.last_known`.
 import { Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from '../log/logger.js';
 import { silentLogger } from '../log/logger.js';
-import { StoreUnavailableError } from './errors.js';
+import { StoreFormatError, StoreUnavailableError } from './errors.js';
 import { DEFAULT_LAST_KNOWN, DEFAULT_MAX_KEYS, LastKnown, type Lookup } from './last-known.js';
 import { Subscribers } from './subscribers.js';
 import type { ChangeEvent, SetOptions, Store, StoreHealth } from './store.js';
@@ -52,6 +63,8 @@ export interface RedisStoreOptions {
   lastKnownMaxKeys?: number;
   /** After change events, the last known values are reloaded at most this often. Default 10 s. */
   refreshMs?: number;
+  /** How often the format key is read again while connected. Default FORMAT_RECHECK_MS. */
+  formatRecheckMs?: number;
 }
 
 /** Milliseconds before reconnect attempt `n` (1, 2, …): 100 ms doubling up to 2 s, +0–10 %. */
@@ -59,6 +72,20 @@ export function reconnectDelay(n: number, random: () => number = Math.random): n
   const base = Math.min(100 * 2 ** Math.max(0, n - 1), 2000);
   return Math.round(base * (1 + random() * 0.1));
 }
+
+/** The layout of keys and values this build reads and writes (see the header). */
+export const REDIS_FORMAT = 1;
+/** Where the format is kept, under the prefix; no other key starts with "store:". */
+export const FORMAT_KEY = 'store:format';
+/** How often a connected node reads the format again (a newer node may have raised it). */
+export const FORMAT_RECHECK_MS = 5000;
+
+// The stored format; REDIS_FORMAT (ARGV[1]) is set first when there is none.
+const FORMAT_LUA = `
+local v = redis.call('GET', KEYS[1])
+if v then return v end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]`;
 
 // INCRBY that sets the expiry only when it created the key: ARGV[1] = by, ARGV[2] = ttl in ms.
 const INCR_TTL_LUA = `
@@ -82,6 +109,7 @@ return out`;
 interface Scripts {
   posternIncrTtl(key: string, by: number, ttlMs: number): Promise<number>;
   posternLoad(n: number, ...keys: string[]): Promise<[string, (string | string[])?][]>;
+  posternFormat(key: string, mine: string): Promise<string>;
 }
 
 const SCAN_COUNT = 500;
@@ -117,6 +145,12 @@ export class RedisStore implements Store {
   private refreshTimer: NodeJS.Timeout | null = null;
   private lastRefresh = 0;
   private warming: Promise<void> | null = null;
+  /** The data is in another format: nothing is read or written any more (see the header). */
+  private newer: StoreFormatError | null = null;
+  /** The format was read on the current main connection (false again when it closes). */
+  private formatKnown = false;
+  private formatCheck: Promise<void> | null = null;
+  private formatTimer: NodeJS.Timeout | null = null;
 
   constructor(opts: RedisStoreOptions) {
     this.prefix = opts.prefix;
@@ -134,6 +168,7 @@ export class RedisStore implements Store {
     this.main = new Redis(this.opts.url, this.connectionOptions()) as Redis & Scripts;
     this.main.defineCommand('posternIncrTtl', { numberOfKeys: 1, lua: INCR_TTL_LUA });
     this.main.defineCommand('posternLoad', { lua: LOAD_LUA });
+    this.main.defineCommand('posternFormat', { numberOfKeys: 1, lua: FORMAT_LUA });
     this.firstAttempt = new Promise<void>((resolve) => {
       const done = () => {
         this.settled = true;
@@ -147,18 +182,37 @@ export class RedisStore implements Store {
       this.main.once('end', done);
     });
     this.main.on('error', (err: Error) => (this.lastError = err.message));
-    this.main.on('ready', () => {
-      this.updateHealth();
-      void this.warm();
+    // Healthy, and the last known values loaded, only once the format is known to be ours
+    // (checkFormat); a check that fails for now is made again by the next command or the timer.
+    this.main.on('ready', () => void this.checkFormat().catch(() => undefined));
+    this.main.on('close', () => {
+      this.formatKnown = false;
+      this.connectionClosed();
     });
-    this.main.on('close', () => this.connectionClosed());
+    this.formatTimer = setInterval(() => {
+      if (this.main.status === 'ready' && !this.newer) this.checkFormat().catch(() => undefined);
+    }, opts.formatRecheckMs ?? FORMAT_RECHECK_MS);
+    this.formatTimer.unref();
+  }
+
+  /**
+   * Resolves once the first connection attempt has ended, reachable or not (an unreachable store
+   * is served as an outage); rejects with StoreFormatError when the data is in another format.
+   */
+  async ready(): Promise<void> {
+    await this.firstAttempt;
+    if (this.main.status === 'ready') await this.checkFormat().catch((e: unknown) => {
+      if (e instanceof StoreFormatError) throw e;
+    });
+    if (this.newer) throw this.newer;
   }
 
   // ---------------------------------------------------------------- health
 
   health(): StoreHealth {
     const h: StoreHealth = { driver: 'redis', healthy: this.healthy, since: this.healthSince, lastKnownKeys: this.lastKnown.size };
-    if (!this.healthy && this.lastError) h.error = this.lastError;
+    if (this.newer) h.error = this.newer.message;
+    else if (!this.healthy && this.lastError) h.error = this.lastError;
     return h;
   }
 
@@ -170,7 +224,7 @@ export class RedisStore implements Store {
 
   private updateHealth(): void {
     if (this.closed) return;
-    const now = this.main.status === 'ready' && (this.sub === null || this.subReady) && !this.stalled;
+    const now = this.main.status === 'ready' && this.formatKnown && !this.newer && (this.sub === null || this.subReady) && !this.stalled;
     if (now === this.healthy) return;
     this.healthy = now;
     this.healthSince = Date.now();
@@ -295,6 +349,7 @@ export class RedisStore implements Store {
       this.closed = true;
       this.closing = (async () => {
         if (this.refreshTimer) clearTimeout(this.refreshTimer);
+        if (this.formatTimer) clearInterval(this.formatTimer);
         this.subscribers.clear();
         await Promise.allSettled([quit(this.main), this.sub ? quit(this.sub) : Promise.resolve()]);
       })();
@@ -310,6 +365,7 @@ export class RedisStore implements Store {
 
   private check(): void {
     if (this.closed) throw new Error('store is closed');
+    if (this.newer) throw this.newer;
   }
 
   private connectionOptions(): RedisOptions {
@@ -334,6 +390,7 @@ export class RedisStore implements Store {
       this.check();
       if ((this.main.status as string) !== 'ready') throw new StoreUnavailableError(this.lastError ?? `connection ${this.main.status}`);
     }
+    if (!this.formatKnown) await this.checkFormat();
     const seq = this.lastKnown.next();
     try {
       const v = await op(seq);
@@ -351,6 +408,46 @@ export class RedisStore implements Store {
     }
   }
 
+  /**
+   * Reads the format key on the current connection (one check at a time); resolves when it is
+   * ours, rejects with StoreFormatError when it is not, or StoreUnavailableError.
+   */
+  private checkFormat(): Promise<void> {
+    this.formatCheck ??= (async () => {
+      let found: string;
+      try {
+        found = await this.main.posternFormat(this.k(FORMAT_KEY), String(REDIS_FORMAT));
+      } catch (e) {
+        // WRONGTYPE: the key holds a hash or a list, no format this build wrote.
+        if (isReplyError(e)) throw this.metNewerFormat('(not a string)');
+        if (e instanceof Error && /timed out/i.test(e.message)) this.setStalled(true);
+        throw new StoreUnavailableError(e instanceof Error ? e.message : String(e), { cause: e });
+      }
+      if (found !== String(REDIS_FORMAT)) throw this.metNewerFormat(/^\d+$/.test(found) ? Number(found) : found);
+      if (this.stalled) this.setStalled(false);
+      if (this.formatKnown || this.main.status !== 'ready') return;
+      this.formatKnown = true;
+      this.updateHealth();
+      void this.warm();
+    })().finally(() => (this.formatCheck = null));
+    return this.formatCheck;
+  }
+
+  /** The data is in format `found`, not this build's: from now on nothing is read or written. */
+  private metNewerFormat(found: unknown): StoreFormatError {
+    if (!this.newer) {
+      const where = `Redis store ${redactUrl(this.opts.url)} (prefix "${this.prefix}")`;
+      this.newer = new StoreFormatError(where, found, REDIS_FORMAT);
+      this.healthy = false;
+      this.healthSince = Date.now();
+      this.log.error({ evt: 'store.format_newer', prefix: this.prefix, found, supported: REDIS_FORMAT }, this.newer.message);
+      // Subscribers drop what they cached (the directory's users, say): their next read fails.
+      // Nothing is delivered after this.
+      for (const c of this.subscribers.channels()) this.deliver({ channel: c, message: '{"resync":true}' }, true);
+    }
+    return this.newer;
+  }
+
   private setStalled(on: boolean): void {
     this.stalled = on;
     if (on) this.lastError = 'commands time out';
@@ -362,7 +459,9 @@ export class RedisStore implements Store {
     try {
       return await this.write(op);
     } catch (e) {
-      if (!(e instanceof StoreUnavailableError) || this.closed) throw e;
+      // Last known values stand in for a store that cannot be reached, not for one in a format
+      // this build does not know.
+      if (!(e instanceof StoreUnavailableError) || e instanceof StoreFormatError || this.closed) throw e;
       const known = fallback();
       if (known.hit) return known.value;
       if (key !== null) this.log.debug({ evt: 'store.error', key }, 'redis store unreachable and no last known value');
@@ -378,6 +477,7 @@ export class RedisStore implements Store {
       cursor = next;
       for (const k of batch) found.add(k.slice(this.prefix.length));
     } while (cursor !== '0');
+    found.delete(FORMAT_KEY); // the driver's own, not a caller's
     return [...found];
   }
 
@@ -396,6 +496,7 @@ export class RedisStore implements Store {
    */
   private warm(): Promise<void> {
     if (this.warming) return this.warming;
+    if (this.newer) return Promise.resolve();
     this.lastRefresh = Date.now();
     this.warming = (async () => {
       try {
@@ -511,8 +612,8 @@ export class RedisStore implements Store {
     void p.finally(() => this.pendingSubs.delete(p));
   }
 
-  private deliver(ev: ChangeEvent): void {
-    if (this.closed) return;
+  private deliver(ev: ChangeEvent, last = false): void {
+    if (this.closed || (this.newer && !last)) return;
     this.subscribers.deliver(ev, (err) => this.log.error({ evt: 'store.error', err, channel: ev.channel }, 'redis store: subscriber threw'));
   }
 }
@@ -536,6 +637,17 @@ function pairs(flat: string[]): [string, string][] {
 /** SCAN MATCH is a glob: a prefix with *, ?, [ or \ must match literally. */
 function globEscape(s: string): string {
   return s.replace(/[*?[\]\\]/g, '\\$&');
+}
+
+/** The URL without its password, for messages. */
+function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return 'at the configured URL';
+  }
 }
 
 function isReplyError(e: unknown): boolean {

@@ -71,4 +71,11 @@ export interface Store {
    * without it). Cheap, synchronous, never throws.
    */
   health?(): StoreHealth;
+
+  /**
+   * Optional: resolves once the store is ready to be used or known to be unreachable for now
+   * (a Redis store's first connection attempt); rejects with StoreFormatError when its data is
+   * in a format this build does not read. Drivers that open synchronously throw that at open.
+   */
+  ready?(): Promise<void>;
 }

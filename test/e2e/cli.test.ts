@@ -5,8 +5,11 @@ import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
 import { runCli } from '../helpers/daemon.js';
 import { storeFiles } from '../helpers/store-files.js';
+import { REDIS_URL } from '../helpers/stores.js';
 
 let dir: string;
 const file = async (name: string, text: string) => {
@@ -181,6 +184,41 @@ describe('a store written by a newer Postern', { concurrency: true }, () => {
       assert.equal(r.code, 1, r.stdout + r.stderr);
       assert.match(r.stderr, refusal);
       assert.deepEqual(s.files(), before);
+    });
+  }
+});
+
+// The same with `store.driver: redis`: the deployment's format key (under this test's prefix)
+// says 2. Each command exits 1 with what to do, and no key under the prefix changes.
+describe('a Redis store written by a newer Postern', { concurrency: true }, () => {
+  const prefix = `postern-test:${process.pid}-${randomBytes(4).toString('hex')}:`;
+  const admin = new Redis(REDIS_URL, { lazyConnect: true });
+  const snapshot = async () => {
+    const out: Record<string, string | null> = {};
+    for (const k of (await admin.keys(`${prefix}*`)).sort()) out[k] = (await admin.type(k)) === 'string' ? await admin.get(k) : JSON.stringify(await admin.hgetall(k));
+    return out;
+  };
+  before(async () => {
+    await admin.connect();
+    await admin.set(`${prefix}store:format`, '2');
+    await admin.set(`${prefix}dir:user:a@example.test`, '{"new":"layout"}');
+  });
+  after(async () => {
+    const keys = await admin.keys(`${prefix}*`);
+    if (keys.length) await admin.del(...keys);
+    await admin.quit();
+  });
+  const refusal = /store unavailable: Redis store redis:\/\/\S+ \(prefix "postern-test:[^"]+"\) is in store format 2, written by a newer Postern; this build reads format 1 and leaves it untouched\. Run the newer build/;
+
+  for (const args of [['user', 'add', 'b@example.test', '--no-password'], ['user', 'list'], ['start']]) {
+    it(`postern ${args.join(' ')} exits 1 with what to do, and writes nothing`, async () => {
+      const name = `redis-newer-${args.join('-')}`;
+      const cfg = await file(`${name}.yaml`, `data_dir: ${JSON.stringify(join(dir, name))}\ndomains: { local: [example.test] }\nstore: { driver: redis, url: ${JSON.stringify(REDIS_URL)}, prefix: ${JSON.stringify(prefix)} }\nlisten:\n  smtp: { port: 0 }\n`);
+      const before = await snapshot();
+      const r = await runCli([...args, '--config', cfg], { cwd: dir });
+      assert.equal(r.code, 1, r.stdout + r.stderr);
+      assert.match(r.stderr, refusal);
+      assert.deepEqual(await snapshot(), before);
     });
   }
 });
