@@ -19,8 +19,9 @@
 //   vacation (RFC 5230, RFC 3834) → a reply through `accept`, unless shouldSuppressVacation says
 //       no (null or system sender, Auto-Submitted, List-*, Precedence bulk/list/junk, not
 //       addressed to the user) or a reply to this sender (per :handle) went out within the
-//       period: the key sieve:vacation:<hash> is set with SET NX and a TTL of the period. The
-//       reply has a null envelope sender, Auto-Submitted: auto-replied, In-Reply-To/References.
+//       period: the key sieve:vacation:<hash> is claimed with SET NX and, once the reply is
+//       queued, kept for the period (see below). The reply has a null envelope sender,
+//       Auto-Submitted: auto-replied, In-Reply-To/References.
 //
 // Idempotence. Stored copies keep the (queue id, user, folder) idempotence of local.ts. Redirects
 // are recorded in the store (sieve:sent:<qid>:<hash>, 30 days) once queued, so a retry of the
@@ -37,8 +38,14 @@
 // deliveries of one message at the same moment may both redirect (a duplicate, not a loss).
 // Without a usable Message-ID two deliveries cannot be told apart from two messages, and each is
 // redirected.
-// Vacation replies are covered by their per-period key, written (SET NX) before the reply is
-// queued and removed when queueing fails.
+// Vacation replies are covered by their per-period key, in two steps. Before the reply is queued
+// the delivery claims the key (SET NX) with `pending:<qid>` for a short while
+// (VACATION_PENDING_TTL_MS); once the reply is queued it writes `sent:<qid>` for the whole
+// period. Queueing that fails removes the claim. A crash between the two leaves only the short
+// claim: the retry of that delivery (same queue id) sends the reply, and other messages from the
+// sender are answered again once the claim runs out, so a crash costs at most a duplicate reply,
+// never the period's only one. A claim of another queue id (a delivery of another message from
+// the sender, now) or a key from an earlier build (a time stamp) means replied.
 //
 // Scripts run only for plain deliveries (no folder asked for by the gateway: a quarantined
 // message is not re-filed by its user). A script that no longer compiles is logged
@@ -103,6 +110,8 @@ export interface SieveRequest {
 const h = (...parts: string[]) => createHash('sha256').update(parts.join('\0')).digest('hex').slice(0, 32);
 const SENT_TTL_MS = 30 * 86400_000;
 const REDIRECT_DUPLICATE_TTL_MS = 12 * 3600_000;
+/** How long a vacation claim stands before its reply is known to be queued (see the header). */
+export const VACATION_PENDING_TTL_MS = 10 * 60_000;
 const MAX_CACHE = 1000;
 
 /**
@@ -277,17 +286,32 @@ export class UserSieve {
     // RFC 5230 §4.2: without :handle, replies with different text count as different vacations.
     const handle = a.handle ?? h(a.reason, a.subject ?? '', a.from ?? '', String(a.mime));
     const key = `sieve:vacation:${h(req.user.toLowerCase(), handle, sender)}`;
-    if (!(await this.deps.store.set(key, String(Date.now()), { ttlMs: a.seconds * 1000, ifAbsent: true }))) {
-      if (log) logEvent(log, 'info', 'sieve.vacation.suppressed', { user: req.user, qid: req.qid, why: 'already-replied' });
-      return false;
+    const periodMs = a.seconds * 1000;
+    const claim = `pending:${req.qid}`;
+    if (!(await this.deps.store.set(key, claim, { ttlMs: Math.min(periodMs, VACATION_PENDING_TTL_MS), ifAbsent: true }))) {
+      const held = await this.deps.store.get(key);
+      // This delivery's own earlier attempt: done if it recorded the reply as queued; if it only
+      // claimed (it died, or a later step failed, before recording), the reply goes now. A
+      // record that ran out between the two reads is taken as replied: at most once.
+      if (held === `sent:${req.qid}`) return true;
+      if (held !== claim) {
+        if (log) logEvent(log, 'info', 'sieve.vacation.suppressed', { user: req.user, qid: req.qid, why: 'already-replied' });
+        return false;
+      }
     }
     const reply = vacationReply(a, headers, req.user, req.sender, this.deps.hostname);
+    let id: string;
     try {
-      const id = await this.need()(localEnvelope('', req.sender), reply);
-      if (log) logEvent(log, 'info', 'sieve.vacation.sent', { user: req.user, qid: req.qid, to: req.sender, newQid: id });
+      id = await this.need()(localEnvelope('', req.sender), reply);
     } catch (e) {
       await this.deps.store.del(key).catch(() => 0);
       throw e;
+    }
+    if (log) logEvent(log, 'info', 'sieve.vacation.sent', { user: req.user, qid: req.qid, to: req.sender, newQid: id });
+    try {
+      await this.deps.store.set(key, `sent:${req.qid}`, { ttlMs: periodMs });
+    } catch (err) {
+      if (log) logEvent(log, 'warn', 'sieve.vacation.unrecorded', { user: req.user, qid: req.qid, to: req.sender, newQid: id, err }, 'vacation reply queued, but the period not recorded: the sender may get another reply once the claim runs out');
     }
     return true;
   }

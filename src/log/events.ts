@@ -55,6 +55,7 @@ export const LOG_EVENTS = [
   'sieve.redirect.unrecorded',
   'sieve.vacation.sent',
   'sieve.vacation.suppressed',
+  'sieve.vacation.unrecorded',
   'spool.commit',
   'spool.recover',
   'spool.error',

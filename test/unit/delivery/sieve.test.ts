@@ -10,6 +10,7 @@ import { DirSyncer } from '../../../src/queue/dir-sync.js';
 import { LocalDelivery } from '../../../src/delivery/local.js';
 import { MemoryStore } from '../../../src/store/memory.js';
 import { DeliveryError } from '../../../src/delivery/errors.js';
+import { VACATION_PENDING_TTL_MS } from '../../../src/delivery/sieve.js';
 import { splitFlags, infoLetters } from '../../../src/delivery/maildir.js';
 import type { Envelope } from '../../../src/queue/envelope.js';
 import { tempDir, testConfig } from '../queue/helpers.js';
@@ -266,4 +267,99 @@ describe('user sieve at delivery', () => {
     await deliver({ sender: 'gus@remote.test' });
     assert.equal(sent.length, 2, 'another sender gets a reply');
   });
+
+  it('vacation: once queued the reply is recorded for the period; a retry of the same delivery does not send it again', async () => {
+    await activate('require "vacation";\nvacation :days 3 "I am away.";\n');
+    await deliver({ qid: 'VQ1' });
+    await deliver({ qid: 'VQ1', checkExisting: true });
+    assert.equal(sent.length, 1);
+    const [key] = await store.keys('sieve:vacation:');
+    assert.equal(await store.get(key!), 'sent:VQ1');
+    const ttl = await store.ttl(key!);
+    assert.ok(ttl > 3 * 86400_000 - 60_000 && ttl <= 3 * 86400_000, `ttl ${ttl}`);
+  });
+
+  it('vacation: a delivery that died after claiming the reply, before queueing it: its retry sends it, other messages wait for the claim to run out', async () => {
+    let now = Date.now();
+    const clocked = new MemoryStore({ now: () => now });
+    await clocked.hset(`sieve:scripts:${USER}`, 'main', 'require "vacation";\nvacation :days 7 "I am away.";\n');
+    await clocked.set(`sieve:active:${USER}`, 'main');
+    const replies: string[] = [];
+    const make = (submit: (env: Envelope) => Promise<string>) => new LocalDelivery(testConfig(t.dir), new DirSyncer(), {}, { store: clocked, submit });
+    const req = (qid: string, checkExisting = false) => ({ qid, sender: 'bob@remote.test', receivedAt: now, user: USER, message: Buffer.from(MSG), checkExisting });
+    try {
+      // The first process claims the period, then dies while queueing the reply (its submit never returns).
+      const dying = make(() => new Promise<string>(() => undefined));
+      void dying.deliver(req('CRASHQ'));
+      await waitUntil(async () => (await clocked.keys('sieve:vacation:')).length === 1);
+      const [key] = await clocked.keys('sieve:vacation:');
+      assert.equal(await clocked.get(key!), 'pending:CRASHQ');
+      assert.ok((await clocked.ttl(key!)) <= VACATION_PENDING_TTL_MS);
+
+      // After a restart: another message from the sender, meanwhile, gets no second reply...
+      const restarted = make(async (env) => (replies.push(env.recipients[0]!.address), `R${replies.length}`));
+      await restarted.deliver(req('OTHERQ'));
+      assert.deepEqual(replies, []);
+      // ...the retry of the delivery that died sends the reply, once, and records the period.
+      await restarted.deliver(req('CRASHQ', true));
+      await restarted.deliver(req('CRASHQ', true));
+      assert.deepEqual(replies, ['bob@remote.test']);
+      assert.equal(await clocked.get(key!), 'sent:CRASHQ');
+      now += 6 * 86400_000;
+      await restarted.deliver(req('LATERQ'));
+      assert.deepEqual(replies, ['bob@remote.test'], 'still within the period');
+    } finally {
+      await clocked.close();
+    }
+  });
+
+  it('vacation: a claim whose delivery never came back runs out, and the sender is answered again', async () => {
+    let now = Date.now();
+    const clocked = new MemoryStore({ now: () => now });
+    await clocked.hset(`sieve:scripts:${USER}`, 'main', 'require "vacation";\nvacation :days 7 "I am away.";\n');
+    await clocked.set(`sieve:active:${USER}`, 'main');
+    const replies: string[] = [];
+    const make = (submit: (env: Envelope) => Promise<string>) => new LocalDelivery(testConfig(t.dir), new DirSyncer(), {}, { store: clocked, submit });
+    const req = (qid: string) => ({ qid, sender: 'bob@remote.test', receivedAt: now, user: USER, message: Buffer.from(MSG), checkExisting: false });
+    try {
+      void make(() => new Promise<string>(() => undefined)).deliver(req('LOSTQ'));
+      await waitUntil(async () => (await clocked.keys('sieve:vacation:')).length === 1);
+      const live = make(async (env) => (replies.push(env.recipients[0]!.address), `R${replies.length}`));
+      await live.deliver(req('Q2'));
+      assert.deepEqual(replies, []);
+      now += VACATION_PENDING_TTL_MS + 1;
+      await live.deliver(req('Q3'));
+      assert.deepEqual(replies, ['bob@remote.test']);
+    } finally {
+      await clocked.close();
+    }
+  });
+
+  it('vacation: queueing the reply fails → the claim is removed and the delivery fails for now; the retry sends it', async () => {
+    await activate('require "vacation";\nvacation :days 1 "I am away.";\n');
+    let fail = true;
+    const replies: string[] = [];
+    const flaky = new LocalDelivery(testConfig(t.dir), new DirSyncer(), {}, {
+      store,
+      submit: async (env) => {
+        if (fail) throw new Error('spool full');
+        replies.push(env.recipients[0]!.address);
+        return 'R1';
+      },
+    });
+    const req = (checkExisting: boolean) => ({ qid: 'FLAKYQ', sender: 'bob@remote.test', receivedAt: Date.now(), user: USER, message: Buffer.from(MSG), checkExisting });
+    await assert.rejects(flaky.deliver(req(false)), /spool full/);
+    assert.deepEqual(await store.keys('sieve:vacation:'), []);
+    fail = false;
+    await flaky.deliver(req(true));
+    assert.deepEqual(replies, ['bob@remote.test']);
+  });
 });
+
+async function waitUntil(ok: () => Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    if (await ok()) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error('timed out waiting');
+}
