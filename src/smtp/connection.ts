@@ -434,14 +434,27 @@ export class PosternConnection extends SMTPConnection {
         });
       return;
     }
+    // RFC 5321 §4.1.1.4-5: no argument; "DATA foo" would otherwise open the message.
+    if ((name === 'DATA' || name === 'RSET') && line.trim().length > name.length) {
+      this.reply(Replies.commandSyntax(name));
+      return done();
+    }
     if (name === 'AUTH') {
+      if (this.session.envelope.mailFrom) {
+        this.reply(Replies.authInTransaction());
+        return done();
+      }
+      const [, mech, initial] = line.trim().split(/\s+/);
+      if (mech === undefined) {
+        this.reply(Replies.commandSyntax('AUTH mechanism [initial-response]'));
+        return done();
+      }
       if (policy.authOnlyOverTls && !this.secure) {
         this.reply(Replies.encryptionRequired());
         return done();
       }
       // RFC 4954 §4: an initial response must be base64 too ("=" stands for an empty one).
       // Checked for the mechanisms we offer only; others get the library's 504 5.5.4.
-      const [, mech, initial] = line.trim().split(/\s+/);
       const offered = this._server.options.authMethods.includes((mech ?? '').toUpperCase());
       if (offered && initial !== undefined && initial !== '=' && !isBase64(initial)) {
         this.reply(Replies.authBadBase64());

@@ -119,6 +119,8 @@ export const Replies = {
   badSequence: (what: string) => new SmtpReply(503, '5.5.1', what, { userError: true }),
   unsupportedParameter: (name: string) => new SmtpReply(555, '5.5.4', `Unsupported parameter ${name}`, { userError: true }),
   badParameter: (name: string) => new SmtpReply(501, '5.5.4', `Invalid ${name} parameter`, { userError: true }),
+  /** RFC 5321 §4.1.1: DATA and RSET take no argument; AUTH needs a mechanism (Postfix's wording). */
+  commandSyntax: (usage: string) => new SmtpReply(501, '5.5.4', `Syntax: ${usage}`, { userError: true }),
   // --- TLS and AUTH (RFC 3207 §4, RFC 4954 §4 and §6) ---
   authRequired: () => new SmtpReply(530, '5.7.0', 'Authentication required', { userError: true }),
   encryptionRequired: () => new SmtpReply(538, '5.7.11', 'Encryption required for requested authentication mechanism', { userError: true }),
@@ -126,6 +128,10 @@ export const Replies = {
   authTempfail: (cause?: unknown) => new SmtpReply(454, '4.7.0', 'Temporary authentication failure', { cause, evt: 'smtp.auth.failed' }),
   authBadBase64: () => new SmtpReply(501, '5.5.2', 'Cannot decode base64 client response', { userError: true }),
   authCancelled: () => new SmtpReply(501, '5.7.0', 'Authentication cancelled', { userError: true }),
+  /** RFC 4954 §4: "An AUTH command issued during a mail transaction MUST be rejected with a 503 reply." */
+  authInTransaction: () => new SmtpReply(503, '5.5.1', 'MAIL transaction in progress', { userError: true }),
+  /** RFC 4616 §2: the authenticated user may not act as the authorization identity it named. */
+  authzidRefused: () => new SmtpReply(535, '5.7.8', 'Cannot authorize as another user', { userError: true, evt: 'smtp.auth.failed' }),
   // --- MAIL / RCPT (RFC 5321 §4.1.1.2-3, RFC 3463 X.1.x) ---
   senderSyntax: () => new SmtpReply(501, '5.1.7', 'Bad sender address syntax', { userError: true, evt: 'smtp.mail.rejected' }),
   recipientSyntax: () => new SmtpReply(501, '5.1.3', 'Bad recipient address syntax', { userError: true, evt: 'smtp.rcpt.rejected' }),

@@ -534,6 +534,7 @@ export class SessionController implements ConnectionController {
     }
     const attempt = { method: auth.method, username, password: auth.password ?? '' };
     const before = st.info.authUser;
+    const relayingBefore = st.info.relaying;
     const r = await this.run(st, 'auth', { auth: attempt });
     if (r.verdict.kind === 'accept') {
       let canonical = st.info.authUser && st.info.authUser !== before ? st.info.authUser : username;
@@ -541,6 +542,15 @@ export class SessionController implements ConnectionController {
         canonical = parseAddress(canonical).address;
       } catch {
         /* a plain user name stays as it is */
+      }
+      // RFC 4616 §2: an authorization identity other than the user's own is refused (no user
+      // here may act as another); clients that put the user name there alone are the user.
+      const authzid = auth.method === 'PLAIN' && auth.authcid ? (auth.authzid ?? '') : '';
+      if (authzid !== '' && authzid.toLowerCase() !== canonical.toLowerCase() && authzid.toLowerCase() !== username.toLowerCase()) {
+        // Undo what the plugin's accept set (the auth plugin grants relaying with the user).
+        st.info.authUser = before;
+        st.info.relaying = relayingBefore;
+        return this.logged(st, Replies.authzidRefused(), { method: auth.method, user: username, authzid });
       }
       st.info.authUser = canonical;
       st.info.relaying = true;

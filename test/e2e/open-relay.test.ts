@@ -7,6 +7,7 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startDaemon, removeDir, type RunningDaemon } from '../helpers/daemon.js';
 import { openSmtp } from '../helpers/smtp-client.js';
+import { pythonJson } from '../helpers/python.js';
 
 const TRICKS = [
   'victim@evil.example',
@@ -65,6 +66,38 @@ describe('open relay refusal', () => {
     s.close();
     const spooled = await readdir(join(d.dataDir, 'spool'), { recursive: true });
     assert.ok(spooled.length > 0, 'the relayed message waits in the spool');
+  });
+
+  it('Python smtplib: AUTH in the middle of a transaction is refused (503) and opens nothing; AUTH as another user is refused', async () => {
+    const r = await pythonJson<Record<string, [number, string]>>(
+      `
+import smtplib, ssl, sys, json, base64
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+plain = lambda authzid, user, pw: base64.b64encode(f"{authzid}\\0{user}\\0{pw}".encode()).decode()
+out = {}
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]))
+s.starttls(context=ctx)
+s.ehlo('client.example')
+out['mail'] = s.mail('spammer@evil.example')
+out['rcpt'] = s.rcpt('victim@evil.example')
+out['auth_in_tx'] = s.docmd('AUTH', 'PLAIN ' + plain('', 'alice@example.test', 'alice-pw'))
+out['rcpt_again'] = s.rcpt('victim@evil.example')
+out['rset'] = s.docmd('RSET')
+out['auth_other'] = s.docmd('AUTH', 'PLAIN ' + plain('bob@example.test', 'alice@example.test', 'alice-pw'))
+out['rcpt_after_refused'] = (s.mail('spammer@evil.example'), s.rcpt('victim@evil.example'))[1]
+s.rset()
+out['auth_self'] = s.docmd('AUTH', 'PLAIN ' + plain('Alice@Example.test', 'alice@example.test', 'alice-pw'))
+s.quit()
+print(json.dumps({k: [v[0], v[1].decode()] for k, v in out.items()}))`,
+      [String(d.ports.smtp)],
+    );
+    assert.deepEqual(r.rcpt, [554, '5.7.1 Relay access denied']);
+    assert.deepEqual(r.auth_in_tx, [503, '5.5.1 MAIL transaction in progress']);
+    assert.equal(r.rcpt_again![0], 554, 'the refused AUTH left the client unauthenticated');
+    assert.equal(r.rset![0], 250);
+    assert.deepEqual(r.auth_other, [535, '5.7.8 Cannot authorize as another user']);
+    assert.equal(r.rcpt_after_refused![0], 554);
+    assert.equal(r.auth_self![0], 235, 'naming oneself as the authorization identity is fine');
   });
 
   it('a wrong password does not open the relay', async () => {

@@ -211,3 +211,26 @@ test('LMTP: LHLO, one reply per recipient from the queue outcomes', async () => 
     await h.close();
   }
 });
+
+test('DATA and RSET with an argument, and AUTH without a mechanism, are syntax errors (501 5.5.4); nothing is opened or reset', async () => {
+  const h = await startHarness();
+  try {
+    const s = await ehlo(h);
+    await s.cmd('AUTH', '501 5.5.4 Syntax: AUTH mechanism');
+    await s.cmd('MAIL FROM:<a@sender.example>', '250 2.1.0');
+    await s.cmd('RCPT TO:<alice@example.test>', '250 2.1.5');
+    await s.cmd('RSET now', '501 5.5.4 Syntax: RSET');
+    // Had "DATA foo" opened the message, these lines would be its content.
+    await s.cmd('DATA foo', '501 5.5.4 Syntax: DATA');
+    await s.cmd('NOOP', '250');
+    await s.cmd('DATA', '354');
+    await s.cmd(MSG, '250 2.0.0');
+    await s.cmd('RSET', '250');
+    await s.cmd('QUIT', '221');
+    s.close();
+    assert.equal(h.queue.accepted.length, 1);
+    assert.deepEqual(h.queue.accepted[0]!.envelope.recipients.map((r) => r.address), ['alice@example.test'], 'RSET with an argument reset nothing');
+  } finally {
+    await h.close();
+  }
+});
