@@ -107,7 +107,8 @@ export async function runSendmail(argv: string[], io: CliIo): Promise<number> {
   const get = (name: string) => fields.filter((f) => f.toLowerCase().startsWith(`${name.toLowerCase()}:`)).map((f) => f.slice(name.length + 1).replace(/\r\n[ \t]/g, ' '));
 
   const rcpts = [...o.rcpts];
-  if (o.t) for (const n of ['To', 'Cc', 'Bcc']) for (const v of get(n)) rcpts.push(...addressesIn(v));
+  // The text is bytes as latin1 (one char per byte); a UTF-8 address (RFC 6532) is read as UTF-8.
+  if (o.t) for (const n of ['To', 'Cc', 'Bcc']) for (const v of get(n)) rcpts.push(...addressesIn(Buffer.from(v, 'latin1').toString('utf8')));
   // RFC 5322 §3.6.3: Bcc is not passed on.
   header = fields.filter((f) => !/^bcc:/i.test(f)).map((f) => `${f}\r\n`).join('');
   const unique = [...new Set(rcpts.map((r) => r.trim()).filter(Boolean))];
@@ -131,11 +132,16 @@ export async function runSendmail(argv: string[], io: CliIo): Promise<number> {
   if (!get('Date').length) add.push(`Date: ${rfc5322Date(now)}\r\n`);
   if (!get('Message-ID').length) add.push(`Message-ID: <${id}@${config.hostname}>\r\n`);
   const received = add.shift()!;
-  const message = Buffer.from(`${received}${header}${add.join('')}\r\n${body}`, 'latin1');
+  // The input's own bytes as they came (latin1 round-trips them); what is added here (the sender,
+  // a -F name) is text, written as UTF-8.
+  const head = Buffer.concat([Buffer.from(received, 'utf8'), Buffer.from(header, 'latin1'), Buffer.from(add.join(''), 'utf8')]);
+  const message = Buffer.concat([head, Buffer.from(`\r\n${body}`, 'latin1')]);
   const envelope: Envelope = {
     mailFrom: sender === '<>' ? '' : sender,
     recipients: unique.map((address) => ({ address })),
     ...(/[\x80-\xff]/.test(body) ? { body: '8BITMIME' as const } : {}),
+    // RFC 6531: a UTF-8 address in the envelope, or UTF-8 in the header, needs SMTPUTF8 onwards.
+    ...([sender, ...unique].some((a) => /[^\p{ASCII}]/u.test(a)) || head.some((b) => b > 0x7f) ? { smtputf8: true } : {}),
     source: { listener: 'local', remoteAddress: '127.0.0.1', protocol: 'local', authUser: login },
     receivedAt: now.getTime(),
   };

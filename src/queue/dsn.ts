@@ -83,6 +83,17 @@ export function countReceived(message: Buffer): number {
 }
 
 const oneLine = (s: string) => s.replace(/[\r\n]+/g, ' ').replace(/[^\x20-\x7e]/g, '?');
+/** An address on one line: controls go, but a UTF-8 address (RFC 6531) stays as it is. */
+const addressLine = (s: string) => s.replace(/[\r\n]+/g, ' ').replace(/\p{Cc}/gu, '?');
+const isAscii = (s: string) => /^\p{ASCII}*$/u.test(s);
+
+/**
+ * Whether the DSN for `envelope` about `recipients` must go out with SMTPUTF8 (RFC 6533 §4): it
+ * names a UTF-8 address, or returns a message that was itself sent with SMTPUTF8.
+ */
+export function dsnNeedsSmtputf8(envelope: Envelope, recipients: Pick<DsnRecipient, 'final'>[]): boolean {
+  return !!envelope.smtputf8 || !isAscii(envelope.mailFrom) || recipients.some((r) => !isAscii(r.final));
+}
 
 /** Builds the DSN message (CRLF line ends). */
 export function buildDsn(input: DsnInput): Buffer {
@@ -98,6 +109,10 @@ export function buildDsn(input: DsnInput): Buffer {
         ? 'Delivery Status Notification (Relayed)'
         : 'Successful Mail Delivery Report';
   const to = envelope.mailFrom || `postmaster@${input.reportingMta}`;
+  // RFC 6533: with a UTF-8 address the report is message/global-delivery-status, whose address
+  // fields may be `utf-8` typed; the DSN itself then goes out with SMTPUTF8, so its To: header
+  // and notification text carry the addresses as they are (RFC 6532).
+  const global = !isAscii(to) || input.recipients.some((r) => !isAscii(r.final));
 
   const human: string[] = [`This is the mail system at host ${input.reportingMta}.`, ''];
   if (kinds.has('failed')) human.push("I'm sorry to have to inform you that your message could not", 'be delivered to one or more recipients. It is attached below.', '');
@@ -108,7 +123,7 @@ export function buildDsn(input: DsnInput): Buffer {
   }
   if (kinds.has('delivered') || kinds.has('relayed')) human.push('Your message was successfully delivered to the destination(s) listed below.', '');
   for (const r of input.recipients) {
-    human.push(`<${oneLine(r.final)}>: ${r.action}${r.diagnostic ? `: ${oneLine(r.diagnostic)}` : ''}`);
+    human.push(`<${addressLine(r.final)}>: ${r.action}${r.diagnostic ? `: ${oneLine(r.diagnostic)}` : ''}`);
   }
 
   // RFC 3464 §2.2: per-message fields.
@@ -122,7 +137,7 @@ export function buildDsn(input: DsnInput): Buffer {
       const semi = r.orcpt.indexOf(';');
       status.push(`Original-Recipient: ${oneLine(r.orcpt.slice(0, semi))}; ${oneLine(decodeXtext(r.orcpt.slice(semi + 1)))}`);
     }
-    status.push(`Final-Recipient: rfc822; ${oneLine(r.final)}`);
+    status.push(isAscii(r.final) ? `Final-Recipient: rfc822; ${oneLine(r.final)}` : `Final-Recipient: utf-8; ${addressLine(r.final)}`);
     status.push(`Action: ${r.action}`);
     status.push(`Status: ${r.status}`);
     if (r.remoteMta) status.push(`Remote-MTA: ${oneLine(r.remoteMta)}`);
@@ -138,26 +153,28 @@ export function buildDsn(input: DsnInput): Buffer {
 
   const head = [
     `From: Mail Delivery System <MAILER-DAEMON@${oneLine(input.reportingMta)}>`,
-    `To: <${oneLine(to)}>`,
+    `To: <${addressLine(to)}>`,
     `Subject: ${subject}`,
     `Date: ${rfc5322Date(now)}`,
     `Message-ID: <${input.queueId}.${randomBytes(4).toString('hex')}.dsn@${oneLine(input.reportingMta)}>`,
     'Auto-Submitted: auto-replied',
     'MIME-Version: 1.0',
     `Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary="${boundary}"`,
-    ...(eightBit ? ['Content-Transfer-Encoding: 8bit'] : []),
+    ...(eightBit || global ? ['Content-Transfer-Encoding: 8bit'] : []),
     '',
     'This is a MIME-encapsulated message.',
     '',
     `--${boundary}`,
-    'Content-Type: text/plain; charset=us-ascii',
+    `Content-Type: text/plain; charset=${global ? 'utf-8' : 'us-ascii'}`,
     'Content-Description: Notification',
+    ...(global ? ['Content-Transfer-Encoding: 8bit'] : []),
     '',
     ...human,
     '',
     `--${boundary}`,
-    'Content-Type: message/delivery-status',
+    global ? 'Content-Type: message/global-delivery-status' : 'Content-Type: message/delivery-status',
     'Content-Description: Delivery report',
+    ...(global ? ['Content-Transfer-Encoding: 8bit'] : []),
     '',
     ...status,
     '',
@@ -170,7 +187,8 @@ export function buildDsn(input: DsnInput): Buffer {
   ].join('\r\n');
   const orig = toCrlf(original);
   const tail = `${orig.length && !orig.subarray(-2).equals(Buffer.from('\r\n')) ? '\r\n' : ''}\r\n--${boundary}--\r\n`;
-  return Buffer.concat([Buffer.from(head, 'latin1'), orig, Buffer.from(tail, 'latin1')]);
+  // Every non-address part of `head` is ASCII (oneLine), so UTF-8 changes only the addresses.
+  return Buffer.concat([Buffer.from(head, 'utf8'), orig, Buffer.from(tail, 'latin1')]);
 }
 
 function toCrlf(b: Buffer): Buffer {

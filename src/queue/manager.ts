@@ -78,7 +78,7 @@ import { parseStandaloneIntent, repairTornEntry, type TornEntryCheck } from '../
 import type { Outbound, OutboundResult } from '../transport/outbound.js';
 import { destinationKey } from '../transport/outbound.js';
 import type { OutRecipient } from '../transport/smtp-client.js';
-import { buildDsn, countReceived, MAX_RECEIVED, wants, type DsnAction, type DsnRecipient } from './dsn.js';
+import { buildDsn, countReceived, dsnNeedsSmtputf8, MAX_RECEIVED, wants, type DsnAction, type DsnRecipient } from './dsn.js';
 import { clientFromSource } from '../transport/forward-client.js';
 
 export type TargetStatus = 'pending' | 'deferred' | 'done' | 'failed' | 'held';
@@ -1001,6 +1001,7 @@ class QueueManager implements ManagedQueue {
         mailFrom: '',
         recipients: [{ address: to }],
         dsn: level,
+        ...(dsnNeedsSmtputf8(envelope, recipients) ? { smtputf8: true } : {}),
         source: { listener: 'local', remoteAddress: '127.0.0.1', protocol: 'ESMTP' },
         receivedAt: Date.now(),
       };

@@ -767,7 +767,8 @@ export class SessionController implements ConnectionController {
       tls: tx.envelope.source.tls,
       date: new Date(tx.envelope.receivedAt),
     });
-    const raw = Buffer.concat([Buffer.from(received, 'latin1'), ...chunks]);
+    // UTF-8: with SMTPUTF8 the `for <…>` address may be non-ASCII (RFC 6532); the rest is ASCII.
+    const raw = Buffer.concat([Buffer.from(received, 'utf8'), ...chunks]);
     const message = this.deps.createMessage(raw);
 
     let folder: string | undefined;

@@ -234,3 +234,23 @@ test('DATA and RSET with an argument, and AUTH without a mechanism, are syntax e
     await h.close();
   }
 });
+
+test('SMTPUTF8: the Received header names a UTF-8 recipient in UTF-8 (RFC 6532), as the message has it', async () => {
+  const h = await startHarness({ config: { routes: { 'corp.example': 'smtp://10.0.0.5:25' } } });
+  try {
+    const s = await ehlo(h);
+    await s.cmd('MAIL FROM:<jörg@sender.example> SMTPUTF8', '250 2.1.0');
+    await s.cmd('RCPT TO:<jöran@corp.example>', '250 2.1.5');
+    await s.cmd('DATA', '354');
+    await s.cmd('Subject: grüße\r\n\r\nhello\r\n.', '250 2.0.0');
+    s.close();
+    const m = h.queue.accepted[0]!;
+    assert.equal(m.envelope.recipients[0]!.address, 'jöran@corp.example');
+    const text = m.message.toString('utf8');
+    assert.doesNotMatch(text, /\uFFFD/, 'every byte is valid UTF-8');
+    assert.match(text, /^Received: from client\.example [^;]*with UTF8SMTP id Q\d+\r\n\tfor <jöran@corp\.example>;/);
+    assert.ok(m.message.includes(Buffer.from('Subject: grüße', 'utf8')));
+  } finally {
+    await h.close();
+  }
+});

@@ -39,6 +39,7 @@ test('sendmail -t -i writes one maildrop file; queue list shows it', async () =>
     const { envelope, message } = parseSpoolFile(await readFile(join(d.new, files[0]!)));
     assert.deepEqual(envelope.recipients.map((r) => r.address), ['r1@far.test', 'r2@far.test', 'r3@far.test']);
     assert.equal(envelope.mailFrom, 'me@example.test');
+    assert.equal(envelope.smtputf8, undefined, 'an ASCII message needs no SMTPUTF8');
     const text = message.toString();
     assert.match(text, /^Received: by mx\.example\.test \(Postern/);
     assert.match(text, /^From: "Me" <me@example\.test>\r$/m);
@@ -52,6 +53,28 @@ test('sendmail -t -i writes one maildrop file; queue list shows it', async () =>
     assert.equal((c.out().match(/maildrop, not yet picked up/g) ?? []).length, 2);
     const none = io('Subject: x\n\nbody\n');
     assert.equal(await runSendmail(['--config', cfg], none.io), 2);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('sendmail -t with UTF-8: a UTF-8 To: address is the envelope recipient, a -F name and the message bytes stay UTF-8', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'postern-sendmail-'));
+  try {
+    const cfg = join(dir, 'postern.yaml');
+    await writeFile(cfg, 'hostname: mx.example.test\ndata_dir: ./data\ndomains: { local: [example.test] }\n');
+    const a = io('To: Jöran <jöran@far.test>\nSubject: grüße\n\nbödy\n');
+    assert.equal(await runSendmail(['-t', '-f', 'me@example.test', '-F', 'Jörg', '--config', cfg], a.io), 0, a.err());
+    const d = maildropDirs(join(dir, 'data'));
+    const [file] = await readdir(d.new);
+    const { envelope, message } = parseSpoolFile(await readFile(join(d.new, file!)));
+    assert.deepEqual(envelope.recipients.map((r) => r.address), ['jöran@far.test']);
+    assert.equal(envelope.smtputf8, true);
+    const text = message.toString('utf8');
+    assert.doesNotMatch(text, /\uFFFD/, 'every byte is valid UTF-8');
+    assert.match(text, /^From: "Jörg" <me@example\.test>\r$/m);
+    assert.match(text, /^To: Jöran <jöran@far\.test>\r$/m);
+    assert.ok(text.endsWith('\r\n\r\nbödy\r\n'));
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
