@@ -20,6 +20,10 @@
 //     removed: alias, user; then the domain's catch-all. Aliases come first (as in Postfix's
 //     virtual_alias_maps), so "alice → alice, archive@elsewhere" keeps a copy and forwards one:
 //     when expansion meets an address it already passed through, it delivers to that user.
+//   - postmaster (RFC 5321 §4.5.1: every domain MUST accept mail for it): postmaster@ a local
+//     domain with no user, alias or catch-all of its own goes to postmaster@ the first local
+//     domain, and when that has none either, to that address's own mailbox, which needs no user
+//     record (as Postfix ships a postmaster alias). `user alias` or `user add` sends it elsewhere.
 //   - `expand` follows aliases recursively, at most MAX_DEPTH levels and MAX_TARGETS results;
 //     a loop ends where it closes. Targets that are unknown local addresses are dropped (logged).
 //
@@ -119,6 +123,8 @@ export class StoreDirectory implements Directory {
   private readonly store: Store;
   private readonly log: Logger;
   private readonly domains: Set<string>;
+  /** Where postmaster@ any local domain ends up when nothing else takes it. */
+  private readonly firstDomain: string | undefined;
   private readonly params: ScryptParams;
   private readonly cache = new Map<string, unknown>();
   /** Bumped on every invalidation: a load that started before it must not fill the cache. */
@@ -129,6 +135,7 @@ export class StoreDirectory implements Directory {
     this.store = opts.store;
     this.log = opts.log ?? silentLogger();
     this.domains = new Set(opts.localDomains.map(normDomain));
+    this.firstDomain = opts.localDomains.length ? normDomain(opts.localDomains[0]!) : undefined;
     this.params = opts.scrypt ?? DEFAULT_SCRYPT;
     this.unsubscribe = this.store.subscribe(DIRECTORY_CHANNEL, () => this.invalidate());
   }
@@ -154,7 +161,7 @@ export class StoreDirectory implements Directory {
   async resolve(address: string): Promise<Resolution> {
     const a = canonical(address);
     if (!this.isLocalDomain(a.domain)) return { kind: 'foreign' };
-    return (await this.resolveLocal(a, true)) ?? this.catchAllOf(a.domain);
+    return this.orPostmaster(a, (await this.resolveLocal(a, true)) ?? (await this.catchAllOf(a.domain)));
   }
 
   async expand(address: string): Promise<ExpandResult | null> {
@@ -188,7 +195,7 @@ export class StoreDirectory implements Directory {
           this.log.warn({ evt: 'directory.alias.dropped', address: start.address, depth }, 'alias expansion too deep; branch dropped');
           return;
         }
-        r = (await this.resolveLocal(a, true)) ?? (await this.catchAllOf(a.domain));
+        r = await this.orPostmaster(a, (await this.resolveLocal(a, true)) ?? (await this.catchAllOf(a.domain)));
       }
       if (!r || r.kind === 'unknown' || r.kind === 'foreign') {
         if (depth > 0) this.log.warn({ evt: 'directory.alias.dropped', address: start.address, target: a.address }, 'alias target is not a known local address; dropped');
@@ -341,6 +348,15 @@ export class StoreDirectory implements Directory {
       if (await this.userRecord(base)) return { kind: 'local', user: base, detail };
     }
     return null;
+  }
+
+  /** `r`, unless it is unknown and `a` is a postmaster address: see the header. */
+  private async orPostmaster(a: Canonical, r: Resolution): Promise<Resolution> {
+    if (r.kind !== 'unknown' || a.local !== 'postmaster' || !this.firstDomain) return r;
+    const main = join('postmaster', this.firstDomain);
+    if (a.domain === this.firstDomain) return { kind: 'local', user: main };
+    // The first domain's postmaster, whatever it resolves to (its own fallback included).
+    return { kind: 'alias', targets: [main] };
   }
 
   private async catchAllOf(domain: string): Promise<Resolution> {

@@ -81,6 +81,27 @@ print(json.dumps({"refused": refused}))`,
     assertDelivered(got[0]!.bytes, SENT, 'bob@example.test', 'sender@remote.example');
   });
 
+  it('Python smtplib: <Postmaster> and postmaster@ a local domain are accepted with no user set up (RFC 5321 §4.5.1) and land in the postmaster mailbox', async () => {
+    const r = await pythonJson<{ refused: object; bare: [number, string] }>(
+      `
+import smtplib, sys, json
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]))
+msg = sys.stdin.read().encode()
+refused = s.sendmail('sender@remote.example', ['PostMaster@example.test'], msg)
+s.mail('sender@remote.example')
+bare = s.rcpt('<Postmaster>')
+s.data(msg)
+s.quit()
+print(json.dumps({"refused": refused, "bare": [bare[0], bare[1].decode()]}))`,
+      [String(d.ports.smtp)],
+      { input: SENT },
+    );
+    assert.deepEqual(r.refused, {});
+    assert.equal(r.bare[0], 250);
+    const got = await waitFor(() => maildir(d, 'postmaster'), (m) => m.length === 2);
+    assertDelivered(got[0]!.bytes, SENT, 'postmaster@example.test', 'sender@remote.example');
+  });
+
   it('Python smtplib: submission needs STARTTLS before AUTH, then relays for the user', async () => {
     const r = await pythonJson<{ before: string[]; noauth: number; ok: object }>(
       `

@@ -68,6 +68,12 @@ describe('directory: resolve', () => {
     ['alice@example.test.remote.example', { kind: 'foreign' }],
     ['alice@[192.0.2.1]', { kind: 'foreign' }],
     ['nopw@example.test', { kind: 'local', user: 'nopw@example.test' }],
+    // RFC 5321 §4.5.1: postmaster is always accepted; the first domain's is its own mailbox...
+    ['postmaster@example.test', { kind: 'local', user: 'postmaster@example.test' }],
+    ['PostMaster@Example.Test', { kind: 'local', user: 'postmaster@example.test' }],
+    // ...but a catch-all (or a user, an alias) of the domain comes first, as for any address.
+    ['postmaster@example.org', { kind: 'alias', targets: ['carol@example.org'] }],
+    ['postmaster+x@example.test', { kind: 'unknown' }],
   ];
   for (const [input, want] of cases) {
     it(`${input} → ${want.kind}`, async () => assert.deepEqual(await d.resolve(input), want));
@@ -110,6 +116,7 @@ describe('directory: expand', () => {
     [`a chain deeper than ${MAX_DEPTH} is cut`, 'chain0@example.test', null],
     ['the catch-all', 'whoever@example.org', { local: [['carol@example.org']], remote: [] }],
     ['unknown', 'nobody@example.test', null],
+    ['postmaster of the first domain, with nothing set up', 'postmaster@example.test', { local: [['postmaster@example.test']], remote: [] }],
     ['foreign is itself, remote', 'Ext@Remote.Example', { local: [], remote: ['Ext@remote.example'] }],
   ];
   for (const [name, input, want] of cases) {
@@ -124,6 +131,21 @@ describe('directory: expand', () => {
       assert.deepEqual(got.remote, want.remote);
     });
   }
+});
+
+describe('directory: postmaster (RFC 5321 §4.5.1)', () => {
+  it('postmaster@ another local domain goes to the first domain\'s postmaster, and follows it when that is an alias or a user', async () => {
+    const d = createDirectory({ store: createMemoryStore(), localDomains: ['first.test', 'other.test'], scrypt: FAST });
+    await d.addUser('admin@first.test', 'pw');
+    assert.deepEqual(await d.resolve('postmaster@other.test'), { kind: 'alias', targets: ['postmaster@first.test'] });
+    assert.deepEqual((await d.expand('postmaster@other.test'))?.local.map((l) => l.user), ['postmaster@first.test']);
+    await d.setAlias('postmaster@first.test', ['admin@first.test']);
+    assert.deepEqual((await d.expand('postmaster@other.test'))?.local.map((l) => l.user), ['admin@first.test']);
+    assert.deepEqual((await d.expand('postmaster@first.test'))?.local.map((l) => l.user), ['admin@first.test']);
+    await d.addUser('postmaster@other.test', 'pw');
+    assert.deepEqual(await d.resolve('postmaster@other.test'), { kind: 'local', user: 'postmaster@other.test' });
+    assert.deepEqual(await d.resolve('postmaster@elsewhere.test'), { kind: 'foreign' });
+  });
 });
 
 describe('directory: authenticate', () => {
