@@ -9,6 +9,15 @@ import { main } from './cli/main.js';
 import { processIo } from './cli/io.js';
 
 const argv = process.argv.slice(2);
+// `postern queue list | head -1`: the reader went away, so the rest of the output has nowhere
+// to go. Stop quietly, as a command killed by SIGPIPE would, instead of an EPIPE stack trace.
+// (The daemon's log stream is left alone: losing its reader is not a reason to stop serving.)
+if (argv[0] !== 'start') {
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EPIPE') throw e;
+    process.exit(process.exitCode ?? 0);
+  });
+}
 const code = await main(argv, processIo());
 process.exitCode = code;
 if (argv[0] === 'start') setTimeout(() => process.exit(code), code === 0 ? 3000 : 100).unref();

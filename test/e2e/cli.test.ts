@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { runCli } from '../helpers/daemon.js';
+import { spawn } from 'node:child_process';
+import { CLI, runCli, TSX } from '../helpers/daemon.js';
 import { storeFiles } from '../helpers/store-files.js';
 import { REDIS_URL } from '../helpers/stores.js';
 
@@ -221,4 +222,22 @@ describe('a Redis store written by a newer Postern', { concurrency: true }, () =
       assert.deepEqual(await snapshot(), before);
     });
   }
+});
+
+// `postern queue list | head -1`: the reader goes away before the output is written.
+describe('output into a closed pipe', () => {
+  it('postern queue list stops quietly (exit 0, no stack trace) when its reader has gone', async () => {
+    const cfg = await file('epipe.yaml', `data_dir: ${JSON.stringify(join(dir, 'epipe-data'))}\ndomains: { local: [example.test] }\n`);
+    for (let i = 0; i < 3; i++) {
+      const r = await runCli(['sendmail', '--config', cfg, `r${i}@far.test`], { cwd: dir, input: 'Subject: x\n\nx\n' });
+      assert.equal(r.code, 0, r.stderr);
+    }
+    const child = spawn(process.execPath, ['--import', TSX, CLI, 'queue', 'list', '--config', cfg], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.destroy(); // the read end closes before anything is written: every write is EPIPE
+    let stderr = '';
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    const code = await new Promise<number | null>((res) => child.on('close', (c) => res(c)));
+    assert.equal(stderr, '');
+    assert.equal(code, 0);
+  });
 });
