@@ -22,11 +22,16 @@
 // `accept` for it, or — for a trick-free address — its domain has a route (`routes`, exact or a
 // `.sub.example` key); else 554 5.7.1.
 //
+// Repeated RCPTs: a recipient whose address (case aside) an accepted RCPT already gave stays one
+// recipient, as in the library's envelope, so the message is delivered to it once. Over SMTP that
+// is all; LMTP owes a reply to every accepted RCPT (RFC 2033 §4.2), so each repeat is answered
+// with its recipient's reply after DATA (answerEachRcpt) and counts toward smtp.max_recipients.
+//
 // Standards: RFC 5321 (§3.1 greeting, §4.1.1 commands, §4.4 trace, §4.5.3 limits), RFC 2033
-// (LMTP: one reply per recipient after DATA), RFC 4954 (AUTH), RFC 3461 (DSN parameters kept in
-// the envelope), RFC 6531 (SMTPUTF8), RFC 1870 (SIZE).
+// (LMTP: one reply per accepted RCPT after DATA, §4.2), RFC 4954 (AUTH), RFC 3461 (DSN
+// parameters kept in the envelope), RFC 6531 (SMTPUTF8), RFC 1870 (SIZE).
 // Config keys: hostname, smtp.* (max_message_size, max_line_length, bare_newline, greeting_delay,
-// max_connections, max_connections_per_ip), relay.networks, routes.
+// max_connections, max_connections_per_ip, max_recipients), relay.networks, routes.
 import type { Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
@@ -112,6 +117,11 @@ interface Tx {
   trace: TraceEntry[];
   /** Accepted recipients keyed as smtp-server keys rcptTo (lower-cased as given), in RCPT order. */
   rcpts: Map<string, EnvelopeRecipient>;
+  /**
+   * LMTP only: the `rcpts` key of every accepted RCPT, in order, repeats included; each one is
+   * owed a reply after DATA (RFC 2033 §4.2).
+   */
+  answers: string[];
   /** Where the accepted recipients go: 'queue', or 'proxy:<nexthop>' (a `mode: proxy` route). */
   dest?: string;
   /** The backend side of a proxied transaction (src/proxy/inline.ts). */
@@ -610,7 +620,7 @@ export class SessionController implements ConnectionController {
       },
       receivedAt: 0,
     };
-    st.tx = { id: this.deps.queue.newId(), started: Date.now(), envelope, notes: copyNotes(st.notes), trace: [], rcpts: new Map() };
+    st.tx = { id: this.deps.queue.newId(), started: Date.now(), envelope, notes: copyNotes(st.notes), trace: [], rcpts: new Map(), answers: [] };
     // From the connection's logger, not the last transaction's: bindings must not pile up over
     // a long connection.
     st.log = (st.forwardLog ?? st.connLog).child({ qid: st.tx.id });
@@ -636,6 +646,9 @@ export class SessionController implements ConnectionController {
     st.pendingRcpt = undefined;
     const tx = st.tx;
     if (!tx) return Replies.badSequence('Need MAIL command');
+    // The library counts distinct addresses only (a repeat replaces its entry); on LMTP a repeat
+    // is one more reply after DATA, so it counts too.
+    if (this.policy.lmtp && tx.answers.length >= this.cfg.max_recipients) return this.logged(st, Replies.tooManyRecipients(), { rcpt: address.address });
     let given = address.address;
     // RFC 5321 §4.1.1.3: <Postmaster> without a domain must be accepted.
     if (given.toLowerCase() === 'postmaster') given = `postmaster@${this.deps.config.domains.local[0] ?? this.deps.config.hostname}`;
@@ -672,9 +685,14 @@ export class SessionController implements ConnectionController {
         if (d.reply) return this.logged(st, d.reply, { rcpt: rcpt.address, verify: d.trace.detail });
       }
     }
-    const refusedByProxy = await this.proxyRcpt(st, tx, parsed.address, parsed.domain, !tricky && !this.deps.directory.isLocalDomain(parsed.domain), routes);
+    const key = address.address.toLowerCase();
+    // A repeat goes to the destination its first RCPT chose, and a backend already has it: not
+    // mirrored, since a backend that keeps one entry per address (smtp-server's LMTP) would give
+    // fewer replies after DATA than RCPTs sent. Each repeat hears its recipient's reply then.
+    const refusedByProxy = tx.rcpts.has(key) ? null : await this.proxyRcpt(st, tx, parsed.address, parsed.domain, !tricky && !this.deps.directory.isLocalDomain(parsed.domain), routes);
     if (refusedByProxy) return this.logged(st, refusedByProxy, { rcpt: rcpt.address, proxy: tx.dest && withoutCredentials(tx.dest.replace(/^proxy:/, '')) });
-    tx.rcpts.set(address.address.toLowerCase(), rcpt);
+    tx.rcpts.set(key, rcpt);
+    if (this.policy.lmtp) tx.answers.push(key);
     return null;
   }
 
@@ -719,14 +737,19 @@ export class SessionController implements ConnectionController {
   }
 
   onData = (stream: SMTPServerDataStream, session: SMTPServerSession, cb: (err?: Error | null, message?: string | (string | Error)[]) => void): void => {
+    // data() detaches the transaction from the connection; its RCPTs are still to be answered.
+    const tx = this.states.get(session)?.tx;
     // A proxied transaction's backend session ends with the DATA reply, whatever it was.
-    const inline = this.states.get(session)?.tx?.inline;
+    const inline = tx?.inline;
     void this.data(stream, session)
+      .catch((e: unknown) => Replies.internalError(e))
       .finally(() => inline?.finish())
-      .then(
-      (r) => (r instanceof Error ? cb(r) : cb(null, r)),
-      (e: unknown) => cb(Replies.internalError(e)),
-    );
+      .then((r) => {
+        // Never left to the library on LMTP: it would repeat a single reply once per distinct
+        // address, not once per accepted RCPT.
+        const out = this.policy.lmtp && tx ? answerEachRcpt(r, [...tx.rcpts.keys()], tx.answers) : r;
+        return out instanceof Error ? cb(out) : cb(null, out);
+      });
   };
 
   private async data(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<SmtpReply | string | (string | Error)[]> {
@@ -750,8 +773,9 @@ export class SessionController implements ConnectionController {
     };
     if (guard.violation) return finish('rejected', violationReply(guard.violation), { violation: guard.violation });
 
-    // Keyed as smtp-server keys rcptTo (lower-cased, a repeat replaces in place), so this order is
-    // the order of its per-recipient LMTP replies.
+    // Keyed as smtp-server keys rcptTo (lower-cased, a repeat replaces in place): a repeated RCPT
+    // is one recipient, delivered once. An LMTP reply list below has one entry per recipient, in
+    // this order; onData answers each accepted RCPT from it.
     const recipients = [...tx.rcpts.values()];
     tx.envelope.recipients = recipients;
     tx.envelope.receivedAt = Date.now();
@@ -909,6 +933,8 @@ export class SessionController implements ConnectionController {
       authUser: st.info.authUser,
       from: tx.envelope.mailFrom,
       rcpts: [...tx.rcpts.values()].map((r) => r.address),
+      // LMTP RCPTs that repeated an accepted recipient: each heard that recipient's reply.
+      ...(tx.answers.length > tx.rcpts.size ? { repeatedRcpts: tx.answers.length - tx.rcpts.size } : {}),
       size,
       outcome,
       reply: replyText,
@@ -983,6 +1009,23 @@ export function refusedRecipients(recipients: EnvelopeRecipient[], v: Extract<Ve
     out.set(r, new SmtpReply(base.code, base.enhanced, base.text, { ...base.opts, evt: 'smtp.data.rejected' }));
   }
   return out;
+}
+
+/**
+ * LMTP's replies after the final dot: one per accepted RCPT, in RCPT order, "even if there were
+ * multiple successful RCPT commands giving the same forward-path" (RFC 2033 §4.2). `reply` is one
+ * reply for the whole message, or one per recipient in `keys` order (the transaction's `rcpts`);
+ * `answers` holds the recipient key of each accepted RCPT, so a repeat hears its recipient's reply
+ * (the delivery, done once, is the outcome for every RCPT that named it).
+ */
+export function answerEachRcpt(reply: SmtpReply | string | (string | Error)[], keys: string[], answers: string[]): (string | Error)[] {
+  if (!Array.isArray(reply)) return answers.map(() => reply);
+  const at = new Map(keys.map((k, i) => [k, i]));
+  return answers.map((k) => {
+    const i = at.get(k);
+    // A list that does not cover every recipient is our fault: no RCPT may hear a 250 by default.
+    return (i === undefined ? undefined : reply[i]) ?? Replies.internalError(`no reply for recipient ${k}`);
+  });
 }
 
 /** Turns a RecipientOutcome into a reply with a class-consistent enhanced code. */

@@ -204,4 +204,20 @@ describe('routes mode: proxy', () => {
     assert.equal(lmtp.messages.length, 1);
     assert.equal(await spooled(d), 0);
   });
+
+  it('LMTP client, repeated RCPTs: each answered with its recipient\'s backend reply; the backend sees each recipient once', { timeout: 30_000 }, async () => {
+    const s = await session(d.ports.lmtp!, 'LHLO client.example');
+    await s.cmd('MAIL FROM:<sender@remote.example>', '250');
+    for (const r of ['dave@store.example', 'DAVE@store.example', 'full@store.example', 'dave@store.example']) await s.cmd(`RCPT TO:<${r}>`, '250');
+    await s.cmd('DATA', '354');
+    // RFC 2033 §4.2: one reply per successful RCPT, repeats included; the NOOP after the dot gets its own.
+    s.send('Subject: repeats\r\n\r\nx\r\n.\r\nNOOP');
+    const replies: (string | null)[] = [];
+    for (let i = 0; i < 5; i++) replies.push(await s.reply());
+    assert.deepEqual(replies, ['250 2.0.0 <dave@store.example> Saved', '250 2.0.0 <dave@store.example> Saved', '452 4.2.2 Mailbox full', '250 2.0.0 <dave@store.example> Saved', '250 2.0.0 OK']);
+    s.close();
+    const m = lmtp.messages.find((x) => x.data.includes('Subject: repeats'));
+    assert.deepEqual(m?.to, ['dave@store.example', 'full@store.example']);
+    assert.equal(await spooled(d), 0);
+  });
 });
