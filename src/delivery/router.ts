@@ -12,6 +12,9 @@
 //      MX (to its public MX, perhaps this gateway) nor bounced.
 // The router only decides; it writes nothing.
 //
+// The queue asks again at every delivery attempt of a remote recipient (`nextHops`), so a route
+// added, changed or removed while mail waits applies to its next attempt.
+//
 // Config keys: `domains.local`, `routes` (plus the store's routes when `routes` is a LiveRoutes,
 // src/policy/routes.ts: looked up afresh for each recipient, so an API change applies at once).
 import type { Config } from '../config/load.js';
@@ -41,6 +44,12 @@ export interface Router {
   route(address: string): Promise<RoutingResult>;
   /** Next hop for a remote address (no directory lookup). */
   remote(address: string, domain: string): Promise<RouteTarget & { kind: 'remote' }>;
+  /**
+   * The routes as they are now, for several remote addresses (a queue round's due recipients)
+   * from one read of the route table: each call answers as `remote` does, or throws
+   * StoreUnavailableError for that address alone.
+   */
+  nextHops(): Promise<(address: string, domain: string) => RouteTarget & { kind: 'remote' }>;
 }
 
 export function createRouter(opts: { config: Pick<Config, 'domains' | 'routes'>; directory: Directory; routes?: RouteSource }): Router {
@@ -66,6 +75,10 @@ export function createRouter(opts: { config: Pick<Config, 'domains' | 'routes'>;
 
   return {
     remote: async (address, domain) => via(await source.table(), address, domain),
+    async nextHops() {
+      const routes = await source.table();
+      return (address, domain) => via(routes, address, domain);
+    },
     async route(address) {
       const p = parse(address);
       if (!p) return { status: 'invalid', reason: 'malformed address' };

@@ -45,6 +45,13 @@
 // fsynced), so a restart never sends it again; only a crash between the remote 250 and that
 // write can repeat a delivery, as RFC 5321 §6.1 accepts.
 //
+// The next hop of a remote target is looked up again at every attempt, from the routes as they
+// are then (config + store), as Postfix's qmgr resolves each recipient again: a route added
+// while mail waits takes it at the next retry, a route removed leaves it to the MX, as for a new
+// message. The state keeps no next hop (`.state` files of earlier builds carry a `via` per
+// target: dropped when read, never used). While the store's routes have never been read, a
+// recipient whose domain has no configured route is deferred (4.4.3), not sent by MX.
+//
 // Notices (dsn.ts, RFC 3464): after each round, failed targets (and delayed ones past
 // `outbound.delay_warning`, successful ones that asked NOTIFY=SUCCESS) are reported in one DSN,
 // queued through `accept` like any message, BEFORE the entry is marked notified or removed.
@@ -68,7 +75,7 @@ import { DirSyncer } from './dir-sync.js';
 import { Spool, type OrphanIntent } from './spool.js';
 import { newQueueId } from './queue-id.js';
 import { retryDelay } from './backoff.js';
-import { LiveRoutes, type RouteSource, withoutCredentials } from '../policy/routes.js';
+import { LiveRoutes, type RouteSource } from '../policy/routes.js';
 import { createRouter, type RemoteVia, type Router, type RouteTarget } from '../delivery/router.js';
 import { LocalDelivery, targetKey, type IntentStore, type LocalDeliveryResult } from '../delivery/local.js';
 import { DeliveryError, DeliveryErrors } from '../delivery/errors.js';
@@ -93,7 +100,6 @@ export interface TargetState {
   folder?: string;
   address?: string;
   domain?: string;
-  via?: RemoteVia;
   status: TargetStatus;
   /** Failed attempts so far. */
   attempts: number;
@@ -590,7 +596,7 @@ class QueueManager implements ManagedQueue {
       let entry: Entry;
       try {
         const { envelope } = await this.spool.read(id);
-        const state = await this.spool.readState<EntryState>(id);
+        const state = fromDisk(await this.spool.readState<EntryState>(id));
         entry = { id, envelope, message: null, state, checkExisting: true, entryFailures: 0 };
       } catch (e) {
         logEvent(this.log, 'error', 'spool.error', { qid: id, err: String(e) }, 'unreadable spool entry left in place');
@@ -756,7 +762,7 @@ class QueueManager implements ManagedQueue {
       let remoteDone = false;
       let checkpointed = false;
       const remoteDue = state.targets.filter((t) => t.kind === 'remote' && (t.status === 'pending' || t.status === 'held' || (t.status === 'deferred' && (t.next ?? 0) <= now)));
-      const groups = this.opts.outbound ? groupByDestination(remoteDue) : [];
+      const groups = this.opts.outbound ? await this.destinations(entry, remoteDue, now) : [];
       if (!this.opts.outbound) {
         for (const t of remoteDue) {
           if (t.status === 'pending') {
@@ -879,8 +885,37 @@ class QueueManager implements ManagedQueue {
     return p;
   }
 
+  /**
+   * The next hop of each due remote target, looked up now (never taken from an earlier attempt),
+   * and the targets grouped by destination. A target whose next hop cannot be known now (the
+   * store's routes never read, and no configured route) is deferred as a 4xx would defer it:
+   * neither sent by MX, where its route may not lead, nor bounced.
+   */
+  private async destinations(entry: Entry, due: TargetState[], now: number): Promise<Destination[]> {
+    if (due.length === 0) return [];
+    const unknown = (t: TargetState, e: unknown) =>
+      // RFC 3463 X.4.3: the routing directory could not be asked.
+      this.settle(entry, t, { status: 'temp', code: 451, enhanced: '4.4.3', text: `next hop unknown for now: ${e instanceof Error ? e.message : String(e)}`, remote: false }, now);
+    let nextHop: Awaited<ReturnType<Router['nextHops']>>;
+    try {
+      nextHop = await this.router.nextHops();
+    } catch (e) {
+      for (const t of due) unknown(t, e);
+      return [];
+    }
+    const resolved: { t: TargetState; via: RemoteVia }[] = [];
+    for (const t of due) {
+      try {
+        resolved.push({ t, via: nextHop(t.address!, t.domain!).via });
+      } catch (e) {
+        unknown(t, e);
+      }
+    }
+    return groupByDestination(resolved);
+  }
+
   /** Sends one destination's targets in one transaction; true when any was accepted. */
-  private async relayGroup(entry: Entry, g: { domain: string; via: RemoteVia; targets: TargetState[] }, message: Buffer): Promise<boolean> {
+  private async relayGroup(entry: Entry, g: Destination, message: Buffer): Promise<boolean> {
     const { id, envelope } = entry;
     const byAddr = new Map(envelope.recipients.map((r) => [r.address, r]));
     const rcpts: OutRecipient[] = g.targets.map((t) => {
@@ -910,42 +945,51 @@ class QueueManager implements ManagedQueue {
     const now = Date.now();
     for (const t of g.targets) {
       const r = results.get(t.address!) ?? { status: 'temp' as const, code: 451, enhanced: '4.4.1', text: 'no result', remote: false };
-      t.at = now;
-      t.enhanced = r.enhanced;
-      t.last = `${r.code} ${r.enhanced} ${r.text}`;
-      if (r.remoteMta) t.remoteMta = r.remoteMta;
-      else delete t.remoteMta;
-      if (r.status === 'sent') {
-        t.status = 'done';
-        t.next = undefined;
-        sent = true;
-        if (r.nextHopDsn) t.nextHopDsn = true;
-        logEvent(this.log, 'info', 'delivery.relayed', { qid: id, rcpt: t.address, remote: r.remoteMta, reply: `${r.code} ${r.enhanced} ${r.text}` });
-        this.observe('delivered', { queueId: id, recipient: t.rcpt, destination: r.remoteMta ?? 'remote' });
-        continue;
-      }
-      const err = new DeliveryError(r.status === 'temp', r.code, r.enhanced, r.text);
-      if (r.status === 'perm') {
-        t.status = 'failed';
-        t.next = undefined;
-        this.logFailure(id, t, err, false);
-        continue;
-      }
-      t.attempts++;
-      const next = Math.max(now + withJitter(retryDelay(this.opts.config.outbound.retry, t.attempts)), r.retryAt ?? 0);
-      if (next - envelope.receivedAt > this.opts.config.outbound.lifetime) {
-        t.status = 'failed';
-        t.next = undefined;
-        // RFC 3463 X.4.7: delivery time expired; the last reply stays as the diagnostic.
-        t.enhanced = '4.4.7';
-        this.logFailure(id, t, err, false, 'lifetime exceeded');
-        continue;
-      }
-      t.status = 'deferred';
-      t.next = next;
-      this.logFailure(id, t, err, true);
+      if (this.settle(entry, t, r, now)) sent = true;
     }
     return sent;
+  }
+
+  /**
+   * Records one remote target's answer: done, failed, or deferred with the next wait (failed with
+   * 4.4.7 past `outbound.lifetime`). True when the next hop accepted it.
+   */
+  private settle(entry: Entry, t: TargetState, r: OutboundResult, now: number): boolean {
+    const { id, envelope } = entry;
+    t.at = now;
+    t.enhanced = r.enhanced;
+    t.last = `${r.code} ${r.enhanced} ${r.text}`;
+    if (r.remoteMta) t.remoteMta = r.remoteMta;
+    else delete t.remoteMta;
+    if (r.status === 'sent') {
+      t.status = 'done';
+      t.next = undefined;
+      if (r.nextHopDsn) t.nextHopDsn = true;
+      logEvent(this.log, 'info', 'delivery.relayed', { qid: id, rcpt: t.address, remote: r.remoteMta, reply: `${r.code} ${r.enhanced} ${r.text}` });
+      this.observe('delivered', { queueId: id, recipient: t.rcpt, destination: r.remoteMta ?? 'remote' });
+      return true;
+    }
+    const err = new DeliveryError(r.status === 'temp', r.code, r.enhanced, r.text);
+    if (r.status === 'perm') {
+      t.status = 'failed';
+      t.next = undefined;
+      this.logFailure(id, t, err, false);
+      return false;
+    }
+    t.attempts++;
+    const next = Math.max(now + withJitter(retryDelay(this.opts.config.outbound.retry, t.attempts)), r.retryAt ?? 0);
+    if (next - envelope.receivedAt > this.opts.config.outbound.lifetime) {
+      t.status = 'failed';
+      t.next = undefined;
+      // RFC 3463 X.4.7: delivery time expired; the last reply stays as the diagnostic.
+      t.enhanced = '4.4.7';
+      this.logFailure(id, t, err, false, 'lifetime exceeded');
+      return false;
+    }
+    t.status = 'deferred';
+    t.next = next;
+    this.logFailure(id, t, err, true);
+    return false;
   }
 
   /**
@@ -1107,7 +1151,7 @@ class QueueManager implements ManagedQueue {
   async adopt(id: string): Promise<void> {
     if (this.known.has(id)) return;
     const { envelope } = await this.spool.read(id);
-    const state = await this.spool.readState<EntryState>(id);
+    const state = fromDisk(await this.spool.readState<EntryState>(id));
     const entry: Entry = { id, envelope, message: null, state, checkExisting: state !== null, entryFailures: 0 };
     this.known.set(id, entry);
     if (!this.stopped) this.enqueue(entry);
@@ -1225,8 +1269,8 @@ class QueueManager implements ManagedQueue {
   }
 
   private held(id: string, t: TargetState): void {
-    const via = t.via?.type === 'route' ? withoutCredentials(t.via.nexthop) : 'mx';
-    logEvent(this.log, 'info', 'queue.held', { qid: id, rcpt: t.address, via }, 'remote recipient held for the relay client');
+    // No next hop here: it is looked up when the recipient is sent.
+    logEvent(this.log, 'info', 'queue.held', { qid: id, rcpt: t.address, domain: t.domain }, 'remote recipient held for the relay client');
   }
 
   private logFailure(id: string, t: TargetState, err: DeliveryError, temporary: boolean, why?: string): void {
@@ -1250,7 +1294,18 @@ function toTarget(rcpt: EnvelopeRecipient, t: RouteTarget, folder: string | unde
   if (t.kind === 'local') {
     return { key: `L${targetKey(t.user, folder)}`, rcpt: rcpt.address, kind: 'local', user: t.user, ...(folder ? { folder } : {}), status: 'pending', attempts: 0 };
   }
-  return { key: `R:${t.address.toLowerCase()}`, rcpt: rcpt.address, kind: 'remote', address: t.address, domain: t.domain, via: t.via, status: 'pending', attempts: 0 };
+  // Not t.via: the next hop is looked up again at each attempt (destinations()).
+  return { key: `R:${t.address.toLowerCase()}`, rcpt: rcpt.address, kind: 'remote', address: t.address, domain: t.domain, status: 'pending', attempts: 0 };
+}
+
+/**
+ * A state as read from its file. Files of earlier builds kept each remote target's next hop
+ * (`via`, a route's credentials in its URL); it would pin the target to a route since changed
+ * or removed, so it is dropped, and the next write leaves it out.
+ */
+function fromDisk(state: EntryState | null): EntryState | null {
+  for (const t of state?.targets ?? []) delete (t as TargetState & { via?: unknown }).via;
+  return state;
 }
 
 function nextDue(entry: Entry, relaying: boolean, cfg: Config): number | null {
@@ -1301,10 +1356,16 @@ function needsNotice(entry: Entry, state: EntryState, now: number, cfg: Config):
   return noticesDue(entry, state, now, cfg).length > 0;
 }
 
-function groupByDestination(targets: TargetState[]): { domain: string; via: RemoteVia; targets: TargetState[] }[] {
-  const groups = new Map<string, { domain: string; via: RemoteVia; targets: TargetState[] }>();
-  for (const t of targets) {
-    const via = t.via ?? { type: 'mx' as const };
+/** Where one transaction goes: a domain by MX, or a route's next hop, and its targets. */
+interface Destination {
+  domain: string;
+  via: RemoteVia;
+  targets: TargetState[];
+}
+
+function groupByDestination(targets: { t: TargetState; via: RemoteVia }[]): Destination[] {
+  const groups = new Map<string, Destination>();
+  for (const { t, via } of targets) {
     const key = destinationKey(t.domain ?? '', via);
     let g = groups.get(key);
     if (!g) groups.set(key, (g = { domain: t.domain ?? '', via, targets: [] }));
