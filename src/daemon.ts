@@ -6,7 +6,7 @@
 import { mkdir } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { Config } from './config/load.js';
-import { createLogger } from './log/logger.js';
+import { createLogger, logEvent } from './log/logger.js';
 import { openStore } from './store/open.js';
 import { createDirectory } from './directory/index.js';
 import { createResolver } from './dns/resolver.js';
@@ -30,6 +30,9 @@ export interface RunningGateway {
   log: Logger;
   stop(): Promise<void>;
 }
+
+/** Listeners the config may name that no server here answers yet. */
+const UNSERVED_LISTENERS = ['imap', 'imaps', 'pop3', 'pop3s'] as const;
 
 export async function startDaemon(config: Config, opts: { log?: Logger } = {}): Promise<RunningGateway> {
   const log = opts.log ?? createLogger(config.log.level);
@@ -106,6 +109,13 @@ export async function startDaemon(config: Config, opts: { log?: Logger } = {}): 
   } catch (e) {
     await shutdown();
     throw e;
+  }
+  // IMAP and POP3 have their config keys (CONTRACT.md) but no server in this build: say so rather
+  // than let a configured port stay silently closed. With no config file they are only reserved.
+  for (const name of UNSERVED_LISTENERS) {
+    const l = config.listen[name];
+    if (!l) continue;
+    logEvent(lifecycle, config.configFile ? 'warn' : 'info', 'daemon.listener_unavailable', { listener: name, port: l.port }, `listen.${name}: not served by this build (IMAP and POP3 are planned); nothing listens on port ${l.port}`);
   }
   lifecycle.info({ evt: 'daemon.ready', ports }, `ready: ${Object.entries(ports).map(([n, p]) => `${n}=${p}`).join(' ')}`);
 

@@ -4,6 +4,7 @@ export const LOG_EVENTS = [
   'daemon.start',
   'daemon.stop',
   'daemon.ready',
+  'daemon.listener_unavailable',
   'listener.start',
   'listener.error',
   'smtp.connect',

@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { spawn } from 'node:child_process';
-import { CLI, runCli, TSX } from '../helpers/daemon.js';
+import { CLI, REPO, runCli, TSX } from '../helpers/daemon.js';
+import { runCommand } from '../helpers/run-command.js';
 import { storeFiles } from '../helpers/store-files.js';
 import { REDIS_URL } from '../helpers/stores.js';
 
@@ -239,5 +240,14 @@ describe('output into a closed pipe', () => {
     const code = await new Promise<number | null>((res) => child.on('close', (c) => res(c)));
     assert.equal(stderr, '');
     assert.equal(code, 0);
+  });
+});
+
+// CONTRACT.md: `node dist/cli.js …` after the build. The build compiles the root cli.ts to it.
+describe('the dist/cli.js entry', () => {
+  it('cli.ts, which the build turns into dist/cli.js, runs the same CLI', async () => {
+    const r = await runCommand(process.execPath, ['--import', TSX, join(REPO, 'cli.ts'), 'user', '--help'], { cwd: dir });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^Usage: postern user add ADDRESS/);
   });
 });
