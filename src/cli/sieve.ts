@@ -15,7 +15,7 @@ import { ConfigError } from '../config/errors.js';
 import { loadConfig } from '../config/load.js';
 import type { SieveAction } from '../sieve/actions.js';
 import { compile } from '../sieve/compile.js';
-import type { SieveConfig } from '../sieve/config.js';
+import { compileOptions, type SieveConfig } from '../sieve/config.js';
 import { run, type SieveResult } from '../sieve/interpret.js';
 import type { SieveHost } from '../sieve/registry.js';
 import { EXIT, say } from './io.js';
@@ -176,7 +176,7 @@ async function test(argv: string[], io: SieveCommandIo): Promise<number> {
     return EXIT.failed;
   }
   const json = values.json === true;
-  const c = compile(scriptText, { limits: { maxRedirects: sieveConfig.limits.max_redirects } });
+  const c = compile(scriptText, compileOptions(sieveConfig));
   if (!c.ok) {
     if (json) {
       say(io.stdout, JSON.stringify({ status: 'compile-error', errors: c.errors, actions: [], implicitKeep: true, implicitKeepFlags: [] }));

@@ -57,7 +57,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Store } from '../store/store.js';
 import type { Envelope } from '../queue/envelope.js';
-import type { SieveConfig } from '../sieve/config.js';
+import { compileOptions, type SieveConfig } from '../sieve/config.js';
 import type { SieveAction } from '../sieve/actions.js';
 import { compile, type CompiledScript } from '../sieve/compile.js';
 import { run, type SieveHost, type SieveResult } from '../sieve/interpret.js';
@@ -135,7 +135,7 @@ export class UserSieve {
   private compiled(text: string, user: string, name: string): CompiledScript | null {
     const key = h(text);
     if (this.cache.has(key)) return this.cache.get(key)!;
-    const r = compile(text, { limits: { maxRedirects: this.deps.sieve.limits.max_redirects } });
+    const r = compile(text, compileOptions(this.deps.sieve));
     const c = r.ok ? r.script : null;
     if (!r.ok && this.deps.log) logEvent(this.deps.log, 'warn', 'sieve.user.compile_error', { user, script: name, errors: r.errors.slice(0, 5) }, 'active script does not compile; delivering to INBOX');
     if (this.cache.size >= MAX_CACHE) this.cache.delete(this.cache.keys().next().value!);

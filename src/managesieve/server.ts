@@ -14,7 +14,7 @@ import type { Directory } from '../directory/directory.js';
 import type { Logger } from '../log/logger.js';
 import { logEvent } from '../log/logger.js';
 import { compile } from '../sieve/compile.js';
-import { capabilities } from '../sieve/extensions/index.js';
+import { compileOptions, enabledCapabilities } from '../sieve/config.js';
 import type { Store } from '../store/store.js';
 import { CommandFramer, type Frame } from './framing.js';
 import { AUTH_FAILURE_DELAY_MS, IDLE_TIMEOUT_MS, MAX_CONNECTIONS } from './limits.js';
@@ -52,9 +52,9 @@ export function createManageSieveListener(deps: ManageSieveDeps): ManageSieveLis
   const sessionDeps: SessionDeps = {
     repo: new ScriptRepository(deps.store),
     directory: deps.directory,
-    compile: (text) => compile(text),
+    compile: (text) => compile(text, compileOptions(deps.config.sieve)),
     implementation: 'Postern',
-    sieveExtensions: capabilities(),
+    sieveExtensions: enabledCapabilities(deps.config.sieve),
     maxRedirects: deps.config.sieve.limits.max_redirects,
     authFailureDelayMs: deps.authFailureDelayMs ?? AUTH_FAILURE_DELAY_MS,
   };

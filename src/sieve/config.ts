@@ -1,6 +1,12 @@
 // Config keys owned by Sieve: `sieve`.
+//   extensions: the capabilities scripts may `require` (default: every one this build has); a
+//     script that requires another fails to compile, wherever it is compiled (admin rules, the
+//     gateway's script files, users' scripts over ManageSieve, the REST API, `postern sieve`), and
+//     ManageSieve advertises only these.
 import { z } from 'zod';
 import { duration } from '../config/units.js';
+import type { CompileOptions } from './compile.js';
+import { capabilities } from './extensions/index.js';
 
 export const sieveSchema = z
   .object({
@@ -20,7 +26,27 @@ export const sieveSchema = z
       .strict()
       .prefault({}),
     limits: z.object({ max_redirects: z.number().int().min(0).default(4) }).strict().prefault({}),
+    extensions: z
+      .array(z.string().min(1))
+      .superRefine((names, ctx) => {
+        const known = capabilities();
+        names.forEach((name, i) => {
+          if (!known.includes(name.toLowerCase())) ctx.addIssue({ code: 'custom', path: [i], message: `unknown Sieve extension '${name}'` });
+        });
+      })
+      .optional(),
   })
   .strict();
 
 export type SieveConfig = z.infer<typeof sieveSchema>;
+
+/** What every compile of a script takes from `sieve`: the redirect limit and the extensions. */
+export function compileOptions(config: SieveConfig): CompileOptions {
+  return { limits: { maxRedirects: config.limits.max_redirects }, ...(config.extensions ? { extensions: config.extensions } : {}) };
+}
+
+/** The capabilities to advertise (ManageSieve): the enabled ones, in the registry's order. */
+export function enabledCapabilities(config: SieveConfig): string[] {
+  const on = config.extensions?.map((e) => e.toLowerCase());
+  return on ? capabilities().filter((c) => on.includes(c)) : capabilities();
+}

@@ -233,3 +233,33 @@ describe('ManageSieve (RFC 5804)', () => {
     await noisy.waitClosed();
   });
 });
+
+describe('sieve.extensions', () => {
+  it('only the enabled extensions are advertised, and a script requiring another is refused', async () => {
+    const directory = createDirectory({ store, localDomains: ['example.test'], scrypt: { N: 1024, r: 8, p: 1 } });
+    await directory.addUser('carol@example.test', 'carol-pw');
+    const limited = createManageSieveListener({
+      config: { listen: { managesieve: { host: '127.0.0.1', port: 0 } }, sieve: { limits: { max_redirects: 4 }, extensions: ['fileinto', 'envelope'] } } as never,
+      log: silentLogger(),
+      directory,
+      store,
+      tls: await testTls(),
+      authFailureDelayMs: DELAY,
+    });
+    const limitedPort = (await limited.listen()).port;
+    try {
+      const s = await SieveTranscript.open(limitedPort);
+      const g = await s.response();
+      assert.ok(g.lines.includes('"SIEVE" "envelope fileinto"'), g.lines.join('\n'));
+      await s.starttls();
+      await s.cmd(`AUTHENTICATE "PLAIN" "${s.plain('carol@example.test', 'carol-pw')}"`, 'OK');
+      const r = await s.cmd(`PUTSCRIPT "away" ${literal('require "vacation";\r\nvacation "away";\r\n')}`, 'NO');
+      assert.match(r.status, /extension "vacation" is not enabled here/);
+      await s.cmd('GETSCRIPT "away"', 'NO (NONEXISTENT)');
+      await s.cmd(`PUTSCRIPT "sort" ${literal('require "fileinto";\r\nfileinto "x";\r\n')}`, 'OK');
+      s.close();
+    } finally {
+      await limited.close();
+    }
+  });
+});

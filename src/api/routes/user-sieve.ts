@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { canonicalAddress } from '../../directory/store-directory.js';
 import { ScriptError, ScriptRepository, invalidScriptName } from '../../managesieve/repository.js';
 import { compile } from '../../sieve/compile.js';
+import { compileOptions } from '../../sieve/config.js';
 import { who, type ApiContext } from '../context.js';
 import { checkPreconditions, etagOf, withEtag } from '../etag.js';
 import { ApiProblem, notFound } from '../errors.js';
@@ -58,7 +59,7 @@ export function registerUserSieveRoutes(app: FastifyInstance, ctx: ApiContext): 
   app.put(`${base}/:name`, { config: { scope: 'write' } }, async (req, reply) => {
     const { address, name } = await user(req);
     const body = parseInput(putBody, req.body, 'body');
-    const r = compile(body.script, { limits: { maxRedirects: ctx.config.sieve.limits.max_redirects } });
+    const r = compile(body.script, compileOptions(ctx.config.sieve));
     if (!r.ok) throw new ApiProblem('invalid-sieve', `${name}: ${r.errors[0]!.line}:${r.errors[0]!.column}: ${r.errors[0]!.message}`, { errors: r.errors.map((e) => ({ line: e.line, column: e.column, message: e.message })) });
     const before = await script(address, name!);
     checkPreconditions(req, before ? etagOf(before) : null);

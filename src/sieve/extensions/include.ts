@@ -35,12 +35,15 @@ const include: ExtensionDef = {
           if (n.tags.has('optional')) return;
           return rt.fail(`included script "${name}" not found`, n.location);
         }
-        let compiled = compiledCache.get(text);
+        // The site's enabled extensions (sieve.extensions) bind included scripts too.
+        const extensions = rt.config.extensions;
+        const cacheKey = extensions ? `${extensions.join(',')}\0${text}` : text;
+        let compiled = compiledCache.get(cacheKey);
         if (!compiled) {
-          const r = compile(text, { registry: reg, limits: rt.limits });
+          const r = compile(text, { registry: reg, limits: rt.limits, ...(extensions ? { extensions } : {}) });
           compiled = r.ok ? r.script : r.errors.map((e) => `${e.line}:${e.column}: ${e.message}`).join('; ');
           if (compiledCache.size > 256) compiledCache.clear();
-          compiledCache.set(text, compiled);
+          compiledCache.set(cacheKey, compiled);
         }
         if (typeof compiled === 'string') return rt.fail(`included script "${name}" does not compile: ${compiled}`, n.location);
         rt.includedOnce.add(key);

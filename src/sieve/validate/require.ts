@@ -10,6 +10,9 @@ const IMPLIES: Record<string, string[]> = {
   spamtestplus: ['spamtest'],
 };
 
+/** RFC 5228 §2.7.3: every implementation has these; a site cannot turn them off. */
+const ALWAYS = new Set(['comparator-i;octet', 'comparator-i;ascii-casemap']);
+
 export function requirePass(ast: ScriptNode, registry: Registry, enabled: Set<string> | undefined, report: (msg: string, loc: Location) => void): Set<string> {
   const required = new Set<string>();
   let seenOther = false;
@@ -27,8 +30,10 @@ export function requirePass(ast: ScriptNode, registry: Registry, enabled: Set<st
         const items = arg.type === 'string' ? [arg] : arg.items;
         for (const s of items) {
           const cap = s.value.toLowerCase();
-          if (!registry.capabilities.has(cap) || (enabled && !enabled.has(cap))) {
+          if (!registry.capabilities.has(cap)) {
             report(`unsupported extension "${s.value}"`, s.location);
+          } else if (enabled && !enabled.has(cap) && !ALWAYS.has(cap)) {
+            report(`extension "${s.value}" is not enabled here (sieve.extensions)`, s.location);
           } else {
             required.add(cap);
             for (const x of IMPLIES[cap] ?? []) required.add(x);

@@ -101,6 +101,7 @@ describe('wrong types name the key and both types', () => {
     [{ outbound: { tls: 'always' } }, 'outbound.tls: expected one of "none", "opportunistic", "required", "verify", received "always"'],
     [{ smtp: { bare_newline: true } }, 'smtp.bare_newline: expected one of "reject", "normalize", received true'],
     [{ sieve: { virustest: { values: { clean: 9 } } } }, 'sieve.virustest.values.clean: must be <= 5'],
+    [{ sieve: { extensions: ['fileinto', 'telepathy'] } }, "sieve.extensions.1: unknown Sieve extension 'telepathy'"],
     [{ tls: {} }, 'tls.cert: required'],
     [{ store: { driver: 'redis', url: 5 } }, 'store.url: expected string, received number'],
     [{ plugins: 'relay-acl' }, 'plugins: expected list, received string'],

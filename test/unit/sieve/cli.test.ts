@@ -9,14 +9,14 @@ import { sieveSchema } from '../../../src/sieve/config.js';
 const DIR = fileURLToPath(new URL('../../fixtures/sieve/cli/', import.meta.url));
 const f = (n: string) => DIR + n;
 
-async function cli(argv: string[]) {
+async function cli(argv: string[], sieve: Record<string, unknown> = {}) {
   const stdout = new PassThrough();
   const stderr = new PassThrough();
   let out = '';
   let err = '';
   stdout.on('data', (d: Buffer) => (out += d.toString()));
   stderr.on('data', (d: Buffer) => (err += d.toString()));
-  const code = await runSieveCommand(argv, { stdout, stderr, config: { sieve: sieveSchema.parse({}) } });
+  const code = await runSieveCommand(argv, { stdout, stderr, config: { sieve: sieveSchema.parse(sieve) } });
   return { code, out, err };
 }
 
@@ -62,4 +62,11 @@ describe('postern sieve test', () => {
     assert.deepEqual(j.errors, [{ line: 3, column: 3, message: "unknown command 'filein'" }]);
   });
   it('missing options are a usage error', async () => assert.equal((await cli(['test', '--script', f('good.sieve')])).code, 2));
+  it('sieve.extensions: a script that requires an extension the config does not enable does not compile', async () => {
+    const off = JSON.parse((await cli(testArgs('good.sieve', ['--json']), { extensions: ['fileinto'] })).out);
+    assert.equal(off.status, 'compile-error');
+    assert.deepEqual(off.errors[0], { line: 1, column: 22, message: 'extension "imap4flags" is not enabled here (sieve.extensions)' });
+    const on = await cli(testArgs('good.sieve'), { extensions: ['fileinto', 'IMAP4FLAGS'] });
+    assert.equal(on.code, 0, on.err);
+  });
 });
