@@ -2,17 +2,10 @@
 // each is reported at start with its key and port, and nothing listens on it.
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
-import { createServer } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { removeDir, startDaemon, type RunningDaemon } from '../helpers/daemon.js';
+import { freePort } from '../helpers/ports.js';
 
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
 
 const refused = (port: number) =>
   new Promise<boolean>((res) => {

@@ -5,9 +5,10 @@
 // "<name>.UNOFFICIAL". clamd decodes MIME, so EICAR inside a base64 attachment is found.
 import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { superviseDaemon, type ScannerDaemon } from './system-service.js';
+import { freePort } from './ports.js';
 import { join } from 'node:path';
 
 /** The EICAR anti-virus test string (68 octets), the same one every scanner knows. */
@@ -19,16 +20,6 @@ export const EICAR_FOUND = `${EICAR_SIGNATURE}.UNOFFICIAL`;
 /** clamd on a loopback TCP port and a unix socket; start/stop/close as SupervisedDaemon. */
 export type RunningClamd = ScannerDaemon;
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 export async function startClamd(opts: { streamMaxLength?: string } = {}): Promise<RunningClamd> {
   const dir = await mkdtemp(join(tmpdir(), 'postern-clamd-'));

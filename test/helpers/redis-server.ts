@@ -2,7 +2,8 @@
 // persistence (`--save "" --appendonly no`), killed (SIGKILL, as a crash) and started again on
 // the same port. Tests that only need a Redis use REDIS_URL instead.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer, connect } from 'node:net';
+import { connect } from 'node:net';
+import { freePort } from './ports.js';
 
 export interface RunningRedis {
   port: number;
@@ -17,13 +18,6 @@ export interface RunningRedis {
   stop(): Promise<void>;
 }
 
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
 
 /** Resolves when a TCP connection to the port gets `+PONG`; rejects after `ms`. */
 async function waitForPong(port: number, ms = 10_000): Promise<void> {

@@ -8,7 +8,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { superviseDaemon, type ScannerDaemon } from './system-service.js';
 import { join } from 'node:path';
-import { freePort } from './clamd.js';
+import { freePort } from './ports.js';
 
 /** SpamAssassin's GTUBE string (a message body with it scores 1000). */
 export const GTUBE = 'XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X';
