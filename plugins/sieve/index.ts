@@ -2,7 +2,7 @@
 // runs through the admin scripts: first the files of `scripts` (relative to the config file's
 // folder), then the active rules kept in the store (hash `sieve:rules`, name → script text, and
 // `sieve:rules:meta`, their stage, position and active flag, both written by the REST API) in
-// run order: stage rcpt, then stage data, by position (sieve/rule-order.ts); inactive rules do not
+// their order (sieve/rule-order.ts: name order unless ordered otherwise); inactive rules do not
 // run. Each script is compiled once and cached until it changes: files are stat'ed at most once a
 // second (mtime and size), store rules are re-read after a change event on the `rules` channel.
 // A file that does not compile at start fails the plugin's init (the daemon does not start); one
@@ -20,10 +20,13 @@
 // stands (RFC 5228 §2.10.2); the first script that cancels it (reject, discard, keep, fileinto or
 // redirect without :copy) ends the run. A later script sees the header edits of the earlier ones.
 //
-// The rules at the head of the list that may run before the message exists also run at RCPT: the
-// files that are envelope-only (sieve/analyze.ts: only envelope tests and constants), then the
-// store rules of stage rcpt (the API lets only envelope-only scripts there). A reject there is
-// 550 5.7.1 for that RCPT.
+// The scripts at the head of the list that ask only envelope questions (sieve/analyze.ts: only
+// envelope tests and constants) also run at RCPT, before the message exists: the files while they
+// are envelope-only, then, when all of them are, the store rules of stage rcpt (rule-order.ts
+// gives that stage only to the envelope-only rules that lead the store rules). A reject there is
+// 550 5.7.1 for that RCPT. This never changes the outcome of running every script in order at
+// DATA: nothing before such a script reads the message, so the same run at DATA would reach it
+// with the same envelope and decide the same way (see `early`).
 //
 // Outcome → SMTP (the deciding verdict, one per message):
 //   reject / ereject (RFC 5429 §2.1-2.2) → 550 5.7.1 <reason>. SMTP: for the whole message (any
@@ -329,10 +332,14 @@ async function gateway(ctx: Ctx): Promise<Verdict> {
 
 /**
  * RCPT stage: the admin scripts that ask only envelope questions (sieve/analyze.ts), as many as
- * lead the list and are not store rules of stage data, run for this recipient before the
- * message exists; a reject there refuses the
- * recipient (550 5.7.1 at RCPT). Nothing else they decide is acted on here: the data stage runs
- * every script again with the message and does the rest.
+ * lead the list and are not store rules of stage data, run for this recipient before the message
+ * exists; a reject there refuses the recipient (550 5.7.1 at RCPT). They follow each other as at
+ * DATA (runFor): a script that cancels the implicit keep (keep; stop; to let a sender through,
+ * fileinto, discard, redirect) ends the run, so no later one refuses; one that does not act (or
+ * only stops itself) lets the next run. The first script that reads the message ends this
+ * prefix: what it decides is unknown here, so nothing after it may be decided early. Nothing but
+ * a reject is acted on here: the data stage runs every script again with the message, in order,
+ * and does the rest (the prefix, asking only the envelope, decides there as it did here).
  */
 async function early(ctx: Ctx): Promise<Verdict> {
   if (!ctx.tx || !ctx.rcpt) return next();
