@@ -5,10 +5,11 @@
 // their order (sieve/rule-order.ts: name order unless ordered otherwise); inactive rules do not
 // run. Each script is compiled once and cached until it changes: files are stat'ed at most once a
 // second (mtime and size), store rules are re-read after a change event on the `rules` channel.
-// A file that does not compile at start fails the plugin's init (the daemon does not start); one
-// that stops compiling later, or a bad store rule, is logged (plugin.sieve.compile_error) and the
-// last good version (or nothing) runs instead. When the store cannot be read, the last rule set
-// read keeps running.
+// A file that is missing or does not compile is a config problem at its key path
+// (`plugins.N.sieve.scripts.I`), found by `checkFiles` for check-config and before init at start
+// (the daemon does not start); one that stops compiling later, or a bad store rule, is logged
+// (plugin.sieve.compile_error) and the last good version (or nothing) runs instead. When the
+// store cannot be read, the last rule set read keeps running.
 //
 // A transaction is pinned to the rule set current at its MAIL command: RCPT and DATA run the
 // scripts (and the rule set version) taken then, even when a change lands in between, so a
@@ -54,7 +55,7 @@ import { createHash } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Logger } from 'pino';
-import { definePlugin, type HeaderEditor, type HookContext } from '../../src/pipeline/plugin.js';
+import { definePlugin, type HeaderEditor, type HookContext, type OptionProblem } from '../../src/pipeline/plugin.js';
 import { originClient } from '../../src/pipeline/origin.js';
 import { discard, next, reject, reroute, type HeaderEdit, type Verdict, type VerdictKind } from '../../src/pipeline/verdict.js';
 import { applyEdits } from '../../src/smtp/copies.js';
@@ -220,6 +221,33 @@ export class RuleSet {
   }
 }
 
+/**
+ * Every file of `scripts` must exist and compile with the gateway's limits, as init needs it;
+ * each fault at the file's key path (`scripts.I`), the file named as written in the config.
+ */
+export async function checkScripts(scripts: string[], global: Config): Promise<OptionProblem[]> {
+  const problems: OptionProblem[] = [];
+  for (const [i, written] of scripts.entries()) {
+    const path = ['scripts', i];
+    let text: string;
+    try {
+      text = await readFile(resolve(global.baseDir, written), 'utf8');
+    } catch (e) {
+      problems.push({ path, message: unreadable(written, e as NodeJS.ErrnoException) });
+      continue;
+    }
+    const r = compile(text, { limits: { maxRedirects: global.sieve.limits.max_redirects } });
+    if (!r.ok) problems.push(...r.errors.map((e) => ({ path, message: `${written}:${e.line}:${e.column}: ${e.message}` })));
+  }
+  return problems;
+}
+
+function unreadable(file: string, err: NodeJS.ErrnoException): string {
+  if (err.code === 'ENOENT') return `no such file: ${file}`;
+  const why = err.code === 'EACCES' ? 'permission denied' : err.code === 'EISDIR' ? 'is a directory' : err.message;
+  return `cannot read ${file}: ${why}`;
+}
+
 interface State {
   rules: RuleSet;
   global: Config;
@@ -239,6 +267,7 @@ interface RcptOutcome {
 export default definePlugin({
   name: 'sieve',
   config: configSchema,
+  checkFiles: ({ config, global }) => checkScripts(config.scripts, global),
   async init({ config, store, log, global }): Promise<State> {
     const rules = new RuleSet(
       config.scripts.map((p) => resolve(global.baseDir, p)),

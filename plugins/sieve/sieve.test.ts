@@ -115,10 +115,14 @@ describe('sieve plugin: outcome mapping', () => {
 });
 
 describe('sieve plugin: loading and caching', () => {
-  it('a file that does not compile fails init with FILE:LINE:COL', async () => {
+  it('a file that does not compile, or does not exist, stops the plugin before init: key path and FILE:LINE:COL', async () => {
     const { h, file } = await withScript('if true {\n  filein "x";\n}\n');
-    await assert.rejects(h.run('data', { message: MSG }), (e: Error) => e.message.includes(`${file}:2:`));
+    await assert.rejects(h.run('data', { message: MSG }), (e: Error) => e.message.startsWith(`sieve.scripts.0: ${file}:2:`));
     await h.close();
+    const missing = join(dir, 'missing.sieve');
+    const m = testPlugin(plugin, { scripts: [missing] });
+    await assert.rejects(m.run('data', { message: MSG }), (e: Error) => e.message === `sieve.scripts.0: no such file: ${missing}`);
+    await m.close();
   });
 
   it('store rules run after the files, in name order, and reload on a "rules" event', async () => {
