@@ -2,13 +2,14 @@
 // runs through the admin scripts: first the files of `scripts` (relative to the config file's
 // folder), then the active rules kept in the store (hash `sieve:rules`, name → script text, and
 // `sieve:rules:meta`, their stage, position and active flag, both written by the REST API) in
-// run order: stage rcpt, then stage data, by position (sieve/rule-order.ts); inactive rules do not
+// their order (sieve/rule-order.ts: name order unless ordered otherwise); inactive rules do not
 // run. Each script is compiled once and cached until it changes: files are stat'ed at most once a
 // second (mtime and size), store rules are re-read after a change event on the `rules` channel.
-// A file that does not compile at start fails the plugin's init (the daemon does not start); one
-// that stops compiling later, or a bad store rule, is logged (plugin.sieve.compile_error) and the
-// last good version (or nothing) runs instead. When the store cannot be read, the last rule set
-// read keeps running.
+// A file that is missing or does not compile is a config problem at its key path
+// (`plugins.N.sieve.scripts.I`), found by `checkFiles` for check-config and before init at start
+// (the daemon does not start); one that stops compiling later, or a bad store rule, is logged
+// (plugin.sieve.compile_error) and the last good version (or nothing) runs instead. When the
+// store cannot be read, the last rule set read keeps running.
 //
 // A transaction is pinned to the rule set current at its MAIL command: RCPT and DATA run the
 // scripts (and the rule set version) taken then, even when a change lands in between, so a
@@ -20,10 +21,13 @@
 // stands (RFC 5228 §2.10.2); the first script that cancels it (reject, discard, keep, fileinto or
 // redirect without :copy) ends the run. A later script sees the header edits of the earlier ones.
 //
-// The rules at the head of the list that may run before the message exists also run at RCPT: the
-// files that are envelope-only (sieve/analyze.ts: only envelope tests and constants), then the
-// store rules of stage rcpt (the API lets only envelope-only scripts there). A reject there is
-// 550 5.7.1 for that RCPT.
+// The scripts at the head of the list that ask only envelope questions (sieve/analyze.ts: only
+// envelope tests and constants) also run at RCPT, before the message exists: the files while they
+// are envelope-only, then, when all of them are, the store rules of stage rcpt (rule-order.ts
+// gives that stage only to the envelope-only rules that lead the store rules). A reject there is
+// 550 5.7.1 for that RCPT. This never changes the outcome of running every script in order at
+// DATA: nothing before such a script reads the message, so the same run at DATA would reach it
+// with the same envelope and decide the same way (see `early`).
 //
 // Outcome → SMTP (the deciding verdict, one per message):
 //   reject / ereject (RFC 5429 §2.1-2.2) → 550 5.7.1 <reason>. SMTP: for the whole message (any
@@ -51,7 +55,7 @@ import { createHash } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Logger } from 'pino';
-import { definePlugin, type HeaderEditor, type HookContext } from '../../src/pipeline/plugin.js';
+import { definePlugin, type HeaderEditor, type HookContext, type OptionProblem } from '../../src/pipeline/plugin.js';
 import { originClient } from '../../src/pipeline/origin.js';
 import { discard, next, reject, reroute, type HeaderEdit, type Verdict, type VerdictKind } from '../../src/pipeline/verdict.js';
 import { applyEdits } from '../../src/smtp/copies.js';
@@ -217,6 +221,33 @@ export class RuleSet {
   }
 }
 
+/**
+ * Every file of `scripts` must exist and compile with the gateway's limits, as init needs it;
+ * each fault at the file's key path (`scripts.I`), the file named as written in the config.
+ */
+export async function checkScripts(scripts: string[], global: Config): Promise<OptionProblem[]> {
+  const problems: OptionProblem[] = [];
+  for (const [i, written] of scripts.entries()) {
+    const path = ['scripts', i];
+    let text: string;
+    try {
+      text = await readFile(resolve(global.baseDir, written), 'utf8');
+    } catch (e) {
+      problems.push({ path, message: unreadable(written, e as NodeJS.ErrnoException) });
+      continue;
+    }
+    const r = compile(text, { limits: { maxRedirects: global.sieve.limits.max_redirects } });
+    if (!r.ok) problems.push(...r.errors.map((e) => ({ path, message: `${written}:${e.line}:${e.column}: ${e.message}` })));
+  }
+  return problems;
+}
+
+function unreadable(file: string, err: NodeJS.ErrnoException): string {
+  if (err.code === 'ENOENT') return `no such file: ${file}`;
+  const why = err.code === 'EACCES' ? 'permission denied' : err.code === 'EISDIR' ? 'is a directory' : err.message;
+  return `cannot read ${file}: ${why}`;
+}
+
 interface State {
   rules: RuleSet;
   global: Config;
@@ -236,6 +267,7 @@ interface RcptOutcome {
 export default definePlugin({
   name: 'sieve',
   config: configSchema,
+  checkFiles: ({ config, global }) => checkScripts(config.scripts, global),
   async init({ config, store, log, global }): Promise<State> {
     const rules = new RuleSet(
       config.scripts.map((p) => resolve(global.baseDir, p)),
@@ -329,10 +361,14 @@ async function gateway(ctx: Ctx): Promise<Verdict> {
 
 /**
  * RCPT stage: the admin scripts that ask only envelope questions (sieve/analyze.ts), as many as
- * lead the list and are not store rules of stage data, run for this recipient before the
- * message exists; a reject there refuses the
- * recipient (550 5.7.1 at RCPT). Nothing else they decide is acted on here: the data stage runs
- * every script again with the message and does the rest.
+ * lead the list and are not store rules of stage data, run for this recipient before the message
+ * exists; a reject there refuses the recipient (550 5.7.1 at RCPT). They follow each other as at
+ * DATA (runFor): a script that cancels the implicit keep (keep; stop; to let a sender through,
+ * fileinto, discard, redirect) ends the run, so no later one refuses; one that does not act (or
+ * only stops itself) lets the next run. The first script that reads the message ends this
+ * prefix: what it decides is unknown here, so nothing after it may be decided early. Nothing but
+ * a reject is acted on here: the data stage runs every script again with the message, in order,
+ * and does the rest (the prefix, asking only the envelope, decides there as it did here).
  */
 async function early(ctx: Ctx): Promise<Verdict> {
   if (!ctx.tx || !ctx.rcpt) return next();

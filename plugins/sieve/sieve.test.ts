@@ -115,10 +115,14 @@ describe('sieve plugin: outcome mapping', () => {
 });
 
 describe('sieve plugin: loading and caching', () => {
-  it('a file that does not compile fails init with FILE:LINE:COL', async () => {
+  it('a file that does not compile, or does not exist, stops the plugin before init: key path and FILE:LINE:COL', async () => {
     const { h, file } = await withScript('if true {\n  filein "x";\n}\n');
-    await assert.rejects(h.run('data', { message: MSG }), (e: Error) => e.message.includes(`${file}:2:`));
+    await assert.rejects(h.run('data', { message: MSG }), (e: Error) => e.message.startsWith(`sieve.scripts.0: ${file}:2:`));
     await h.close();
+    const missing = join(dir, 'missing.sieve');
+    const m = testPlugin(plugin, { scripts: [missing] });
+    await assert.rejects(m.run('data', { message: MSG }), (e: Error) => e.message === `sieve.scripts.0: no such file: ${missing}`);
+    await m.close();
   });
 
   it('store rules run after the files, in name order, and reload on a "rules" event', async () => {
@@ -178,15 +182,40 @@ describe('sieve plugin: store rule stage, order, activation and pinning', () => 
     await h.store.hset(RULES_META_KEY, 'b', meta('data', 1, false));
     await announce(h);
     assert.deepEqual(await folders(), ['A']);
-    // Without metadata, the envelope-only rule is at stage rcpt and refuses at RCPT.
+    // Without metadata, the envelope-only rule comes after the positioned ones, which read the
+    // message: it runs at DATA, not at RCPT.
     const rcpt = () => h.run('rcpt', { rcpt: 'x@example.test', tx: { mailFrom: 'mallory@evil.test' } });
-    assert.equal((await rcpt()).verdict.kind, 'reject');
-    await h.store.hset(RULES_META_KEY, 'early', meta('data', 3));
+    assert.equal((await rcpt()).verdict.kind, 'next', 'after rules of stage data: not run at RCPT');
+    await h.store.hset(RULES_META_KEY, 'early', meta('rcpt', 1));
     await announce(h);
-    assert.equal((await rcpt()).verdict.kind, 'next', 'stage data: not run at RCPT');
+    assert.equal((await rcpt()).verdict.kind, 'reject', 'first: decided at RCPT');
     await h.store.hset(RULES_META_KEY, 'early', meta('rcpt', 1, false));
     await announce(h);
     assert.equal((await rcpt()).verdict.kind, 'next', 'inactive: not run at all');
+    await h.close();
+  });
+
+  it('rules run in name order: an envelope-only rule waits for the rules before it that read the message', async () => {
+    const h = testPlugin(plugin, {});
+    await h.store.hset(RULES_KEY, 'aaa', 'require "reject"; if header :contains "subject" "hello" { reject "from aaa"; }');
+    await h.store.hset(RULES_KEY, 'zzz', 'require ["reject", "envelope"]; if envelope :is "from" "order@b.example" { reject "from zzz"; }');
+    const tx = { mailFrom: 'order@b.example', recipients: [{ address: 'rcpt@example.test' }] };
+    assert.equal((await h.run('rcpt', { rcpt: 'rcpt@example.test', tx })).verdict.kind, 'next');
+    const v = (await h.run('data', { message: MSG, tx })).verdict;
+    assert.equal(v.kind === 'reject' && v.text, 'from aaa');
+    await h.close();
+  });
+
+  it('at RCPT the envelope-only rules that lead run in order: an earlier keep; stop; lets the sender through', async () => {
+    const h = testPlugin(plugin, {});
+    await h.store.hset(RULES_KEY, '10-allow', 'require "envelope"; if envelope :is "from" "boss@partner.test" { keep; stop; }');
+    await h.store.hset(RULES_KEY, '20-quiet', 'require "envelope"; if envelope :domain "from" "partner.test" { stop; }');
+    await h.store.hset(RULES_KEY, '30-block', 'require ["reject", "envelope"]; if envelope :domain "from" "partner.test" { reject "blocked"; }');
+    const rcpt = (from: string) => h.run('rcpt', { rcpt: 'rcpt@example.test', tx: { mailFrom: from } });
+    assert.equal((await rcpt('boss@partner.test')).verdict.kind, 'next', 'keep ends the run: 30-block does not run');
+    // A stop alone ends only its own script (the implicit keep stands), as at DATA.
+    const other = (await rcpt('other@partner.test')).verdict;
+    assert.equal(other.kind === 'reject' && other.text, 'blocked');
     await h.close();
   });
 

@@ -9,7 +9,8 @@
 //   - request count and latency for /metrics.
 // Routes live in routes/<resource>.ts; each registers itself with the ApiContext.
 //
-// Config keys read: api.* (tokens, body_limit, rate_limit), sieve.limits (rule validation).
+// Config keys read: api.* (tokens, body_limit, rate_limit), sieve.limits (rule validation), the
+// sieve plugin's `scripts` (the stage of each admin rule, gateway-files.ts).
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,6 +23,7 @@ import type { ApiContext, ApiDeps } from './context.js';
 import { ApiProblem, PROBLEM_CONTENT_TYPE, type ProblemKind } from './errors.js';
 import { ApiMetrics } from './metrics.js';
 import { RateLimiter } from './rate-limit.js';
+import { GatewayFiles } from './gateway-files.js';
 import { RuleRepository } from './rules-repository.js';
 import { registerHealthRoutes } from './routes/health.js';
 import { registerRuleRoutes } from './routes/rules.js';
@@ -65,13 +67,19 @@ export interface BuiltApi {
   routes: { method: string; url: string }[];
 }
 
+/** The admin rules, with the stages the sieve plugin runs them at after its own files. */
+function ruleRepository({ config, store }: ApiDeps): RuleRepository {
+  const files = GatewayFiles.fromConfig(config);
+  return new RuleRepository(store, config.sieve.limits.max_redirects, () => files.allEnvelopeOnly());
+}
+
 export async function buildApi(deps: ApiDeps): Promise<BuiltApi> {
   const { config, store } = deps;
   const ctx: ApiContext = {
     ...deps,
     auth: new TokenAuth(config.api.tokens, store),
     audit: new AuditLog(store),
-    rules: new RuleRepository(store, config.sieve.limits.max_redirects),
+    rules: ruleRepository(deps),
     metrics: new ApiMetrics(deps.queue),
   };
   const limiter = new RateLimiter(config.api.rate_limit.requests, config.api.rate_limit.per);

@@ -12,8 +12,11 @@
 // already there, possibly none, as version 1 ("import"), so a rollback can always go back to
 // before the first change. The newest MAX_VERSIONS snapshots are kept.
 //
-// A rule at stage rcpt runs before the message exists, so its script must ask only envelope
-// questions (sieve/analyze.ts); a change that would leave another script there is refused (422).
+// A rule's stage follows from the order (sieve/rule-order.ts): rcpt for the envelope-only rules
+// that lead it (sieve/analyze.ts), provided the sieve plugin's own files, which run before the
+// store rules, are envelope-only too (`leadEarly`, see gateway-files.ts); data from the first
+// rule that reads the message on. A change that asks for a stage the rule would not be at is
+// refused (422) with the reason.
 import { randomBytes } from 'node:crypto';
 import type { Store } from '../store/store.js';
 import { compile } from '../sieve/compile.js';
@@ -63,14 +66,21 @@ export type Rule = OrderedRule;
 export interface RuleSetDraft {
   scripts: Record<string, string>;
   meta: Record<string, Partial<RuleMeta> | undefined>;
+  /** The stage the change asked for one rule: refused (422) when the new order puts it elsewhere. */
+  expect?: { name: string; stage: RuleStage };
 }
 
 const field = (id: number) => String(id).padStart(12, '0');
 
 export class RuleRepository {
+  /**
+   * `leadEarly` tells whether the scripts that run before the store rules (the sieve plugin's
+   * files) can all be decided at RCPT; without it there are none.
+   */
   constructor(
     private readonly store: Store,
     private readonly maxRedirects: number,
+    private readonly leadEarly: () => Promise<boolean> = () => Promise.resolve(true),
   ) {
     this.unsubscribe = store.subscribe(RULES_CHANNEL, () => this.forget());
   }
@@ -95,14 +105,14 @@ export class RuleRepository {
     return known;
   }
 
-  /** Orders scripts and metadata as plugins/sieve runs them. */
-  order(scripts: Record<string, string>, meta: Record<string, Partial<RuleMeta> | undefined>): Rule[] {
-    return orderRules(scripts, meta, (_name, script) => this.envelopeOnly(script));
+  /** Orders scripts and metadata as plugins/sieve runs them, after files that are `leadEarly` or not. */
+  order(scripts: Record<string, string>, meta: Record<string, Partial<RuleMeta> | undefined>, leadEarly: boolean): Rule[] {
+    return orderRules(scripts, meta, (_name, script) => this.envelopeOnly(script), leadEarly);
   }
 
-  /** The rules of a kept version, in the order they ran. */
-  rulesOf(v: RuleSetVersion): Rule[] {
-    return this.order(v.rules, v.meta ?? {});
+  /** The rules of a kept version, in the order they ran, with the stages they would have now. */
+  async rulesOf(v: RuleSetVersion): Promise<Rule[]> {
+    return this.order(v.rules, v.meta ?? {}, await this.leadEarly());
   }
 
   async version(): Promise<number> {
@@ -114,9 +124,10 @@ export class RuleRepository {
    * node, publishes one; the store sends one after a reconnection too), as plugins/sieve keeps
    * its compiled rules: reads between changes cost no store round-trip. Writers set the version
    * pointer only after the rules are written, so rules read after it are at least that version's.
-   * Version 0 (rules put into the store by hand, never through a change) is not kept.
+   * Version 0 (rules put into the store by hand, never through a change) is not kept, nor rules
+   * ordered after files that have changed since (their stages may have).
    */
-  private cached: { version: number; rules: Rule[] } | null = null;
+  private cached: { version: number; leadEarly: boolean; rules: Rule[] } | null = null;
   /** Bumped by each event: a read that began before one must not be kept after it. */
   private generation = 0;
   private readonly unsubscribe: () => void;
@@ -133,11 +144,12 @@ export class RuleRepository {
 
   /** The live rules in run order, and the live version. The array is shared: do not modify it. */
   async list(): Promise<{ version: number; rules: Rule[] }> {
-    if (this.cached) return this.cached;
+    const leadEarly = await this.leadEarly();
+    if (this.cached?.leadEarly === leadEarly) return this.cached;
     const generation = this.generation;
     const version = await this.version();
     const [scripts, meta] = await Promise.all([this.store.hgetall(RULES_KEY), this.store.hgetall(META_KEY)]);
-    const live = { version, rules: this.order(scripts, parsedMeta(meta)) };
+    const live = { version, leadEarly, rules: this.order(scripts, parsedMeta(meta), leadEarly) };
     if (version !== 0 && generation === this.generation) this.cached = live;
     return live;
   }
@@ -153,14 +165,12 @@ export class RuleRepository {
    */
   async change(token: string, change: RuleChange, decide: (current: Rule[]) => RuleSetDraft): Promise<{ version: RuleSetVersion; rules: Rule[] }> {
     return this.locked(async () => {
-      const [scripts, rawMeta, live] = await Promise.all([this.store.hgetall(RULES_KEY), this.store.hgetall(META_KEY), this.store.get(VERSION_KEY)]);
-      const current = this.order(scripts, parsedMeta(rawMeta));
+      const [scripts, rawMeta, live, leadEarly] = await Promise.all([this.store.hgetall(RULES_KEY), this.store.hgetall(META_KEY), this.store.get(VERSION_KEY), this.leadEarly()]);
+      const current = this.order(scripts, parsedMeta(rawMeta), leadEarly);
       const draft = decide(current);
-      const next = this.order(draft.scripts, draft.meta);
-      const early = next.find((r) => r.stage === 'rcpt' && !this.envelopeOnly(r.script));
-      if (early) {
-        throw new ApiProblem('unprocessable', `rule ${early.name} would be at stage rcpt, which runs before the message exists, but its script reads the message or asks for outside facts; put it at stage data`);
-      }
+      const next = this.order(draft.scripts, draft.meta, leadEarly);
+      const placed = draft.expect && next.find((r) => r.name === draft.expect!.name);
+      if (placed && placed.stage !== draft.expect!.stage) throw new ApiProblem('unprocessable', this.notAtStage(placed, leadEarly));
       if (live === null) await this.snapshot(token, { op: 'import' }, current);
       // The rule writes are independent: issued together, a driver can commit them as one batch.
       // The new version pointer goes after them (see `cached`).
@@ -181,6 +191,20 @@ export class RuleRepository {
       this.forget();
       return { version: v, rules: next };
     });
+  }
+
+  /** Why `rule` came out at the other stage than the one asked for. */
+  private notAtStage(rule: Rule, leadEarly: boolean): string {
+    if (rule.stage === 'rcpt') {
+      return `rule ${rule.name} would be at stage rcpt: it asks only envelope questions and so does every rule before it, so it is decided at RCPT; to run it at DATA, put it after a rule of stage data`;
+    }
+    if (!this.envelopeOnly(rule.script)) {
+      return `rule ${rule.name} would be at stage rcpt, which runs before the message exists, but its script reads the message or asks for outside facts; put it at stage data`;
+    }
+    if (!leadEarly) {
+      return `rule ${rule.name} cannot be at stage rcpt: the sieve plugin's files (scripts) run before the store rules and one of them reads the message, so every store rule runs at DATA`;
+    }
+    return `rule ${rule.name} cannot be at stage rcpt there: a rule before it reads the message`;
   }
 
   private async snapshot(token: string, change: RuleChange, ordered: Rule[]): Promise<RuleSetVersion> {

@@ -4,13 +4,14 @@
 //
 // Checks, in order: YAML syntax (duplicate keys included), the composed schema (unknown keys,
 // types, ranges), the configured TLS files (readable, PEM, matching), then every plugin's options
-// against that plugin's own schema (`validatePluginConfig` in src/pipeline/loader.ts, when that
-// module provides it). Each problem is printed on stderr as `FILE:LINE:COL: key.path: message`;
-// exit 1 when there is any. A valid config prints `ok: FILE` on stdout, exit 0.
-import { readFileSync } from 'node:fs';
+// against that plugin's own schema and, when valid, against the files they name (the plugin's
+// `checkFiles`: the sieve plugin's scripts exist and compile), as start checks them before any
+// init (`validatePluginConfig` in src/pipeline/loader.ts, when that module provides it). Each
+// problem is printed on stderr as `FILE:LINE:COL: key.path: message`; exit 1 when there is any.
+// A valid config prints `ok: FILE` on stdout, exit 0.
 import { parseArgs } from 'node:util';
-import { ConfigError, formatProblem, parsePath, type ConfigProblem } from '../config/errors.js';
-import { displayPath, findConfigFile, loadConfig, locatorFor, type Config } from '../config/load.js';
+import { ConfigError, formatProblem, type ConfigProblem } from '../config/errors.js';
+import { displayPath, findConfigFile, loadConfig, locateProblems, type Config } from '../config/load.js';
 import { readConfiguredTls } from '../tls/certs.js';
 import { EXIT, say, usageError, type CliIo } from './io.js';
 
@@ -67,14 +68,7 @@ export async function checkConfig(explicit: string | undefined, env: NodeJS.Proc
     }
   }
   // Problems found after loading carry a key path but no line: find it in the file.
-  if (abs && problems.some((p) => p.line === undefined && p.path)) {
-    const locate = locatorFor(readFileSync(abs, 'utf8'));
-    for (const p of problems) {
-      if (p.line !== undefined || !p.path) continue;
-      const pos = locate(parsePath(p.path));
-      if (pos) Object.assign(p, { line: pos.line, column: pos.column });
-    }
-  }
+  if (abs) locateProblems(problems, abs);
   return { file, problems, config };
 }
 

@@ -9,7 +9,7 @@
 // Exit codes: 0 ok, 1 the command failed (bad config, startup error), 2 usage error.
 import { parseArgs } from 'node:util';
 import { ConfigError, formatProblem } from '../config/errors.js';
-import { loadConfig, type Config } from '../config/load.js';
+import { displayPath, loadConfig, locateProblems, type Config } from '../config/load.js';
 import { CHECK_CONFIG_USAGE, runCheckConfig } from './check-config.js';
 import { EXIT, say, usageError, type CliIo } from './io.js';
 
@@ -162,6 +162,16 @@ function delegate(name: string, module: string, exported: string): Run {
 }
 
 /**
+ * A problem the daemon found after loading (a plugin's options or the files they name, TLS files)
+ * as check-config prints it: FILE:LINE:COL: key.path: message.
+ */
+function located(e: unknown, config: Config): unknown {
+  if (!(e instanceof ConfigError) || e.file !== null || !config.configFile) return e;
+  locateProblems(e.problems, config.configFile);
+  return new ConfigError(e.problems, displayPath(config.configFile));
+}
+
+/**
  * `postern start`: loads the config, starts the daemon, and on the first SIGTERM or SIGINT stops
  * it (listeners first, then in-flight deliveries) and resolves 0. A second signal while stopping
  * resolves 1 at once.
@@ -182,7 +192,9 @@ export async function runStart(
   }
   const config = loadConfig(values.config, io.env);
   const { startDaemon } = await daemon();
-  const gateway = await startDaemon(config);
+  const gateway = await startDaemon(config).catch((e: unknown) => {
+    throw located(e, config);
+  });
   return new Promise<number>((resolve) => {
     let stopping = false;
     const finish = (code: number) => {

@@ -16,7 +16,7 @@ import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } fro
 import { configSchema, type ParsedConfig } from './schema.js';
 import { suggestKey } from './suggest.js';
 import { DEFAULT_LISTEN } from '../smtp/config.js';
-import { CONFIG_PARSE, ConfigError, formatIssues, sortProblems, type ConfigProblem, type Locate } from './errors.js';
+import { CONFIG_PARSE, ConfigError, formatIssues, parsePath, sortProblems, type ConfigProblem, type Locate } from './errors.js';
 
 export interface Config extends Omit<ParsedConfig, 'listen' | 'hostname'> {
   hostname: string;
@@ -120,6 +120,26 @@ function yamlMessage(code: string, message: string, text: string, offset: number
     if (key) return `YAML: duplicate key "${key}"`;
   }
   return `YAML: ${message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')}`;
+}
+
+/**
+ * Problems found after loading (plugin options and the files they name, TLS files) carry a key
+ * path but no line: gives each the line and column of its key in `file`, in place. A file that
+ * can no longer be read leaves them as they are.
+ */
+export function locateProblems(problems: ConfigProblem[], file: string): void {
+  if (!problems.some((p) => p.line === undefined && p.path)) return;
+  let locate: Locate;
+  try {
+    locate = locatorFor(readFileSync(file, 'utf8'));
+  } catch {
+    return;
+  }
+  for (const p of problems) {
+    if (p.line !== undefined || !p.path) continue;
+    const pos = locate(parsePath(p.path));
+    if (pos) Object.assign(p, { line: pos.line, column: pos.column });
+  }
 }
 
 /**

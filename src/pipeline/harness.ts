@@ -10,7 +10,8 @@
 //   await h.close();
 //
 // The session and the notes map persist between run() calls, as on one SMTP connection
-// (connect, then rcpt); `newConnection()` starts over. init runs on the first run().
+// (connect, then rcpt); `newConnection()` starts over. init runs on the first run(), after the
+// plugin's `checkFiles` (a ConfigError with the problems, as the loader throws).
 //
 // Mail a content filter hands back with XFORWARD: `forwarded` names its original client
 // (session.forwarded, src/pipeline/origin.ts) while the session stays the filter's, and
@@ -31,7 +32,7 @@ import { MemoryStore } from '../store/memory.js';
 import type { Store } from '../store/store.js';
 import { createMessage, type Message } from './message.js';
 import type { AuthAttempt, DeliveryEvent, ForwardedClientInfo, ObserverStage, PluginDefinition, SessionInfo, Stage, TransactionInfo } from './plugin.js';
-import { validateOptions } from './loader.js';
+import { checkFiles, validateOptions } from './loader.js';
 import { createPipeline, type AnyPluginDefinition } from './runner.js';
 import type { Pipeline, StageResult } from './types.js';
 import type { z } from 'zod';
@@ -109,6 +110,8 @@ export function testPlugin<Schema extends z.ZodType, S>(def: PluginDefinition<Sc
 
   const ready = () =>
     (pipeline ??= (async () => {
+      const problems = await checkFiles(anyDef, checked.value.config, global, [def.name]);
+      if (problems.length) throw new ConfigError(problems);
       const state = anyDef.init ? await anyDef.init({ config: checked.value.config, store, directory, dns, log: log.child({ plugin: def.name }), global }) : undefined;
       return createPipeline([{ name: def.name, def: anyDef, state, ...checked.value }], { store, directory, dns, log });
     })());

@@ -9,10 +9,13 @@
 // The module's default export (or a named `plugin` export) must be a definePlugin() object.
 //
 // Options: the runner's own keys (`timeout`, `on_error`: commonPluginOptions) are taken out and
-// checked here; the rest goes to the plugin's zod schema. Every problem becomes a ConfigError
-// with its key path, e.g. "plugins.1.dnsbl.zones: Invalid input: expected array, received string",
-// and all of them are reported at once. A plugin appears at most once (its name keys the notes).
-// If one init fails, the plugins already initialised are closed again before the error is thrown.
+// checked here; the rest goes to the plugin's zod schema, then, when valid, to the plugin's own
+// check against the files they name (`checkFiles`: the sieve plugin's scripts must exist and
+// compile). Every problem becomes a ConfigError with its key path, e.g. "plugins.1.dnsbl.zones:
+// Invalid input: expected array, received string" or "plugins.0.sieve.scripts.0: no such file:
+// x.sieve", and all of them are reported at once, before any init: `postern check-config` and
+// start see the same. A plugin appears at most once (its name keys the notes). If one init
+// fails, the plugins already initialised are closed again before the error is thrown.
 //
 // Config keys read: `plugins`, and `baseDir` (where the config file lives); each plugin's init
 // receives the whole config as `global`.
@@ -75,11 +78,11 @@ export async function loadPipeline(config: Config, deps: PipelineDeps): Promise<
  * For `postern check-config`: loads every module and validates every entry's options without
  * running init. Resolves when all is well; throws one ConfigError listing every problem.
  */
-export async function validatePluginConfig(config: Pick<Config, 'plugins' | 'baseDir'>): Promise<void> {
+export async function validatePluginConfig(config: Config): Promise<void> {
   await validateEntries(config);
 }
 
-export async function validateEntries(config: Pick<Config, 'plugins' | 'baseDir'>): Promise<ValidatedEntry[]> {
+export async function validateEntries(config: Config): Promise<ValidatedEntry[]> {
   const problems: ConfigProblem[] = [];
   const out: ValidatedEntry[] = [];
   const seen = new Map<string, number>();
@@ -104,6 +107,7 @@ export async function validateEntries(config: Pick<Config, 'plugins' | 'baseDir'
       continue;
     }
     seen.set(def.name, i);
+    problems.push(...(await checkFiles(def, r.value.config, config, path)));
     out.push({ name: def.name, def, ...r.value });
   }
   if (problems.length) throw new ConfigError(problems);
@@ -136,6 +140,20 @@ export function validateOptions(
   if (!parsed.success) problems.push(...formatIssues(parsed.error.issues, path));
   if (problems.length || !parsed.success || !common.success) return { ok: false, problems };
   return { ok: true, value: { config: parsed.data, timeoutMs, onError: common.data.on_error ?? 'tempfail' } };
+}
+
+/**
+ * The plugin's check of its valid options against the files they name (PluginDefinition
+ * .checkFiles), its problems under `path`. Also used by the test harness.
+ */
+export async function checkFiles(def: AnyPluginDefinition, options: unknown, global: Config, path: (string | number)[] = []): Promise<ConfigProblem[]> {
+  if (!def.checkFiles) return [];
+  try {
+    const found = await def.checkFiles({ config: options, global });
+    return found.map((p) => ({ path: formatPath([...path, ...p.path]), message: p.message }));
+  } catch (e) {
+    return [{ path: formatPath(path), message: `${def.name}: cannot check its files: ${e instanceof Error ? e.message : String(e)}` }];
+  }
 }
 
 function splitEntry(entry: PluginEntry, i: number, baseDir: string): { name: string; options: Record<string, unknown>; path: (string | number)[] } {
@@ -207,6 +225,7 @@ function shapeProblem(def: unknown): string | null {
     if (typeof v !== 'function') return `hook "${k}" is not a function`;
   }
   if (d.init !== undefined && typeof d.init !== 'function') return '`init` is not a function';
+  if (d.checkFiles !== undefined && typeof d.checkFiles !== 'function') return '`checkFiles` is not a function';
   if (d.close !== undefined && typeof d.close !== 'function') return '`close` is not a function';
   return null;
 }

@@ -6,6 +6,8 @@
 //
 // A hook returns a Verdict (verdict.ts). The runner (runner.ts) gives each hook a deadline and an
 // AbortSignal; a throw or a timeout is a 451 4.3.0, unless the entry's `on_error` is fail-open.
+// Options that name files may also be checked against them (`checkFiles`) before any init, by
+// the loader and by `postern check-config` alike.
 // A plugin sees only its HookContext: never the server, the socket, or another plugin's state.
 import type { z } from 'zod';
 import type { Logger } from 'pino';
@@ -179,10 +181,24 @@ export interface InitContext<C> {
   global: import('../config/load.js').Config;
 }
 
+/** What `checkFiles` found wrong, at a key path within the plugin's options (['scripts', 0]). */
+export interface OptionProblem {
+  path: (string | number)[];
+  message: string;
+}
+
 export interface PluginDefinition<Schema extends z.ZodType = z.ZodType, S = unknown> {
   /** Kebab-case; equals the folder name for built-ins. */
   name: string;
   config: Schema;
+  /**
+   * Checks the (valid) options against the files they name, e.g. scripts that must exist and
+   * compile, opening nothing else and changing nothing. `postern check-config` runs it, and the
+   * loader before any plugin's init, so start refuses exactly what check-config reports, with the
+   * same key paths. Relative paths are relative to `global.baseDir`. Returns every problem found,
+   * [] when all is well; a throw counts as one problem at the entry.
+   */
+  checkFiles?: (ctx: { config: z.infer<Schema>; global: import('../config/load.js').Config }) => Promise<OptionProblem[]> | OptionProblem[];
   init?: (ctx: InitContext<z.infer<Schema>>) => Promise<S> | S;
   /** Called once when the chain is closed (shutdown or reload); closes what init opened. */
   close?: (state: S) => Promise<void> | void;

@@ -1,8 +1,13 @@
 // Stage, position and activation of the admin rules (PUT settings, PATCH /v1/rules/{name},
 // GET/PUT /v1/rules/stages/{stage}), through the in-process API, with their effect seen in the
-// dry-run (the same plugin chain the daemon runs): inactive rules do not run, order decides which
-// rule acts first, stage rcpt refuses at RCPT, and a rollback restores order and activation.
+// dry-run (the same plugin chain the daemon runs): rules run in name order unless ordered
+// otherwise, inactive rules do not run, order decides which rule acts first, the stage follows
+// from the order (rcpt, refusing at RCPT, only for the envelope-only rules that lead it, after
+// the sieve plugin's own files), and a rollback restores order and activation.
 import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { assertProblem, READER, startApi, WRITER, type TestApi } from './harness.js';
 
@@ -31,20 +36,26 @@ describe('/v1/rules: stage, position, activation', () => {
   });
   after(() => api.close());
 
-  const dry = async (from = 'a@sender.example') =>
-    (await api.call({ method: 'POST', url: '/v1/test', token: READER, body: { envelope: { client: '127.0.0.1', helo: 'client.example', from, to: ['alice@example.test'], auth: null }, message: MESSAGE } })).json<DryRun>();
+  const dry = async (from = 'a@sender.example', message = MESSAGE) =>
+    (await api.call({ method: 'POST', url: '/v1/test', token: READER, body: { envelope: { client: '127.0.0.1', helo: 'client.example', from, to: ['alice@example.test'], auth: null }, message } })).json<DryRun>();
   const folders = async () => (await dry()).recipients[0]!.delivery?.folders;
   const list = async () => (await api.call({ url: '/v1/rules', token: READER })).json<{ version: number; rules: RuleView[] }>();
   const names = async () => (await list()).rules.map((r) => `${r.stage}:${r.position}:${r.name}${r.active ? '' : ' (off)'}`);
 
-  it('PUT without settings: envelope-only scripts go to stage rcpt, others to data, in name order, active', async () => {
+  it('PUT without settings: name order, active; an envelope-only rule is at stage rcpt only when the rules before it are too', async () => {
     const b = await api.call({ method: 'PUT', url: '/v1/rules/b-tag', body: { script: FOLDER_B }, token: WRITER });
     assert.equal(b.status, 201);
     assert.deepEqual({ ...b.json<RuleView>(), version: undefined, script: undefined }, { name: 'b-tag', stage: 'data', position: 1, active: true, version: undefined, script: undefined });
     await api.call({ method: 'PUT', url: '/v1/rules/a-tag', body: { script: FOLDER_A } });
-    assert.equal((await api.call({ method: 'PUT', url: '/v1/rules/no-mallory', body: { script: NO_MALLORY } })).status, 201);
-    assert.deepEqual(await names(), ['rcpt:1:no-mallory', 'data:1:a-tag', 'data:2:b-tag']);
+    const put = await api.call({ method: 'PUT', url: '/v1/rules/no-mallory', body: { script: NO_MALLORY } });
+    assert.equal(put.status, 201);
+    assert.equal(put.json<RuleView>().stage, 'data');
+    assert.deepEqual(await names(), ['data:1:a-tag', 'data:2:b-tag', 'data:3:no-mallory']);
     assert.deepEqual(await folders(), ['A']);
+    // Moved ahead of the rules that read the message, it is decided at RCPT.
+    const moved = await api.call({ method: 'PATCH', url: '/v1/rules/no-mallory', body: { stage: 'rcpt' } });
+    assert.equal(moved.status, 200);
+    assert.deepEqual(await names(), ['rcpt:1:no-mallory', 'data:1:a-tag', 'data:2:b-tag']);
     const stage = await api.call({ url: '/v1/rules/stages/rcpt', token: READER });
     assert.equal(stage.status, 200);
     assert.deepEqual(
@@ -53,14 +64,21 @@ describe('/v1/rules: stage, position, activation', () => {
     );
   });
 
-  it('a stage-rcpt rule refuses at RCPT; moved to data, the same rule refuses at DATA', async () => {
+  it('a stage-rcpt rule refuses at RCPT; moved after a rule that reads the message, it runs at DATA, after that rule', async () => {
     let r = await dry('mallory@evil.example');
     assert.deepEqual(r.recipients.map((x) => x.reply), ['550 5.7.1 not you']);
     assert.ok(r.trace.some((t) => t.stage === 'rcpt' && t.plugin === 'sieve' && t.rule === 'no-mallory' && t.verdict === 'reject'), JSON.stringify(r.trace));
-    const moved = await api.call({ method: 'PATCH', url: '/v1/rules/no-mallory', body: { stage: 'data', position: 1 } });
+    // First at stage data it would still lead the list, and so be decided at RCPT: refused.
+    const p = assertProblem(await api.call({ method: 'PATCH', url: '/v1/rules/no-mallory', body: { stage: 'data', position: 1 } }), 422, 'unprocessable');
+    assert.match(String(p.detail), /no-mallory would be at stage rcpt: it asks only envelope questions.*put it after a rule of stage data/);
+    const moved = await api.call({ method: 'PATCH', url: '/v1/rules/no-mallory', body: { stage: 'data', position: 2 } });
     assert.equal(moved.status, 200);
-    assert.deepEqual(await names(), ['data:1:no-mallory', 'data:2:a-tag', 'data:3:b-tag']);
+    assert.deepEqual(await names(), ['data:1:a-tag', 'data:2:no-mallory', 'data:3:b-tag']);
+    // a-tag acts first: its fileinto ends the run, so no-mallory does not refuse this message.
     r = await dry('mallory@evil.example');
+    assert.deepEqual(r.recipients.map((x) => [x.outcome, x.delivery?.folders]), [['accepted', ['A']]]);
+    assert.ok(!r.trace.some((t) => t.rule === 'no-mallory'), 'not reached');
+    r = await dry('mallory@evil.example', MESSAGE.replace('please sort me', 'hello'));
     assert.deepEqual(r.recipients.map((x) => x.reply), ['550 5.7.1 not you']);
     assert.ok(!r.trace.some((t) => t.stage === 'rcpt' && t.rule === 'no-mallory'), 'no longer run at RCPT');
     assert.ok(r.trace.some((t) => t.stage === 'data' && t.rule === 'no-mallory' && t.verdict === 'reject'));
@@ -130,7 +148,7 @@ describe('/v1/rules: stage, position, activation', () => {
     const version = (await list()).version;
     let p = assertProblem(await api.call({ method: 'PATCH', url: '/v1/rules/a-tag', body: { stage: 'rcpt' } }), 422, 'unprocessable');
     assert.match(String(p.detail), /a-tag would be at stage rcpt.*reads the message/);
-    p = assertProblem(await api.call({ method: 'PUT', url: '/v1/rules/no-mallory', body: { script: FOLDER_A } }), 422, 'unprocessable');
+    p = assertProblem(await api.call({ method: 'PUT', url: '/v1/rules/no-mallory', body: { script: FOLDER_A, stage: 'rcpt' } }), 422, 'unprocessable');
     assert.match(String(p.detail), /no-mallory would be at stage rcpt/);
     assertProblem(await api.call({ method: 'PUT', url: '/v1/rules/new-one', body: { script: FOLDER_A, stage: 'rcpt' } }), 422, 'unprocessable');
     p = assertProblem(await api.call({ method: 'PATCH', url: '/v1/rules/a-tag', body: { position: 3 } }), 422, 'unprocessable');
@@ -196,6 +214,104 @@ describe('/v1/rules: stage, position, activation', () => {
       assertProblem(await api.call({ method: 'PUT', url: '/v1/rules/stages/data', body: { order: ['a-tag', 'b-tag'] } }), 409, 'conflict');
     } finally {
       await api.store.del('sieve:rules:lock');
+    }
+  });
+});
+
+describe('/v1/rules: the stage follows from the order, and the dry-run answers as in-order evaluation', () => {
+  const AAA = 'require "reject";\nif header :contains "subject" "order" { reject "from aaa"; }\n';
+  const ZZZ = 'require ["reject", "envelope"];\nif envelope :is "from" "order@b.example" { reject "from zzz"; }\n';
+  const ALLOW = 'if address :is "from" "boss@partner.example" { keep; stop; }\n';
+  const BLOCK = 'require ["reject", "envelope"];\nif envelope :domain "from" "partner.example" { reject "partner.example is blocked"; }\n';
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'postern-rule-order-'));
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  const open = async (plugins: unknown[] = ['relay-acl', 'sieve']) => {
+    const api = await startApi({ plugins });
+    await api.ctx.directory!.addUser('bob@example.test', 'pw');
+    const put = async (name: string, script: string, extra: Record<string, unknown> = {}) => api.call({ method: 'PUT', url: `/v1/rules/${name}`, body: { script, ...extra } });
+    const dry = async (from: string, subject: string) => {
+      const message = `From: ${from}\r\nTo: bob@example.test\r\nSubject: ${subject}\r\n\r\nhello\r\n`;
+      return (await api.call({ method: 'POST', url: '/v1/test', token: READER, body: { envelope: { client: '127.0.0.1', helo: 'client.example', from, to: ['bob@example.test'], auth: null }, message } })).json<DryRun>();
+    };
+    const rules = async () => (await api.call({ url: '/v1/rules' })).json<{ rules: RuleView[] }>().rules.map((r) => `${r.stage}:${r.position}:${r.name}`);
+    const acted = (r: DryRun) => r.trace.filter((t) => t.plugin === 'sieve' && t.rule).map((t) => `${t.stage}:${t.rule}:${t.verdict}`);
+    return { api, put, dry, rules, acted };
+  };
+
+  it('aaa, which reads the message, acts before zzz, envelope only: 550 from aaa at DATA, whichever was PUT first', async () => {
+    for (const order of [['aaa', 'zzz'], ['zzz', 'aaa']]) {
+      const { api, put, dry, rules, acted } = await open();
+      try {
+        for (const name of order) assert.equal((await put(name, name === 'aaa' ? AAA : ZZZ)).status, 201);
+        const r = await dry('order@b.example', 'order test');
+        assert.deepEqual(r.recipients.map((x) => x.reply), ['550 5.7.1 from aaa'], order.join());
+        assert.deepEqual(acted(r), ['data:aaa:reject']);
+        assert.deepEqual(await rules(), ['data:1:aaa', 'data:2:zzz']);
+        assert.deepEqual((await dry('order@b.example', 'hello')).recipients.map((x) => x.reply), ['550 5.7.1 from zzz']);
+      } finally {
+        await api.close();
+      }
+    }
+  });
+
+  it('an earlier rule that lets a sender through (keep; stop;) wins over a later envelope-only reject', async () => {
+    const { api, put, dry, acted } = await open();
+    try {
+      await put('20-block-partner', BLOCK);
+      await put('10-allow-boss', ALLOW);
+      const boss = await dry('boss@partner.example', 'hi');
+      assert.deepEqual(boss.recipients.map((x) => [x.outcome, x.delivery?.folders]), [['accepted', ['INBOX']]]);
+      assert.deepEqual(acted(boss), ['data:10-allow-boss:next']);
+      assert.deepEqual((await dry('other@partner.example', 'hi')).recipients.map((x) => x.reply), ['550 5.7.1 partner.example is blocked']);
+    } finally {
+      await api.close();
+    }
+  });
+
+  it('a reorder that puts an envelope-only rule first at stage data makes it stage rcpt, and the answer says so', async () => {
+    const { api, put, rules } = await open();
+    try {
+      await put('aaa', AAA);
+      await put('zzz', ZZZ);
+      const r = await api.call({ method: 'PUT', url: '/v1/rules/stages/data', body: { order: ['zzz', 'aaa'] } });
+      assert.equal(r.status, 200);
+      assert.deepEqual(
+        r.json<{ rules: RuleView[] }>().rules.map((x) => x.name),
+        ['aaa'],
+      );
+      assert.equal(r.headers.etag, (await api.call({ url: '/v1/rules/stages/data' })).headers.etag);
+      assert.deepEqual(await rules(), ['rcpt:1:zzz', 'data:1:aaa']);
+    } finally {
+      await api.close();
+    }
+  });
+
+  it("after the sieve plugin's files: a file that reads the message keeps every store rule at DATA", async () => {
+    const reads = join(dir, 'reads.sieve');
+    const envelope = join(dir, 'envelope.sieve');
+    await writeFile(reads, 'if header :contains "subject" "never-seen" { discard; }\n');
+    await writeFile(envelope, 'require "envelope";\nif envelope :is "from" "never@seen.example" { discard; }\n');
+    let t = await open(['relay-acl', { sieve: { scripts: [reads] } }]);
+    try {
+      await t.put('zzz', ZZZ);
+      assert.deepEqual(await t.rules(), ['data:1:zzz']);
+      const p = assertProblem(await t.put('zzz', ZZZ, { stage: 'rcpt' }), 422, 'unprocessable');
+      assert.match(String(p.detail), /zzz cannot be at stage rcpt: the sieve plugin's files/);
+      assert.deepEqual(t.acted(await t.dry('order@b.example', 'hello')), ['data:zzz:reject']);
+    } finally {
+      await t.api.close();
+    }
+    t = await open(['relay-acl', { sieve: { scripts: [envelope] } }]);
+    try {
+      await t.put('zzz', ZZZ);
+      assert.deepEqual(await t.rules(), ['rcpt:1:zzz']);
+      assert.deepEqual(t.acted(await t.dry('order@b.example', 'hello')), ['rcpt:zzz:reject']);
+    } finally {
+      await t.api.close();
     }
   });
 });

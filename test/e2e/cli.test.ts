@@ -95,6 +95,24 @@ describe('postern check-config', { concurrency: true }, () => {
     assert.match(r.stderr, /^plugins\.yaml:3:5: plugins\.1: .*no-such-plugin/m);
   });
 
+  it("checks the sieve plugin's scripts: one that does not compile, one that does not exist, each at its key path", async () => {
+    await file('cc-broken.sieve', 'if foo { keep; }\n');
+    await file('cc-good.sieve', 'require "fileinto";\nfileinto "Archive";\n');
+    const cfg = await file('cc-sieve.yaml', 'plugins:\n  - relay-acl\n  - sieve:\n      scripts: [cc-broken.sieve, cc-missing.sieve, cc-good.sieve]\n');
+    const r = await runCli(['check-config', '--config', cfg], { cwd: dir });
+    assert.equal(r.code, 1);
+    assert.equal(r.stdout, '');
+    assert.deepEqual(r.stderr.trimEnd().split('\n'), [
+      "cc-sieve.yaml:4:17: plugins.1.sieve.scripts.0: cc-broken.sieve:1:4: unknown test 'foo'",
+      'cc-sieve.yaml:4:34: plugins.1.sieve.scripts.1: no such file: cc-missing.sieve',
+      '2 problems in cc-sieve.yaml',
+    ]);
+    const good = await file('cc-sieve-good.yaml', 'plugins:\n  - sieve: { scripts: [cc-good.sieve] }\n');
+    const ok = await runCli(['check-config', '--config', good], { cwd: dir });
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal(ok.stdout, 'ok: cc-sieve-good.yaml\n');
+  });
+
   it('an unknown option is a usage error (exit 2)', async () => {
     const r = await runCli(['check-config', '--bogus'], { cwd: dir });
     assert.equal(r.code, 2);
@@ -156,6 +174,23 @@ describe('postern start', { concurrency: true }, () => {
     const r = await runCli(['start', '--config', cfg], { cwd: dir });
     assert.equal(r.code, 1);
     assert.match(r.stderr, /^start-bad\.yaml:3:11: listen\.smtp\.port: expected number, received string$/m);
+  });
+
+  it("refuses the sieve plugin's broken or missing script as check-config reports it, before starting anything", async () => {
+    await file('start-broken.sieve', 'if foo { keep; }\n');
+    const data = (name: string) => `data_dir: ${JSON.stringify(join(dir, name))}\nlisten:\n  smtp: { host: 127.0.0.1, port: 0 }\n`;
+    const cases: [string, string, string][] = [
+      ['start-broken.yaml', 'start-broken.sieve', "start-broken.yaml:5:24: plugins.0.sieve.scripts.0: start-broken.sieve:1:4: unknown test 'foo'"],
+      ['start-missing.yaml', 'start-missing.sieve', 'start-missing.yaml:5:24: plugins.0.sieve.scripts.0: no such file: start-missing.sieve'],
+    ];
+    for (const [name, script, want] of cases) {
+      const cfg = await file(name, `${data(`${name}.data`)}plugins:\n  - sieve: { scripts: [${script}] }\n`);
+      const r = await runCli(['start', '--config', cfg], { cwd: dir });
+      assert.equal(r.code, 1, r.stderr);
+      assert.equal(r.stderr.trimEnd(), want);
+      const check = await runCli(['check-config', '--config', cfg], { cwd: dir });
+      assert.equal(check.stderr.split('\n')[0], want);
+    }
   });
 
   it('an unknown option is a usage error (exit 2)', async () => {

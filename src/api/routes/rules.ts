@@ -3,9 +3,14 @@
 // line/column errors, and nothing is stored. Every change makes a new version of the whole rule
 // set; a rollback makes a new version equal to an old one (scripts, order and activation).
 //
-// Each rule has a stage (rcpt: envelope-only, also run at RCPT; data: run at DATA), a position
-// within its stage and an active flag (sieve/rule-order.ts). PUT may set them with the script;
-// PATCH /v1/rules/{name} changes them alone; PUT /v1/rules/stages/{stage} reorders a whole stage.
+// The rules run in one order (name order unless ordered otherwise); each has a position within
+// its stage and an active flag, and its stage follows from the order: rcpt for the envelope-only
+// rules that lead it (also decided at RCPT), data from the first rule that reads the message on
+// (sieve/rule-order.ts). PUT may place the rule with the script; PATCH /v1/rules/{name} moves it
+// or switches it on or off; PUT /v1/rules/stages/{stage} reorders a whole stage. A `stage` asked
+// for is checked: a rule that would come out at the other one is refused (422, nothing stored).
+// A move without one takes the stage that follows (an envelope-only rule moved to the head of
+// stage data, right after the rcpt rules, is decided at RCPT like them).
 //
 // ETag of a rule: its name, script, stage, position and activation (so a change to another rule
 // makes it stale only when it moved the rule). ETag of a stage: its name and order.
@@ -76,6 +81,9 @@ function placed(rules: Rule[], name: string, to: Parameters<typeof place>[2], fi
   }
 }
 
+/** The stage a PUT or PATCH asked for, for the repository to check (RuleSetDraft.expect). */
+const expected = (name: string, to: { stage?: RuleStage }) => (to.stage ? { expect: { name, stage: to.stage } } : {});
+
 export function registerRuleRoutes(app: FastifyInstance, ctx: ApiContext): void {
   const { rules } = ctx;
 
@@ -97,7 +105,7 @@ export function registerRuleRoutes(app: FastifyInstance, ctx: ApiContext): void 
     const { id } = parseInput(versionParam, req.params, 'path');
     const v = await rules.getVersion(id);
     if (!v) throw notFound(`rule set version ${id}`);
-    return withEtag(reply, { ...summary(v), rules: rules.rulesOf(v).map(view) });
+    return withEtag(reply, { ...summary(v), rules: (await rules.rulesOf(v)).map(view) });
   });
 
   app.post('/v1/rules/versions/:id/rollback', { config: { scope: 'write' } }, async (req, reply) => {
@@ -133,9 +141,12 @@ export function registerRuleRoutes(app: FastifyInstance, ctx: ApiContext): void 
       const meta = Object.fromEntries(current.map((r) => [r.name, { stage: r.stage, position: r.stage === stage ? order.indexOf(r.name) + 1 : r.position, active: r.active }]));
       return { scripts: Object.fromEntries(current.map((r) => [r.name, r.script])), meta };
     });
-    await ctx.audit.record({ token: who(req), action: 'rules.order', method: req.method, path: req.url, resource: `rules/stages/${stage}`, before: { stage, order: before }, after: { stage, order, version: v.id } });
+    // The stage as it came out: the rule put first at stage data joins stage rcpt when it and
+    // every rule before it ask only envelope questions.
+    const now = stageOrder(after, stage);
+    await ctx.audit.record({ token: who(req), action: 'rules.order', method: req.method, path: req.url, resource: `rules/stages/${stage}`, before: { stage, order: before }, after: { stage, order: now, version: v.id } });
     ctx.log.info({ evt: 'api.change', token: who(req), action: 'rules.order', stage, version: v.id }, `stage ${stage} reordered in version ${v.id}`);
-    void reply.header('etag', stageTag(stage, order));
+    void reply.header('etag', stageTag(stage, now));
     return { stage, version: v.id, rules: after.filter((r) => r.stage === stage).map(view) };
   });
 
@@ -158,11 +169,9 @@ export function registerRuleRoutes(app: FastifyInstance, ctx: ApiContext): void 
     const { version: v, rules: after } = await rules.change(who(req), { op: 'put', name }, (current) => {
       before = current.find((r) => r.name === name);
       checkPreconditions(req, before ? ruleTag(before) : null);
-      // A new rule without a stage goes where its script can run: rcpt when it asks only
-      // envelope questions (as the plugin always ran such leading scripts early), else data.
-      const stage = to.stage ?? before?.stage ?? (rules.envelopeOnly(script) ? 'rcpt' : 'data');
-      const meta = placed(current, name, { ...to, stage }, '/body/position');
-      return { scripts: { ...Object.fromEntries(current.map((r) => [r.name, r.script])), [name]: script }, meta };
+      // A new rule without a place goes to its name-order place; its stage follows from there.
+      const meta = placed(current, name, to, '/body/position');
+      return { scripts: { ...Object.fromEntries(current.map((r) => [r.name, r.script])), [name]: script }, meta, ...expected(name, to) };
     });
     const rule = after.find((r) => r.name === name)!;
     await ctx.audit.record({ token: who(req), action: 'rules.put', method: req.method, path: req.url, resource: `rules/${name}`, before: before ? view(before) : null, after: { ...view(rule), version: v.id } });
@@ -180,7 +189,7 @@ export function registerRuleRoutes(app: FastifyInstance, ctx: ApiContext): void 
       before = current.find((r) => r.name === name);
       checkPreconditions(req, before ? ruleTag(before) : null);
       if (!before) throw notFound(`rule ${name}`);
-      return { scripts: Object.fromEntries(current.map((r) => [r.name, r.script])), meta: placed(current, name, to, '/body/position') };
+      return { scripts: Object.fromEntries(current.map((r) => [r.name, r.script])), meta: placed(current, name, to, '/body/position'), ...expected(name, to) };
     });
     const rule = after.find((r) => r.name === name)!;
     await ctx.audit.record({ token: who(req), action: 'rules.settings', method: req.method, path: req.url, resource: `rules/${name}`, before: before ? view(before) : null, after: { ...view(rule), version: v.id } });

@@ -1,6 +1,9 @@
-// The loader: built-ins, paths, packages; option validation with key paths; init and close.
+// The loader: built-ins, paths, packages; option validation with key paths; the plugins' own
+// checks of the files their options name; init and close.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fromObject, type Config } from '../../../src/config/load.js';
 import { ConfigError } from '../../../src/config/errors.js';
@@ -100,4 +103,49 @@ test('validation does not run init; a failing init closes what was opened', asyn
   c.relay.networks = ['999.0.0.0/8'];
   await validatePluginConfig(c);
   await assert.rejects(loadPipeline(c, deps()), /plugin relay-acl: init failed: .*999\.0\.0\.0\/8/);
+});
+
+test("a plugin's checkFiles: each problem under the entry's key path, with the others, and no init runs", async () => {
+  const { inits } = await import('../../fixtures/plugins/checked-plugin.js');
+  const plugins = [{ './plugins/checked-plugin.ts': { files: ['plugins/sample-plugin.ts', 'nope.txt', 'plugins/nope.js'] } }, { dnsbl: { zones: 'zen.example' } }];
+  const entry = 'plugins.0."./plugins/checked-plugin.ts"';
+  const got = await problems(plugins);
+  assert.deepEqual(
+    got.filter((g) => g.startsWith('plugins.0')),
+    [`${entry}.files.1: no such file: nope.txt`, `${entry}.files.2: no such file: plugins/nope.js`],
+  );
+  assert.ok(got.some((g) => g.startsWith('plugins.1.dnsbl.zones')), got.join('\n'));
+  // The same problems stop a start, before any init.
+  const before = inits.count;
+  await assert.rejects(loadPipeline(config([{ './plugins/checked-plugin.ts': { files: ['nope.txt'] } }]), deps()), (e: unknown) => e instanceof ConfigError && e.problems.map((p) => `${p.path}: ${p.message}`).join() === `${entry}.files.0: no such file: nope.txt`);
+  assert.equal(inits.count, before);
+  // A check that throws is one problem at the entry; one with nothing to say lets the load go on.
+  assert.deepEqual(await problems([{ './plugins/checked-plugin.ts': { explode: true } }]), [`${entry}: checked: cannot check its files: boom`]);
+  const d = deps();
+  const p = await loadPipeline(config([{ './plugins/checked-plugin.ts': { files: ['plugins/sample-plugin.ts'] } }]), d);
+  assert.equal(inits.count, before + 1);
+  await p.close();
+  await d.store.close();
+});
+
+test('the sieve plugin checks its scripts: a file that does not compile, one that does not exist, at their key paths', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'postern-loader-'));
+  try {
+    await writeFile(join(dir, 'broken.sieve'), 'if foo { keep; }\n');
+    await writeFile(join(dir, 'good.sieve'), 'keep;\n');
+    const c = fromObject({ plugins: [{ sieve: { scripts: ['broken.sieve', 'missing.sieve', 'good.sieve'] } }] }, join(dir, 'postern.yaml'));
+    const want = ["plugins.0.sieve.scripts.0: broken.sieve:1:4: unknown test 'foo'", 'plugins.0.sieve.scripts.1: no such file: missing.sieve'];
+    const err = await validatePluginConfig(c).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof ConfigError, String(err));
+    assert.deepEqual(err.problems.map((p) => `${p.path}: ${p.message}`), want);
+    // Start refuses with the same problems, not with an init failure.
+    await assert.rejects(loadPipeline(c, deps()), (e: unknown) => e instanceof ConfigError && JSON.stringify(e.problems.map((p) => `${p.path}: ${p.message}`)) === JSON.stringify(want));
+    const ok = fromObject({ plugins: [{ sieve: { scripts: ['good.sieve'] } }] }, join(dir, 'postern.yaml'));
+    await validatePluginConfig(ok);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
