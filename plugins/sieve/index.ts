@@ -65,6 +65,7 @@ import type { Config } from '../../src/config/load.js';
 import type { Store } from '../../src/store/store.js';
 import { logEvent } from '../../src/log/logger.js';
 import { compile, type CompiledScript } from '../../src/sieve/compile.js';
+import { compileOptions } from '../../src/sieve/config.js';
 import { run, type SieveHost, type SieveResult } from '../../src/sieve/interpret.js';
 import { splitMessage, unfold, type HeaderField } from '../../src/sieve/message.js';
 import type { SieveAction } from '../../src/sieve/actions.js';
@@ -124,7 +125,7 @@ export class RuleSet {
   private compile(text: string, name: string): CompiledScript | null {
     const key = createHash('sha256').update(text).digest('hex');
     if (this.byText.has(key)) return this.byText.get(key)!;
-    const r = compile(text, { limits: { maxRedirects: this.global.sieve.limits.max_redirects } });
+    const r = compile(text, compileOptions(this.global.sieve));
     if (!r.ok) logEvent(this.log, 'error', 'plugin.sieve.compile_error', { rule: name, errors: r.errors.slice(0, 10) }, `${name}: does not compile; ${r.errors.map((e) => `${e.line}:${e.column}: ${e.message}`).join('; ')}`);
     const c = r.ok ? r.script : null;
     if (this.byText.size > 1000) this.byText.clear();
@@ -137,7 +138,7 @@ export class RuleSet {
     const problems: string[] = [];
     for (const path of this.paths) {
       const [text, st] = await Promise.all([readFile(path, 'utf8'), stat(path)]);
-      const r = compile(text, { limits: { maxRedirects: this.global.sieve.limits.max_redirects } });
+      const r = compile(text, compileOptions(this.global.sieve));
       if (!r.ok) {
         problems.push(...r.errors.map((e) => `${path}:${e.line}:${e.column}: ${e.message}`));
         continue;
@@ -236,7 +237,7 @@ export async function checkScripts(scripts: string[], global: Config): Promise<O
       problems.push({ path, message: unreadable(written, e as NodeJS.ErrnoException) });
       continue;
     }
-    const r = compile(text, { limits: { maxRedirects: global.sieve.limits.max_redirects } });
+    const r = compile(text, compileOptions(global.sieve));
     if (!r.ok) problems.push(...r.errors.map((e) => ({ path, message: `${written}:${e.line}:${e.column}: ${e.message}` })));
   }
   return problems;

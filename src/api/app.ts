@@ -25,6 +25,7 @@ import { ApiMetrics } from './metrics.js';
 import { RateLimiter } from './rate-limit.js';
 import { GatewayFiles } from './gateway-files.js';
 import { RuleRepository } from './rules-repository.js';
+import { compileOptions } from '../sieve/config.js';
 import { registerHealthRoutes } from './routes/health.js';
 import { registerRuleRoutes } from './routes/rules.js';
 import { registerRelayRoutes } from './routes/relay.js';
@@ -70,7 +71,7 @@ export interface BuiltApi {
 /** The admin rules, with the stages the sieve plugin runs them at after its own files. */
 function ruleRepository({ config, store }: ApiDeps): RuleRepository {
   const files = GatewayFiles.fromConfig(config);
-  return new RuleRepository(store, config.sieve.limits.max_redirects, () => files.allEnvelopeOnly());
+  return new RuleRepository(store, compileOptions(config.sieve), () => files.allEnvelopeOnly());
 }
 
 export async function buildApi(deps: ApiDeps): Promise<BuiltApi> {

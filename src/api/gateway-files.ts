@@ -11,7 +11,8 @@ import { readFile, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Config } from '../config/load.js';
 import { asksOnlyEnvelope } from '../sieve/analyze.js';
-import { compile } from '../sieve/compile.js';
+import { compile, type CompileOptions } from '../sieve/compile.js';
+import { compileOptions } from '../sieve/config.js';
 
 const STAT_INTERVAL_MS = 1000;
 
@@ -28,14 +29,14 @@ export class GatewayFiles {
 
   constructor(
     paths: string[],
-    private readonly maxRedirects: number,
+    private readonly compileWith: CompileOptions,
   ) {
     this.files = paths.map((path) => ({ path, envelopeOnly: false }));
   }
 
   /** The files of the config's sieve plugin entry (none without one). */
   static fromConfig(config: Pick<Config, 'plugins' | 'baseDir' | 'sieve'>): GatewayFiles {
-    return new GatewayFiles(sieveScripts(config).map((p) => resolve(config.baseDir, p)), config.sieve.limits.max_redirects);
+    return new GatewayFiles(sieveScripts(config).map((p) => resolve(config.baseDir, p)), compileOptions(config.sieve));
   }
 
   /** True when every file can be decided at RCPT (so when there is none). */
@@ -53,7 +54,7 @@ export class GatewayFiles {
       const st = await stat(f.path);
       const version = `${st.mtimeMs}:${st.size}`;
       if (version === f.version) return;
-      const r = compile(await readFile(f.path, 'utf8'), { limits: { maxRedirects: this.maxRedirects } });
+      const r = compile(await readFile(f.path, 'utf8'), this.compileWith);
       f.version = version;
       if (r.ok) f.envelopeOnly = asksOnlyEnvelope(r.script);
     } catch {

@@ -19,7 +19,7 @@
 // refused (422) with the reason.
 import { randomBytes } from 'node:crypto';
 import type { Store } from '../store/store.js';
-import { compile } from '../sieve/compile.js';
+import { compile, type CompileOptions } from '../sieve/compile.js';
 import { asksOnlyEnvelope } from '../sieve/analyze.js';
 import type { SieveError } from '../sieve/ast.js';
 import { orderRules, parseMeta, serializeMeta, type OrderedRule, type RuleMeta, type RuleStage } from '../sieve/rule-order.js';
@@ -79,7 +79,8 @@ export class RuleRepository {
    */
   constructor(
     private readonly store: Store,
-    private readonly maxRedirects: number,
+    /** How rules compile: `sieve.limits` and `sieve.extensions` (sieve/config.ts compileOptions). */
+    private readonly compileWith: CompileOptions,
     private readonly leadEarly: () => Promise<boolean> = () => Promise.resolve(true),
   ) {
     this.unsubscribe = store.subscribe(RULES_CHANNEL, () => this.forget());
@@ -87,7 +88,7 @@ export class RuleRepository {
 
   /** The compile errors of `script`, or [] when it compiles (with the gateway's limits). */
   check(script: string): SieveError[] {
-    const r = compile(script, { limits: { maxRedirects: this.maxRedirects } });
+    const r = compile(script, this.compileWith);
     return r.ok ? [] : r.errors;
   }
 
@@ -97,7 +98,7 @@ export class RuleRepository {
   envelopeOnly(script: string): boolean {
     let known = this.envelopeOnlyByText.get(script);
     if (known === undefined) {
-      const r = compile(script, { limits: { maxRedirects: this.maxRedirects } });
+      const r = compile(script, this.compileWith);
       known = r.ok && asksOnlyEnvelope(r.script);
       if (this.envelopeOnlyByText.size > 1000) this.envelopeOnlyByText.clear();
       this.envelopeOnlyByText.set(script, known);

@@ -192,3 +192,17 @@ describe('/v1/rules', () => {
     assertProblem(await api.call({ url: '/v1/audit?since=yesterday' }), 400, 'bad-request');
   });
 });
+
+describe('/v1/rules with sieve.extensions', () => {
+  let api: TestApi;
+  before(async () => (api = await startApi({ sieve: { extensions: ['reject', 'envelope'] } })));
+  after(() => api.close());
+
+  it('a rule requiring an extension the config does not enable is 422 and not stored; an enabled one is stored', async () => {
+    const r = await api.call({ method: 'PUT', url: '/v1/rules/file', body: { script: 'require "fileinto";\nfileinto "Junk";\n' }, token: WRITER });
+    const p = assertProblem(r, 422, 'invalid-sieve');
+    assert.deepEqual((p.errors as unknown[])[0], { line: 1, column: 9, message: 'extension "fileinto" is not enabled here (sieve.extensions)' });
+    assert.equal(await api.store.hget('sieve:rules', 'file'), null);
+    assert.equal((await api.call({ method: 'PUT', url: '/v1/rules/spam', body: { script: REJECT_SPAM }, token: WRITER })).status, 201);
+  });
+});
