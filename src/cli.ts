@@ -10,12 +10,11 @@ import { processIo } from './cli/io.js';
 
 const argv = process.argv.slice(2);
 // `postern queue list | head -1`: the reader went away, so the rest of the output has nowhere
-// to go. Stop quietly, as a command killed by SIGPIPE would, instead of an EPIPE stack trace.
-// (The daemon's log stream is left alone: losing its reader is not a reason to stop serving.)
+// to go. It is dropped, and the command finishes as it would have (its exit code, its clean-up)
+// instead of dying with an EPIPE stack trace. (The daemon's log stream is left alone.)
 if (argv[0] !== 'start') {
   process.stdout.on('error', (e: NodeJS.ErrnoException) => {
-    if (e.code !== 'EPIPE') throw e;
-    process.exit(process.exitCode ?? 0);
+    if (e.code !== 'EPIPE' && e.code !== 'ERR_STREAM_DESTROYED') throw e;
   });
 }
 const code = await main(argv, processIo());

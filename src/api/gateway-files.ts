@@ -26,6 +26,7 @@ interface GatewayFile {
 export class GatewayFiles {
   private readonly files: GatewayFile[];
   private checkedAt = Number.NEGATIVE_INFINITY;
+  private refreshing: Promise<void> = Promise.resolve();
 
   constructor(
     paths: string[],
@@ -44,8 +45,10 @@ export class GatewayFiles {
     if (this.files.length === 0) return true;
     if (Date.now() - this.checkedAt >= STAT_INTERVAL_MS) {
       this.checkedAt = Date.now();
-      await Promise.all(this.files.map((f) => this.refresh(f)));
+      this.refreshing = Promise.all(this.files.map((f) => this.refresh(f))).then(() => undefined);
     }
+    // A call made while the files are being read waits for that read, not for the next one.
+    await this.refreshing;
     return this.files.every((f) => f.envelopeOnly);
   }
 

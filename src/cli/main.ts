@@ -50,10 +50,11 @@ Changes the user directory; a running daemon sees the change at once.`,
   },
   sieve: {
     summary: 'compile or try Sieve scripts',
-    usage: `Usage: postern sieve check FILE...
+    usage: `Usage: postern sieve check [--config FILE] FILE...
        postern sieve test --script FILE --message FILE --from ADDR --to ADDR [--config FILE] [--json]
 
-check prints FILE:LINE:COL: message for each error (exit 1); test prints the actions.`,
+check prints FILE:LINE:COL: message for each error (exit 1), with the config's sieve.extensions
+and limits when --config is given; test prints the actions.`,
     run: delegate('sieve', './sieve.js', 'runSieveCommand'),
     delegated: true,
   },

@@ -19,6 +19,7 @@ import { dropMessage } from '../queue/maildrop.js';
 import { rfc5322Date } from '../smtp/received.js';
 import type { Envelope } from '../queue/envelope.js';
 import { EXIT, say, usageError, type CliIo } from './io.js';
+import { encodeHeaderValue } from '../sieve/mime-write.js';
 
 export const SENDMAIL_USAGE = `Usage: postern sendmail [-t] [-f ADDR] [-i] [-F NAME] [--config FILE] [RCPT...] < message
 
@@ -128,23 +129,30 @@ export async function runSendmail(argv: string[], io: CliIo): Promise<number> {
   const now = new Date();
   const add: string[] = [];
   add.push(`Received: by ${config.hostname} (Postern, from userid ${process.getuid?.() ?? 0})\r\n\tid ${id}; ${rfc5322Date(now)}\r\n`);
-  if (!get('From').length) add.push(`From: ${o.fullName ? `"${o.fullName.replace(/["\\\r\n]/g, '')}" ` : ''}<${sender}>\r\n`);
+  if (!get('From').length) add.push(`From: ${displayName(o.fullName)}<${sender}>\r\n`);
   if (!get('Date').length) add.push(`Date: ${rfc5322Date(now)}\r\n`);
   if (!get('Message-ID').length) add.push(`Message-ID: <${id}@${config.hostname}>\r\n`);
   const received = add.shift()!;
   // The input's own bytes as they came (latin1 round-trips them); what is added here (the sender,
   // a -F name) is text, written as UTF-8.
-  const head = Buffer.concat([Buffer.from(received, 'utf8'), Buffer.from(header, 'latin1'), Buffer.from(add.join(''), 'utf8')]);
-  const message = Buffer.concat([head, Buffer.from(`\r\n${body}`, 'latin1')]);
+  const message = Buffer.concat([Buffer.from(received, 'utf8'), Buffer.from(header, 'latin1'), Buffer.from(add.join(''), 'utf8'), Buffer.from(`\r\n${body}`, 'latin1')]);
   const envelope: Envelope = {
     mailFrom: sender === '<>' ? '' : sender,
     recipients: unique.map((address) => ({ address })),
     ...(/[\x80-\xff]/.test(body) ? { body: '8BITMIME' as const } : {}),
-    // RFC 6531: a UTF-8 address in the envelope, or UTF-8 in the header, needs SMTPUTF8 onwards.
-    ...([sender, ...unique].some((a) => /[^\p{ASCII}]/u.test(a)) || head.some((b) => b > 0x7f) ? { smtputf8: true } : {}),
+    // RFC 6531: a UTF-8 address in the envelope needs SMTPUTF8 onwards. 8-bit header text alone
+    // does not (a next hop without SMTPUTF8 still takes it, as mail over SMTP without the flag).
+    ...([sender, ...unique].some((a) => /[^\p{ASCII}]/u.test(a)) ? { smtputf8: true } : {}),
     source: { listener: 'local', remoteAddress: '127.0.0.1', protocol: 'local', authUser: login },
     receivedAt: now.getTime(),
   };
   await dropMessage(config.data_dir, id, envelope, message);
   return EXIT.ok;
+}
+
+/** `-F NAME` as the From phrase: quoted when ASCII, else an RFC 2047 encoded word. */
+function displayName(name: string | undefined): string {
+  const clean = name?.replace(/["\\\r\n]/g, '');
+  if (!clean) return '';
+  return /^[\x20-\x7e]*$/.test(clean) ? `"${clean}" ` : `${encodeHeaderValue(clean)} `;
 }

@@ -20,7 +20,7 @@ import { run, type SieveResult } from '../sieve/interpret.js';
 import type { SieveHost } from '../sieve/registry.js';
 import { EXIT, say } from './io.js';
 
-export const SIEVE_USAGE = `Usage: postern sieve check FILE...
+export const SIEVE_USAGE = `Usage: postern sieve check [--config FILE] FILE...
        postern sieve test --script FILE --message FILE --from ADDR --to ADDR [--config FILE] [--json]`;
 
 export interface SieveCommandIo {
@@ -40,7 +40,21 @@ function loadSieveConfig(io: SieveCommandIo, explicit: string | undefined): Siev
   return loadConfig(explicit, io.env ?? process.env).sieve;
 }
 
-async function check(files: string[], io: SieveCommandIo): Promise<number> {
+async function check(argv: string[], io: SieveCommandIo): Promise<number> {
+  let files: string[];
+  let explicit: string | undefined;
+  try {
+    const parsed = parseArgs({ args: argv, options: { config: { type: 'string', short: 'c' } }, strict: true, allowPositionals: true });
+    files = parsed.positionals;
+    explicit = parsed.values.config;
+  } catch (e) {
+    say(io.stderr, `postern sieve check: ${(e as Error).message}`);
+    say(io.stderr, SIEVE_USAGE);
+    return EXIT.usage;
+  }
+  // With --config (or a config the caller loaded) the site's sieve.extensions and limits apply, as
+  // in the daemon; without one, every extension this build has.
+  const options = explicit !== undefined || io.config ? compileOptions(loadSieveConfig(io, explicit)) : {};
   if (files.length === 0) {
     say(io.stderr, 'postern sieve check: no FILE given');
     say(io.stderr, SIEVE_USAGE);
@@ -56,7 +70,7 @@ async function check(files: string[], io: SieveCommandIo): Promise<number> {
       failed = true;
       continue;
     }
-    const r = compile(text);
+    const r = compile(text, options);
     if (!r.ok) {
       failed = true;
       for (const e of r.errors) say(io.stderr, `${f}:${e.line}:${e.column}: ${e.message}`);

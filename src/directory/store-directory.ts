@@ -187,8 +187,9 @@ export class StoreDirectory implements Directory {
       }
       let r: Resolution | null;
       if (visited.has(a.address)) {
-        // The chain came back to an address it passed: that address means its own mailbox now.
-        r = await this.resolveLocal(a, false);
+        // The chain came back to an address it passed: that address means its own mailbox now
+        // (postmaster's included, which needs no user record).
+        r = await this.orPostmaster(a, (await this.resolveLocal(a, false)) ?? { kind: 'unknown' });
       } else {
         visited.add(a.address);
         if (depth > MAX_DEPTH) {

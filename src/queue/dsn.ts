@@ -109,10 +109,11 @@ export function buildDsn(input: DsnInput): Buffer {
         ? 'Delivery Status Notification (Relayed)'
         : 'Successful Mail Delivery Report';
   const to = envelope.mailFrom || `postmaster@${input.reportingMta}`;
-  // RFC 6533: with a UTF-8 address the report is message/global-delivery-status, whose address
-  // fields may be `utf-8` typed; the DSN itself then goes out with SMTPUTF8, so its To: header
-  // and notification text carry the addresses as they are (RFC 6532).
-  const global = !isAscii(to) || input.recipients.some((r) => !isAscii(r.final));
+  // RFC 6533: with a UTF-8 address, or an original sent with SMTPUTF8 (its header may be UTF-8),
+  // the report is global: message/global-delivery-status, whose address fields may be `utf-8`
+  // typed, and the original as message/global or message/global-headers. The DSN then goes out
+  // with SMTPUTF8 (dsnNeedsSmtputf8), so its To: header and text carry addresses as they are.
+  const global = dsnNeedsSmtputf8(envelope, input.recipients);
 
   const human: string[] = [`This is the mail system at host ${input.reportingMta}.`, ''];
   if (kinds.has('failed')) human.push("I'm sorry to have to inform you that your message could not", 'be delivered to one or more recipients. It is attached below.', '');
@@ -159,7 +160,7 @@ export function buildDsn(input: DsnInput): Buffer {
     `Message-ID: <${input.queueId}.${randomBytes(4).toString('hex')}.dsn@${oneLine(input.reportingMta)}>`,
     'Auto-Submitted: auto-replied',
     'MIME-Version: 1.0',
-    `Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary="${boundary}"`,
+    `Content-Type: multipart/report; report-type=${global ? 'global-delivery-status' : 'delivery-status'};\r\n\tboundary="${boundary}"`,
     ...(eightBit || global ? ['Content-Transfer-Encoding: 8bit'] : []),
     '',
     'This is a MIME-encapsulated message.',
@@ -179,7 +180,7 @@ export function buildDsn(input: DsnInput): Buffer {
     ...status,
     '',
     `--${boundary}`,
-    hdrsOnly ? 'Content-Type: text/rfc822-headers' : 'Content-Type: message/rfc822',
+    `Content-Type: ${global ? (hdrsOnly ? 'message/global-headers' : 'message/global') : hdrsOnly ? 'text/rfc822-headers' : 'message/rfc822'}`,
     `Content-Description: ${hdrsOnly ? 'Undelivered Message Headers' : 'Undelivered Message'}`,
     ...(eightBit ? ['Content-Transfer-Encoding: 8bit'] : []),
     '',

@@ -1,8 +1,8 @@
 // Config keys owned by Sieve: `sieve`.
 //   extensions: the capabilities scripts may `require` (default: every one this build has); a
 //     script that requires another fails to compile, wherever it is compiled (admin rules, the
-//     gateway's script files, users' scripts over ManageSieve, the REST API, `postern sieve`), and
-//     ManageSieve advertises only these.
+//     gateway's script files, users' scripts over ManageSieve, the REST API, `postern sieve test`,
+//     and `postern sieve check --config`), and ManageSieve advertises only these.
 import { z } from 'zod';
 import { duration } from '../config/units.js';
 import type { CompileOptions } from './compile.js';

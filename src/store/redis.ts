@@ -418,8 +418,10 @@ export class RedisStore implements Store {
       try {
         found = await this.main.posternFormat(this.k(FORMAT_KEY), String(REDIS_FORMAT));
       } catch (e) {
-        // WRONGTYPE: the key holds a hash or a list, no format this build wrote.
-        if (isReplyError(e)) throw this.metNewerFormat('(not a string)');
+        // WRONGTYPE: the key holds a hash or a list, no format this build wrote. Any other error
+        // reply (BUSY, READONLY, OOM, NOPERM, LOADING) says nothing about the data: a temporary
+        // failure, tried again by the next command or the timer.
+        if (isReplyError(e) && /^WRONGTYPE\b/.test((e as Error).message)) throw this.metNewerFormat('(not a string)');
         if (e instanceof Error && /timed out/i.test(e.message)) this.setStalled(true);
         throw new StoreUnavailableError(e instanceof Error ? e.message : String(e), { cause: e });
       }

@@ -38,6 +38,12 @@ describe('GatewayFiles', () => {
     assert.equal(await files([{ sieve: { scripts: ['broken.sieve'] } }]).allEnvelopeOnly(), false);
   });
 
+  it('calls made together on a fresh instance all wait for the first read', async () => {
+    await writeFile(join(dir, 'env2.sieve'), ENVELOPE);
+    const f = files([{ sieve: { scripts: ['env2.sieve'] } }]);
+    assert.deepEqual(await Promise.all([f.allEnvelopeOnly(), f.allEnvelopeOnly(), f.allEnvelopeOnly()]), [true, true, true]);
+  });
+
   it('an edited file is read again after the stat interval; a broken edit keeps the last answer', async () => {
     const path = join(dir, 'edited.sieve');
     await writeFile(path, ENVELOPE);

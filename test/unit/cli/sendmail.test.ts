@@ -58,7 +58,7 @@ test('sendmail -t -i writes one maildrop file; queue list shows it', async () =>
   }
 });
 
-test('sendmail -t with UTF-8: a UTF-8 To: address is the envelope recipient, a -F name and the message bytes stay UTF-8', async () => {
+test('sendmail -t with UTF-8: a UTF-8 To: address is the envelope recipient (SMTPUTF8), a -F name is an encoded word, the message bytes stay as sent', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'postern-sendmail-'));
   try {
     const cfg = join(dir, 'postern.yaml');
@@ -72,9 +72,15 @@ test('sendmail -t with UTF-8: a UTF-8 To: address is the envelope recipient, a -
     assert.equal(envelope.smtputf8, true);
     const text = message.toString('utf8');
     assert.doesNotMatch(text, /\uFFFD/, 'every byte is valid UTF-8');
-    assert.match(text, /^From: "Jörg" <me@example\.test>\r$/m);
+    assert.match(text, /^From: =\?UTF-8\?B\?SsO2cmc=\?= <me@example\.test>\r$/m);
     assert.match(text, /^To: Jöran <jöran@far\.test>\r$/m);
     assert.ok(text.endsWith('\r\n\r\nbödy\r\n'));
+
+    // UTF-8 header text with ASCII addresses needs no SMTPUTF8: a next hop without it takes it.
+    const b = io('To: r@far.test\nSubject: Café\n\nx\n');
+    assert.equal(await runSendmail(['-t', '-f', 'me@example.test', '-F', 'José', '--config', cfg], b.io), 0, b.err());
+    const second = (await readdir(d.new)).find((n) => n !== file)!;
+    assert.equal(parseSpoolFile(await readFile(join(d.new, second))).envelope.smtputf8, undefined);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -142,6 +142,10 @@ describe('directory: postmaster (RFC 5321 §4.5.1)', () => {
     await d.setAlias('postmaster@first.test', ['admin@first.test']);
     assert.deepEqual((await d.expand('postmaster@other.test'))?.local.map((l) => l.user), ['admin@first.test']);
     assert.deepEqual((await d.expand('postmaster@first.test'))?.local.map((l) => l.user), ['admin@first.test']);
+    // An alias that leads back to the first domain's postmaster ends in its mailbox.
+    await d.setAlias('postmaster@first.test', ['postmaster@other.test']);
+    assert.deepEqual((await d.expand('postmaster@first.test'))?.local.map((l) => l.user), ['postmaster@first.test']);
+    assert.deepEqual((await d.expand('postmaster@other.test'))?.local.map((l) => l.user), ['postmaster@first.test']);
     await d.addUser('postmaster@other.test', 'pw');
     assert.deepEqual(await d.resolve('postmaster@other.test'), { kind: 'local', user: 'postmaster@other.test' });
     assert.deepEqual(await d.resolve('postmaster@elsewhere.test'), { kind: 'foreign' });

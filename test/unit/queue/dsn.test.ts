@@ -59,6 +59,8 @@ test('UTF-8 addresses (RFC 6533): the To: header and the report keep them as UTF
   assert.match(text, /^Final-Recipient: utf-8; jöran@far\.test$/m);
   assert.match(text, /^<jöran@far\.test>: failed: 550 5\.1\.1 n\?pe$/m, 'a remote diagnostic stays ASCII');
   assert.match(text, /^Content-Type: message\/global-delivery-status$/m);
+  assert.match(text, /^Content-Type: multipart\/report; report-type=global-delivery-status;/m);
+  assert.match(text, /^Content-Type: message\/global$/m, 'the original, sent with SMTPUTF8');
   assert.match(text, /^Content-Type: text\/plain; charset=utf-8$/m);
   assert.equal(dsnNeedsSmtputf8(env, [{ final: 'jöran@far.test' }]), true);
   assert.equal(dsnNeedsSmtputf8({ ...envelope('s@example.net', ['x@far.test']) }, [{ final: 'x@far.test' }]), false);

@@ -33,6 +33,11 @@ describe('postern sieve check', () => {
     assert.equal(r.err, `${f('bad.sieve')}:3:3: unknown command 'filein'\n`);
   });
   it('no file is a usage error', async () => assert.equal((await cli(['check'])).code, 2));
+  it('with a config, sieve.extensions applies: a script requiring another extension is an error', async () => {
+    const r = await cli(['check', f('good.sieve')], { extensions: ['fileinto'] });
+    assert.equal(r.code, 1);
+    assert.match(r.err, /good\.sieve:1:22: extension "imap4flags" is not enabled here \(sieve\.extensions\)\n/);
+  });
 });
 
 describe('postern sieve test', () => {

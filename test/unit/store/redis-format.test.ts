@@ -149,6 +149,25 @@ describe('redis store: format key', () => {
     }
   });
 
+  it('an error reply other than WRONGTYPE (here NOPERM: a user without EVAL) is a temporary failure, not a newer format', async () => {
+    const prefix = freshPrefix();
+    const user = `noeval${n}`;
+    await admin.call('ACL', 'SETUSER', user, 'on', 'nopass', '~*', '&*', '+@all', '-eval', '-evalsha');
+    const s = open(prefix, { url: redis.url.replace('redis://', `redis://${user}@`) });
+    try {
+      await s.ready(); // reachable, and nothing says the data is in another format
+      await assert.rejects(s.get('k'), (e: unknown) => e instanceof StoreUnavailableError && !(e instanceof StoreFormatError) && /NOPERM/.test(e.message));
+      assert.doesNotMatch(storeHealth(s).error ?? '', /newer Postern/);
+      await admin.call('ACL', 'SETUSER', user, '+eval', '+evalsha');
+      await s.set('k', 'v');
+      assert.equal(await s.get('k'), 'v');
+      await waitFor(() => storeHealth(s).healthy, 'health once the format could be read');
+    } finally {
+      await s.close();
+      await admin.call('ACL', 'DELUSER', user);
+    }
+  });
+
   it('with Redis down at start, ready() resolves (an outage); once Redis answers the node sets the format and works', async () => {
     const prefix = freshPrefix();
     await redis.kill();
