@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { removeDir, startDaemon, type RunningDaemon } from '../helpers/daemon.js';
 import { openSmtp } from '../helpers/smtp-client.js';
 import { waitFor } from '../helpers/wait.js';
-import { checkResponse } from './harness.js';
+import { daemonApi } from './harness.js';
 
 const TOKEN = 'rule-order-token-0123456789';
 const AAA = 'require "reject";\nif header :contains "subject" "order" { reject "from aaa"; }\n';
@@ -23,17 +23,7 @@ interface Sent {
 
 describe('admin rules in their order, through SMTP and the dry-run of a running daemon', () => {
   let d: RunningDaemon;
-  let base: string;
-  const api = async (method: string, path: string, body?: unknown) => {
-    const r = await fetch(`${base}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${TOKEN}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-    });
-    const text = await r.text();
-    checkResponse(method, path, r.status, r.headers.get('content-type') ?? undefined, text);
-    return { status: r.status, json: <T>() => JSON.parse(text) as T };
-  };
+  let api: ReturnType<typeof daemonApi>;
 
   before(async () => {
     d = await startDaemon(
@@ -45,7 +35,7 @@ describe('admin rules in their order, through SMTP and the dry-run of a running 
       },
       { timeoutMs: 60_000 },
     );
-    base = `http://127.0.0.1:${d.ports.api}`;
+    api = daemonApi(d.ports.api!, TOKEN);
     assert.equal((await d.cli(['user', 'add', 'bob@example.test', '--password-stdin'], 'pw\n')).code, 0);
   });
   after(async () => {

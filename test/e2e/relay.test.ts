@@ -10,14 +10,9 @@ import nodemailer from 'nodemailer';
 import { startDaemon, removeDir, type RunningDaemon } from '../helpers/daemon.js';
 import { startDnsServer, type RunningDnsServer } from '../helpers/dns-server.js';
 import { startSink, type RunningSink } from '../helpers/smtp-sink.js';
+import { until } from '../helpers/wait.js';
 
-async function waitFor(ok: () => boolean | Promise<boolean>, ms = 15_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await ok())) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const waitFor = (ok: () => boolean | Promise<boolean>, ms = 15_000) => until(ok, ms);
 
 const spoolIds = async (d: RunningDaemon) => (await readdir(join(d.dataDir, 'spool', 'q')).catch(() => [] as string[])).filter((f) => /^[0-9A-Z]{18}$/.test(f));
 

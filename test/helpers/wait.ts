@@ -21,6 +21,15 @@ export async function waitFor<T>(fn: () => T | Promise<T>, ok: (v: T) => boolean
   return v;
 }
 
+/** Resolves once `ok` holds; throws when it still does not after `ms`. */
+export async function until(ok: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await ok())) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
 /** The messages of `user@example.test` (or one of its Maildir++ folders), read by Python; [] if none yet. */
 export async function readMaildir(d: RunningDaemon, user: string, folder = ''): Promise<StoredMessage[]> {
   return pythonJson<StoredMessage[]>(READ_MAILDIR, [join(d.dataDir, 'mail', 'example.test', user), folder]).catch(() => []);

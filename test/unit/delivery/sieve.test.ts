@@ -279,59 +279,64 @@ describe('user sieve at delivery', () => {
     assert.ok(ttl > 3 * 86400_000 - 60_000 && ttl <= 3 * 86400_000, `ttl ${ttl}`);
   });
 
-  it('vacation: a delivery that died after claiming the reply, before queueing it: its retry sends it, other messages wait for the claim to run out', async () => {
-    let now = Date.now();
-    const clocked = new MemoryStore({ now: () => now });
+  /**
+   * A 7-day vacation script on a store whose clock the test moves; `make` builds a delivery (a
+   * process) with its own submit, `dying` one whose submit never returns (it died while queueing).
+   */
+  async function vacationClock() {
+    const c = { now: Date.now() };
+    const clocked = new MemoryStore({ now: () => c.now });
     await clocked.hset(`sieve:scripts:${USER}`, 'main', 'require "vacation";\nvacation :days 7 "I am away.";\n');
     await clocked.set(`sieve:active:${USER}`, 'main');
     const replies: string[] = [];
     const make = (submit: (env: Envelope) => Promise<string>) => new LocalDelivery(testConfig(t.dir), new DirSyncer(), {}, { store: clocked, submit });
-    const req = (qid: string, checkExisting = false) => ({ qid, sender: 'bob@remote.test', receivedAt: now, user: USER, message: Buffer.from(MSG), checkExisting });
+    const replying = () => make(async (env) => (replies.push(env.recipients[0]!.address), `R${replies.length}`));
+    const dying = () => make(() => new Promise<string>(() => undefined));
+    const req = (qid: string, checkExisting = false) => ({ qid, sender: 'bob@remote.test', receivedAt: c.now, user: USER, message: Buffer.from(MSG), checkExisting });
+    const claimed = () => waitUntil(async () => (await clocked.keys('sieve:vacation:')).length === 1);
+    return { c, clocked, replies, replying, dying, req, claimed };
+  }
+
+  it('vacation: a delivery that died after claiming the reply, before queueing it: its retry sends it, other messages wait for the claim to run out', async () => {
+    const v = await vacationClock();
     try {
-      // The first process claims the period, then dies while queueing the reply (its submit never returns).
-      const dying = make(() => new Promise<string>(() => undefined));
-      void dying.deliver(req('CRASHQ'));
-      await waitUntil(async () => (await clocked.keys('sieve:vacation:')).length === 1);
-      const [key] = await clocked.keys('sieve:vacation:');
-      assert.equal(await clocked.get(key!), 'pending:CRASHQ');
-      assert.ok((await clocked.ttl(key!)) <= VACATION_PENDING_TTL_MS);
+      // The first process claims the period, then dies while queueing the reply.
+      void v.dying().deliver(v.req('CRASHQ'));
+      await v.claimed();
+      const [key] = await v.clocked.keys('sieve:vacation:');
+      assert.equal(await v.clocked.get(key!), 'pending:CRASHQ');
+      assert.ok((await v.clocked.ttl(key!)) <= VACATION_PENDING_TTL_MS);
 
       // After a restart: another message from the sender, meanwhile, gets no second reply...
-      const restarted = make(async (env) => (replies.push(env.recipients[0]!.address), `R${replies.length}`));
-      await restarted.deliver(req('OTHERQ'));
-      assert.deepEqual(replies, []);
+      const restarted = v.replying();
+      await restarted.deliver(v.req('OTHERQ'));
+      assert.deepEqual(v.replies, []);
       // ...the retry of the delivery that died sends the reply, once, and records the period.
-      await restarted.deliver(req('CRASHQ', true));
-      await restarted.deliver(req('CRASHQ', true));
-      assert.deepEqual(replies, ['bob@remote.test']);
-      assert.equal(await clocked.get(key!), 'sent:CRASHQ');
-      now += 6 * 86400_000;
-      await restarted.deliver(req('LATERQ'));
-      assert.deepEqual(replies, ['bob@remote.test'], 'still within the period');
+      await restarted.deliver(v.req('CRASHQ', true));
+      await restarted.deliver(v.req('CRASHQ', true));
+      assert.deepEqual(v.replies, ['bob@remote.test']);
+      assert.equal(await v.clocked.get(key!), 'sent:CRASHQ');
+      v.c.now += 6 * 86400_000;
+      await restarted.deliver(v.req('LATERQ'));
+      assert.deepEqual(v.replies, ['bob@remote.test'], 'still within the period');
     } finally {
-      await clocked.close();
+      await v.clocked.close();
     }
   });
 
   it('vacation: a claim whose delivery never came back runs out, and the sender is answered again', async () => {
-    let now = Date.now();
-    const clocked = new MemoryStore({ now: () => now });
-    await clocked.hset(`sieve:scripts:${USER}`, 'main', 'require "vacation";\nvacation :days 7 "I am away.";\n');
-    await clocked.set(`sieve:active:${USER}`, 'main');
-    const replies: string[] = [];
-    const make = (submit: (env: Envelope) => Promise<string>) => new LocalDelivery(testConfig(t.dir), new DirSyncer(), {}, { store: clocked, submit });
-    const req = (qid: string) => ({ qid, sender: 'bob@remote.test', receivedAt: now, user: USER, message: Buffer.from(MSG), checkExisting: false });
+    const v = await vacationClock();
     try {
-      void make(() => new Promise<string>(() => undefined)).deliver(req('LOSTQ'));
-      await waitUntil(async () => (await clocked.keys('sieve:vacation:')).length === 1);
-      const live = make(async (env) => (replies.push(env.recipients[0]!.address), `R${replies.length}`));
-      await live.deliver(req('Q2'));
-      assert.deepEqual(replies, []);
-      now += VACATION_PENDING_TTL_MS + 1;
-      await live.deliver(req('Q3'));
-      assert.deepEqual(replies, ['bob@remote.test']);
+      void v.dying().deliver(v.req('LOSTQ'));
+      await v.claimed();
+      const live = v.replying();
+      await live.deliver(v.req('Q2'));
+      assert.deepEqual(v.replies, []);
+      v.c.now += VACATION_PENDING_TTL_MS + 1;
+      await live.deliver(v.req('Q3'));
+      assert.deepEqual(v.replies, ['bob@remote.test']);
     } finally {
-      await clocked.close();
+      await v.clocked.close();
     }
   });
 

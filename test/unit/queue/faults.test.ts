@@ -15,6 +15,7 @@ import { startSink, type RunningSink, type SinkOptions } from '../../helpers/smt
 import { FakeDirectory } from './fake-directory.js';
 import { captureLogger, envelope, message, tempDir, testConfig } from './helpers.js';
 import { failFolderSyncs } from './folder-sync-faults.js';
+import { until } from '../../helpers/wait.js';
 
 let dns: RunningDnsServer;
 before(async () => {
@@ -52,14 +53,6 @@ async function setup(port: number, extra: { retry?: string[]; concurrency?: numb
   return { ...t, ...cap, q };
 }
 
-async function waitFor(ok: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await ok())) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
-
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const spoolFiles = async (dir: string) => readdir(join(dir, 'spool', 'q'));
 const count = (lines: Record<string, unknown>[], evt: string) => lines.filter((l) => l.evt === evt).length;
@@ -77,7 +70,7 @@ test('a relayed message whose durable removal fails is not sent again (its done-
     let failures = 0;
     removals.remove = (paths, durable) => (failures++ === 0 ? Promise.reject(Object.assign(new Error('EIO: unlink'), { code: 'EIO' })) : real(paths, durable));
     await s.q.accept(s.q.newId(), envelope('alice@example.test', ['x@remote.test']), message('hello\r\n'));
-    await waitFor(async () => (await spoolFiles(s.dir)).length === 0 && failures >= 2);
+    await until(async () => (await spoolFiles(s.dir)).length === 0 && failures >= 2);
     await s.q.idle();
     assert.equal(s0.by['remote.test']!.messages.length, 1, 'sent once');
     assert.equal(count(s.lines, 'delivery.deferred'), 1);
@@ -97,7 +90,7 @@ test('a failed done-mark of one destination ends the round only after the other 
     let writes = 0;
     spool.writeState = (id, state) => (writes++ === 0 ? Promise.reject(Object.assign(new Error('ENOSPC: no space left'), { code: 'ENOSPC' })) : real(id, state));
     await s.q.accept(s.q.newId(), envelope('alice@example.test', ['x@a.test', 'y@b.test']), message('hello\r\n'));
-    await waitFor(async () => (await spoolFiles(s.dir)).length === 0);
+    await until(async () => (await spoolFiles(s.dir)).length === 0);
     await s.q.idle();
     assert.ok(writes >= 2, 'the failed done-mark was written again');
     assert.equal(s0.by['a.test']!.messages.length, 1);
@@ -121,7 +114,7 @@ test('a removal whose folder fsync fails after the unlinks: the entry is dropped
       if (calls++ === 0) throw Object.assign(new Error('EIO: fsync'), { code: 'EIO' });
     };
     await s.q.accept(s.q.newId(), envelope('alice@example.test', ['x@remote.test']), message('hello\r\n'));
-    await waitFor(() => count(s.lines, 'spool.gone') === 1);
+    await until(() => count(s.lines, 'spool.gone') === 1);
     await sleep(400); // four retry periods
     assert.equal(count(s.lines, 'delivery.deferred'), 1);
     assert.equal(s.q.entries().length, 0);
@@ -165,7 +158,7 @@ test('bounce of an entry waiting for its first round: a DSN to the sender, nothi
     await s.q.accept(id, envelope('alice@example.test', ['y@two.test']), message('second\r\n'));
     assert.equal(await s.q.bounce(id), true);
     const inbox = join(s.dir, 'mail', 'example.test', 'alice', 'new');
-    await waitFor(async () => (await spoolFiles(s.dir)).length === 0 && (await readdir(inbox).catch(() => [])).length === 1);
+    await until(async () => (await spoolFiles(s.dir)).length === 0 && (await readdir(inbox).catch(() => [])).length === 1);
     await s.q.idle();
     assert.equal(s0.by['one.test']!.messages.length, 1);
     assert.equal(s0.by['two.test']!.messages.length, 0, 'the bounced message was not relayed');
@@ -188,7 +181,7 @@ test('delete during a round with another round asked for: the round in progress 
     await s.q.idle(); // both deferred for an hour
     open = true;
     await s.q.retry(id, 'a.test'); // a round starts: a.test, slow
-    await waitFor(() => s0.by['a.test']!.rcptSeen.length >= 2);
+    await until(() => s0.by['a.test']!.rcptSeen.length >= 2);
     await s.q.retry(id, 'b.test'); // asks for a round after this one
     assert.equal(await s.q.remove(id), true);
     await sleep(300);
@@ -243,7 +236,7 @@ test('copies of one transaction, all committed: each is delivered once', async (
       { id: s.q.newId(), envelope: envelope('sender@remote.test', ['x@remote.test']), message: message('copy two\r\n') },
     ]);
     const inbox = join(s.dir, 'mail', 'example.test', 'alice', 'new');
-    await waitFor(async () => (await spoolFiles(s.dir)).length === 0 && (await readdir(inbox).catch(() => [])).length === 1);
+    await until(async () => (await spoolFiles(s.dir)).length === 0 && (await readdir(inbox).catch(() => [])).length === 1);
     await s.q.idle();
     assert.equal(s0.by['remote.test']!.messages.length, 1);
     assert.match(s0.by['remote.test']!.messages[0]!.data.toString(), /copy two/);

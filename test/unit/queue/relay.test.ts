@@ -15,6 +15,7 @@ import { FakeDirectory } from './fake-directory.js';
 import { LiveRoutes, RELAY_ROUTES_KEY } from '../../../src/policy/routes.js';
 import { failingStore } from '../../helpers/failing-store.js';
 import { captureLogger, envelope, message, tempDir, testConfig } from './helpers.js';
+import { until } from '../../helpers/wait.js';
 
 let dns: RunningDnsServer;
 before(async () => {
@@ -31,14 +32,6 @@ async function setup(sinkPort: number, extra: Record<string, unknown> = {}) {
   const cap = captureLogger();
   const make = () => createMessageQueue({ config, log: cap.log, directory, outbound: new Outbound({ config, dns: createResolver(config.dns), log: cap.log, client: { connectTimeoutMs: 2000 } }) });
   return { ...t, config, ...cap, make };
-}
-
-async function waitFor(ok: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await ok())) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 25));
-  }
 }
 
 const spoolIds = async (dir: string) => (await readdir(join(dir, 'spool', 'q'))).filter((f) => !f.includes('.'));
@@ -69,7 +62,7 @@ test('5xx: the local sender gets one RFC 3464 DSN (Python parses it); the entry 
     const env = envelope('alice@example.test', ['nobody@remote.test', 'ok@remote.test']);
     env.recipients[0]!.orcpt = 'rfc822;nobody@remote.test';
     await q.accept(id, env, message('hello\r\n'));
-    await waitFor(async () => (await maildirNew(s.dir)).length === 1 && (await spoolIds(s.dir)).length === 0);
+    await until(async () => (await maildirNew(s.dir)).length === 1 && (await spoolIds(s.dir)).length === 0);
     assert.equal(sink.messages.length, 1);
     assert.deepEqual(sink.messages[0]!.to, ['ok@remote.test']);
     const [dsn] = await pythonJson<{ type: string; report_type: string; parts: string[]; return_path: string; groups: Record<string, string>[] }[]>(PARSE_DSN, [join(s.dir, 'mail', 'example.test', 'alice', 'new')]);
@@ -100,7 +93,7 @@ test('null MX bounces at once, without a connection attempt', async () => {
     const q = s.make();
     await q.start();
     await q.accept(q.newId(), envelope('alice@example.test', ['x@nomail.test']), message('x\r\n'));
-    await waitFor(async () => (await maildirNew(s.dir)).length === 1 && (await spoolIds(s.dir)).length === 0);
+    await until(async () => (await maildirNew(s.dir)).length === 1 && (await spoolIds(s.dir)).length === 0);
     const [dsn] = await pythonJson<{ groups: Record<string, string>[] }[]>(PARSE_DSN, [join(s.dir, 'mail', 'example.test', 'alice', 'new')]);
     assert.equal(dsn!.groups[1]!['Status'], '5.1.10');
     assert.equal(dsn!.groups[1]!['Action'], 'failed');
@@ -119,7 +112,7 @@ test('4xx then accepted: retried and delivered exactly once', async () => {
     const q = s.make();
     await q.start();
     await q.accept(q.newId(), envelope('alice@example.test', ['x@grey.test']), message('x\r\n'));
-    await waitFor(async () => sink.messages.length === 1 && (await spoolIds(s.dir)).length === 0);
+    await until(async () => sink.messages.length === 1 && (await spoolIds(s.dir)).length === 0);
     await new Promise((r) => setTimeout(r, 300));
     assert.equal(sink.messages.length, 1);
     assert.equal(sink.rcptSeen.length, 3);
@@ -144,11 +137,11 @@ test('a domain routed in the store while its routes were never read: deferred, t
     const q = createMessageQueue({ config: s.config, log: s.log, directory: new FakeDirectory(['example.test'], ['alice@example.test']), routes: new LiveRoutes(s.config.routes, store), outbound: new Outbound({ config: s.config, dns: createResolver(s.config.dns), log: s.log, client: { connectTimeoutMs: 2000 } }) });
     await q.start();
     await q.accept(q.newId(), envelope('alice@example.test', ['x@partner.test']), message('x\r\n'));
-    await waitFor(() => s.lines.some((l) => l.evt === 'delivery.deferred'));
+    await until(() => s.lines.some((l) => l.evt === 'delivery.deferred'));
     assert.equal(sink.messages.length, 0);
     assert.equal((await spoolIds(s.dir)).length, 1, 'still queued');
     down.clear();
-    await waitFor(async () => sink.messages.length === 1 && (await spoolIds(s.dir)).length === 0);
+    await until(async () => sink.messages.length === 1 && (await spoolIds(s.dir)).length === 0);
     assert.deepEqual(await maildirNew(s.dir), [], 'no bounce, no delay notice');
     await q.stop();
   } finally {
@@ -172,7 +165,7 @@ test('next hop down for a while, then up; a restart in between: every message de
     q = s.make();
     await q.start();
     await sink.up();
-    await waitFor(async () => (await spoolIds(s.dir)).length === 0);
+    await until(async () => (await spoolIds(s.dir)).length === 0);
     await new Promise((r) => setTimeout(r, 300));
     assert.deepEqual(sink.messages.map((m) => m.to[0]).sort(), ['u0@later.test', 'u1@later.test', 'u2@later.test', 'u3@later.test', 'u4@later.test']);
     await q.stop();
@@ -190,7 +183,7 @@ test('outbound.lifetime: a recipient deferred past it fails with a DSN; delay no
     const q = s.make();
     await q.start();
     await q.accept(q.newId(), envelope('alice@example.test', ['x@busy.test']), message('x\r\n'));
-    await waitFor(async () => (await maildirNew(s.dir)).length === 2 && (await spoolIds(s.dir)).length === 0);
+    await until(async () => (await maildirNew(s.dir)).length === 2 && (await spoolIds(s.dir)).length === 0);
     const dsns = await pythonJson<{ groups: Record<string, string>[] }[]>(PARSE_DSN, [join(s.dir, 'mail', 'example.test', 'alice', 'new')]);
     assert.deepEqual(dsns.map((d) => d.groups[1]!['Action']).sort(), ['delayed', 'failed']);
     const failed = dsns.find((d) => d.groups[1]!['Action'] === 'failed')!;

@@ -22,6 +22,7 @@ import { startSink, type RunningSink } from '../../helpers/smtp-sink.js';
 import { failingStore } from '../../helpers/failing-store.js';
 import { FakeDirectory } from './fake-directory.js';
 import { captureLogger, envelope, message, tempDir, testConfig } from './helpers.js';
+import { until } from '../../helpers/wait.js';
 
 const MX_HOST = '127.0.0.15';
 const ROUTE_HOST = '127.0.0.16';
@@ -72,14 +73,6 @@ async function setup() {
   return { ...t, config, make, ...cap };
 }
 
-async function waitFor(ok: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await ok())) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
-
 const spoolIds = async (dir: string) => (await readdir(join(dir, 'spool', 'q'))).filter((f) => !f.includes('.'));
 /** Notices (DSNs) come back to the local sender's Maildir. */
 const notices = async (dir: string) => readdir(join(dir, 'mail', 'example.test', 'alice', 'new')).catch(() => [] as string[]);
@@ -97,7 +90,7 @@ test('a route added in the store while a recipient waits on a failing MX lookup:
     await q.start();
     const id = q.newId();
     await q.accept(id, envelope('alice@example.test', ['a@ok1.test', 'b@z1.test']), message('x\r\n'));
-    await waitFor(async () => (await statusOf(s.dir, id, 'b@z1.test')) === 'deferred');
+    await until(async () => (await statusOf(s.dir, id, 'b@z1.test')) === 'deferred');
     assert.match(s.lines.find((l) => l.evt === 'delivery.deferred' && l.rcpt === 'b@z1.test')!.err as string, /DNS lookup of z1\.test failed/);
     assert.equal(sentTo(mx, 'a@ok1.test').length, 1);
 
@@ -105,7 +98,7 @@ test('a route added in the store while a recipient waits on a failing MX lookup:
     await storeRoute(store, 'z1.test', routeTo(hop));
     await storeRoute(store, 'ok1.test', routeTo(hop));
     assert.equal(await q.retry(), 1);
-    await waitFor(async () => (await spoolIds(s.dir)).length === 0);
+    await until(async () => (await spoolIds(s.dir)).length === 0);
     await settle();
     assert.deepEqual(sentTo(hop, 'b@z1.test').map((m) => m.to), [['b@z1.test']]);
     assert.equal(sentTo(hop, 'a@ok1.test').length, 0, 'the recipient relayed before is never sent again');
@@ -126,13 +119,13 @@ test('a route added to the config, then a restart: the retry of the deferred rec
     await q1.start();
     const id = q1.newId();
     await q1.accept(id, envelope('alice@example.test', ['user@z2.test']), message('x\r\n'));
-    await waitFor(async () => (await statusOf(s.dir, id, 'user@z2.test')) === 'deferred');
+    await until(async () => (await statusOf(s.dir, id, 'user@z2.test')) === 'deferred');
     await q1.stop();
 
     const q2 = s.make(s.config({ 'z2.test': routeTo(hop) }));
     await q2.start();
     assert.equal(await q2.retry(), 1);
-    await waitFor(async () => (await spoolIds(s.dir)).length === 0);
+    await until(async () => (await spoolIds(s.dir)).length === 0);
     await settle();
     assert.deepEqual(sentTo(hop, 'user@z2.test').map((m) => m.to), [['user@z2.test']]);
     assert.deepEqual(await notices(s.dir), [], 'no DSN');
@@ -155,14 +148,14 @@ test('a route removed while mail waits for its next hop: the retry goes by MX, a
     await q.start();
     const id = q.newId();
     await q.accept(id, envelope('alice@example.test', ['user@gone3.test']), message('x\r\n'));
-    await waitFor(async () => (await statusOf(s.dir, id, 'user@gone3.test')) === 'deferred');
+    await until(async () => (await statusOf(s.dir, id, 'user@gone3.test')) === 'deferred');
     assert.equal(sentTo(mx, 'user@gone3.test').length, 0);
 
     // The next hop is back, but the route is gone: MX it is.
     await old.up();
     await store.hdel(RELAY_ROUTES_KEY, 'gone3.test');
     await q.retry();
-    await waitFor(async () => (await spoolIds(s.dir)).length === 0);
+    await until(async () => (await spoolIds(s.dir)).length === 0);
     await settle();
     assert.equal(sentTo(mx, 'user@gone3.test').length, 1);
     assert.equal(old.messages.length, 0, 'not to the removed route');
@@ -184,7 +177,7 @@ test("a retry while the store's routes were never read: a recipient without a co
     await q1.start();
     const id = q1.newId();
     await q1.accept(id, envelope('alice@example.test', ['user@w4.test']), message('x\r\n'));
-    await waitFor(async () => (await statusOf(s.dir, id, 'user@w4.test')) === 'deferred');
+    await until(async () => (await statusOf(s.dir, id, 'user@w4.test')) === 'deferred');
     await q1.stop();
 
     // A restart in a store outage; the domain's MX would answer now, and the store holds a route.
@@ -195,7 +188,7 @@ test("a retry while the store's routes were never read: a recipient without a co
     await q2.start();
     const deferredBefore = s.lines.filter((l) => l.evt === 'delivery.deferred').length;
     await q2.retry();
-    await waitFor(() => s.lines.filter((l) => l.evt === 'delivery.deferred').length > deferredBefore);
+    await until(() => s.lines.filter((l) => l.evt === 'delivery.deferred').length > deferredBefore);
     await settle();
     assert.equal(sentTo(mx, 'user@w4.test').length, 0, 'never by MX while the routes are unknown');
     assert.equal(sentTo(hop, 'user@w4.test').length, 0);
@@ -205,7 +198,7 @@ test("a retry while the store's routes were never read: a recipient without a co
 
     keys.clear();
     await q2.retry();
-    await waitFor(async () => (await spoolIds(s.dir)).length === 0);
+    await until(async () => (await spoolIds(s.dir)).length === 0);
     await settle();
     assert.equal(sentTo(hop, 'user@w4.test').length, 1);
     assert.equal(sentTo(mx, 'user@w4.test').length, 0);
@@ -241,7 +234,7 @@ test('a .state file of an earlier build, with each target\'s "via": it loads, th
     await q.start();
     assert.deepEqual(q.entries().map((e) => e.targets?.map((t) => t.status)), [['deferred', 'deferred']]);
     await q.retry();
-    await waitFor(async () => sentTo(mx, 'user@old5.test').length === 1 && (await statusOf(s.dir, id, 'user@old5.test')) === 'done');
+    await until(async () => sentTo(mx, 'user@old5.test').length === 1 && (await statusOf(s.dir, id, 'user@old5.test')) === 'done');
     await settle();
     const st = await readFile(join(s.dir, 'spool', 'q', `${id}.state`), 'utf8');
     assert.doesNotMatch(st, /"via"|s3cret/, 'the old next hop is not written back');
