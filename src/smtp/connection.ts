@@ -16,7 +16,10 @@
 //   - unknown or disabled command → 500 5.5.2; the smtp.max_bad_commands-th → 421 4.7.0 and close
 //   - AUTH before TLS where AUTH needs TLS → 538 5.7.11 (RFC 4954 §6)
 //   - MAIL/RCPT/DATA without AUTH where AUTH is required → 530 5.7.0 (RFC 4954 §6)
-//   - MAIL/RCPT parameters (params.ts) → 501 5.5.4 / 555 5.5.4
+//   - DATA or RSET with an argument, AUTH without a mechanism → 501 5.5.4; AUTH during a mail
+//     transaction → 503 5.5.1 (RFC 4954 §4)
+//   - MAIL/RCPT parameters (params.ts) → 501 5.5.4 / 555 5.5.4; a path whose quoted local part
+//     holds spaces reaches the library's parser as a stand-in (_parseAddressCommand)
 //   - HELO/EHLO/LHLO → the `helo` pipeline stage, then the library; a greeting refused by either
 //     changes nothing (RFC 5321 §4.1.4), one both accept is recorded (controller.greeted)
 //   - ETRN (RFC 1985) → etrn.ts, where the listener has it (then also advertised in EHLO)
@@ -45,7 +48,7 @@ import type { Logger } from 'pino';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
 import { classMatches, enhancedForLibraryReply, LEADING_ENHANCED_RE, Replies, type SmtpReply } from './replies.js';
-import { parseMailParams, parseRcptParams } from './params.js';
+import { leadingPath, parseMailParams, parseRcptParams } from './params.js';
 import { inRanges, type Range } from '../address/cidr.js';
 import { logEvent } from '../log/logger.js';
 import { readProxyHeader } from '../proxy/proxy-reader.js';
@@ -376,6 +379,27 @@ export class PosternConnection extends SMTPConnection {
   override _onClose(): void {
     super._onClose();
     this.controller.closed(this);
+  }
+
+  /**
+   * RFC 5321 §4.1.2: a Quoted-string local part may hold spaces ("john smith"@example.test). The
+   * library splits the line at whitespace before it reads the path, so such a path is handed to
+   * it as a stand-in without the quoted part, and the real address put back in what it returns;
+   * session.ts then parses it with the full grammar (address.ts). An "@" inside the quotes stays
+   * refused by the library (a routing trick; see relay-acl).
+   */
+  override _parseAddressCommand(rawName: string, rawCommand: Buffer | string): ReturnType<SMTPConnection['_parseAddressCommand']> {
+    const line = rawCommand.toString();
+    const colon = line.indexOf(':');
+    const rest = colon < 0 ? '' : line.slice(colon + 1).trimStart();
+    const lead = leadingPath(rest);
+    if (!lead || !/\s/.test(lead.path)) return super._parseAddressCommand(rawName, rawCommand);
+    const inner = lead.path.slice(1, -1).replace(/^@[^\s,:@]+(?:,@[^\s,:@]+)*:/, '');
+    const at = inner.lastIndexOf('@');
+    if (at < 0 || inner.slice(0, at).includes('@')) return false;
+    const parsed = super._parseAddressCommand(rawName, `${line.slice(0, colon + 1)}<quoted${inner.slice(at)}>${lead.after}`);
+    if (parsed) parsed.address = inner;
+    return parsed;
   }
 
   override _onCommand(command: Buffer, callback?: () => void): void {

@@ -46,16 +46,39 @@ export function encodeXtext(s: string): string {
   return out;
 }
 
+/**
+ * The "<...>" path at the start of `rest` and what follows it. A quoted local part (RFC 5321
+ * §4.1.2 Quoted-string) may hold spaces and ">", so the path ends at the first ">" outside
+ * quotes; otherwise it is the first whitespace-separated token. Null when there is no such path.
+ */
+export function leadingPath(rest: string): { path: string; after: string } | null {
+  if (!rest.startsWith('<')) return null;
+  let quoted = false;
+  for (let i = 1; i < rest.length; i++) {
+    const c = rest[i];
+    if (quoted && c === '\\') i++;
+    else if (c === '"') quoted = !quoted;
+    else if (!quoted && (c === '>' || c === '<')) {
+      if (c === '<') return null;
+      const path = rest.slice(0, i + 1);
+      const after = rest.slice(i + 1);
+      // Outside quotes a path has no spaces, and a parameter follows only after one.
+      if (after !== '' && !/^\s/.test(after)) return null;
+      return { path, after };
+    } else if (!quoted && /\s/.test(c!)) return null;
+  }
+  return null;
+}
+
 /** Splits "MAIL FROM:<a@b> K=V K2" into the path and the parameter list. */
 export function splitPathAndParams(line: string): { path: string; params: [string, string | true][] } | null {
   const colon = line.indexOf(':');
   if (colon < 0) return null;
-  const rest = line.slice(colon + 1).trim();
-  // The path is the first whitespace-separated token, as smtp-server splits it.
-  const parts = rest.split(/\s+/).filter(Boolean);
-  const path = parts.shift() ?? '';
   // A malformed path is smtp-server's to refuse (501 5.1.7 / 5.1.3), before any parameter.
-  if (!/^<[^<>]*>$/.test(path)) return null;
+  const lead = leadingPath(line.slice(colon + 1).trim());
+  if (!lead) return null;
+  const path = lead.path;
+  const parts = lead.after.split(/\s+/).filter(Boolean);
   const params: [string, string | true][] = parts.map((p) => {
     const eq = p.indexOf('=');
     return eq < 0 ? [p.toUpperCase(), true] : [p.slice(0, eq).toUpperCase(), p.slice(eq + 1)];

@@ -254,3 +254,23 @@ test('SMTPUTF8: the Received header names a UTF-8 recipient in UTF-8 (RFC 6532),
     await h.close();
   }
 });
+
+test('quoted local parts with spaces (RFC 5321 §4.1.2) are addresses, parameters after them still count; "@" inside quotes stays refused', async () => {
+  const h = await startHarness({ config: { routes: { 'corp.example': 'smtp://10.0.0.5:25' } } });
+  try {
+    const s = await ehlo(h);
+    await s.cmd('MAIL FROM:<"john smith"@sender.example> SIZE=100 BODY=8BITMIME', '250 2.1.0');
+    await s.cmd('RCPT TO:<"a b>c"@corp.example> NOTIFY=NEVER', '250 2.1.5');
+    await s.cmd('RCPT TO:<"x@foreign.example"@example.test>', '501 5.1.3');
+    await s.cmd('RCPT TO:<"unterminated @corp.example>', '501 5.1.3');
+    await s.cmd('RCPT TO:<"a b"@corp.example> BOGUS=1', '555 5.5.4');
+    await s.cmd('DATA', '354');
+    await s.cmd(MSG, '250 2.0.0');
+    s.close();
+    const m = h.queue.accepted[0]!;
+    assert.equal(m.envelope.mailFrom, '"john smith"@sender.example');
+    assert.deepEqual(m.envelope.recipients, [{ address: '"a b>c"@corp.example', notify: ['NEVER'] }]);
+  } finally {
+    await h.close();
+  }
+});

@@ -1,7 +1,7 @@
 // MAIL/RCPT parameter parsing (RFC 3461 xtext, NOTIFY, ORCPT, RET, ENVID; RFC 1870 SIZE).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { decodeXtext, isXtext, parseMailParams, parseRcptParams } from '../../../src/smtp/params.js';
+import { decodeXtext, isXtext, leadingPath, parseMailParams, parseRcptParams } from '../../../src/smtp/params.js';
 
 const o = { dsn: true, smtputf8: true };
 
@@ -69,4 +69,20 @@ for (const [line, want] of rcptCases) {
 test('DSN parameters are unsupported (555) when DSN is off', () => {
   const r = parseRcptParams('RCPT TO:<a@b> NOTIFY=NEVER', { dsn: false });
   assert.ok(!r.ok && r.reply.code === 555);
+});
+
+test('leadingPath: the path ends at the first ">" outside quotes; spaces only inside them', () => {
+  const cases: [string, { path: string; after: string } | null][] = [
+    ['<a@b.example> SIZE=1', { path: '<a@b.example>', after: ' SIZE=1' }],
+    ['<>', { path: '<>', after: '' }],
+    ['<"john smith"@b.example> BODY=8BITMIME', { path: '<"john smith"@b.example>', after: ' BODY=8BITMIME' }],
+    ['<"a>b \\" c"@b.example>', { path: '<"a>b \\" c"@b.example>', after: '' }],
+    ['<@r.example:"x y"@b.example>', { path: '<@r.example:"x y"@b.example>', after: '' }],
+    ['<a b@b.example>', null],
+    ['<"unterminated@b.example>', null],
+    ['<a@b.example>SIZE=1', null],
+    ['<a<b@b.example>', null],
+    ['a@b.example', null],
+  ];
+  for (const [input, want] of cases) assert.deepEqual(leadingPath(input), want, input);
 });
