@@ -177,6 +177,11 @@ function parseLiteral(input: string, rest: string): string {
 }
 
 /** Domain part of an address, or null when it does not parse. */
+/** True when the address needs SMTPUTF8 to travel (RFC 6531 §3.4): it holds a non-ASCII character. */
+export function needsSmtputf8(address: string): boolean {
+  return /[^\p{ASCII}]/u.test(address);
+}
+
 export function domainOf(address: string): string | null {
   try {
     return parseAddress(address).domain;

@@ -17,6 +17,7 @@ import { loadConfig } from '../config/load.js';
 import { newQueueId } from '../queue/queue-id.js';
 import { dropMessage } from '../queue/maildrop.js';
 import { rfc5322Date } from '../smtp/received.js';
+import { needsSmtputf8 } from '../address/address.js';
 import type { Envelope } from '../queue/envelope.js';
 import { EXIT, say, usageError, type CliIo } from './io.js';
 import { encodeHeaderValue } from '../sieve/mime-write.js';
@@ -142,7 +143,7 @@ export async function runSendmail(argv: string[], io: CliIo): Promise<number> {
     ...(/[\x80-\xff]/.test(body) ? { body: '8BITMIME' as const } : {}),
     // RFC 6531: a UTF-8 address in the envelope needs SMTPUTF8 onwards. 8-bit header text alone
     // does not (a next hop without SMTPUTF8 still takes it, as mail over SMTP without the flag).
-    ...([sender, ...unique].some((a) => /[^\p{ASCII}]/u.test(a)) ? { smtputf8: true } : {}),
+    ...([sender, ...unique].some(needsSmtputf8) ? { smtputf8: true } : {}),
     source: { listener: 'local', remoteAddress: '127.0.0.1', protocol: 'local', authUser: login },
     receivedAt: now.getTime(),
   };

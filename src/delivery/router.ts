@@ -42,8 +42,6 @@ export type RoutingResult =
 
 export interface Router {
   route(address: string): Promise<RoutingResult>;
-  /** Next hop for a remote address (no directory lookup). */
-  remote(address: string, domain: string): Promise<RouteTarget & { kind: 'remote' }>;
   /**
    * The routes as they are now, for several remote addresses (a queue round's due recipients)
    * from one read of the route table: each call answers as `remote` does, or throws
@@ -74,7 +72,6 @@ export function createRouter(opts: { config: Pick<Config, 'domains' | 'routes'>;
   };
 
   return {
-    remote: async (address, domain) => via(await source.table(), address, domain),
     async nextHops() {
       const routes = await source.table();
       return (address, domain) => via(routes, address, domain);

@@ -18,6 +18,7 @@
 //
 // Config keys: `hostname`, `domains.local`, `outbound.delay_warning`, `outbound.lifetime`.
 import { randomBytes } from 'node:crypto';
+import { needsSmtputf8 } from '../address/address.js';
 import { rfc5322Date } from '../smtp/received.js';
 import type { DsnNotify, Envelope, EnvelopeRecipient } from './envelope.js';
 
@@ -85,14 +86,13 @@ export function countReceived(message: Buffer): number {
 const oneLine = (s: string) => s.replace(/[\r\n]+/g, ' ').replace(/[^\x20-\x7e]/g, '?');
 /** An address on one line: controls go, but a UTF-8 address (RFC 6531) stays as it is. */
 const addressLine = (s: string) => s.replace(/[\r\n]+/g, ' ').replace(/\p{Cc}/gu, '?');
-const isAscii = (s: string) => /^\p{ASCII}*$/u.test(s);
 
 /**
  * Whether the DSN for `envelope` about `recipients` must go out with SMTPUTF8 (RFC 6533 §4): it
  * names a UTF-8 address, or returns a message that was itself sent with SMTPUTF8.
  */
 export function dsnNeedsSmtputf8(envelope: Envelope, recipients: Pick<DsnRecipient, 'final'>[]): boolean {
-  return !!envelope.smtputf8 || !isAscii(envelope.mailFrom) || recipients.some((r) => !isAscii(r.final));
+  return !!envelope.smtputf8 || needsSmtputf8(envelope.mailFrom) || recipients.some((r) => needsSmtputf8(r.final));
 }
 
 /** Builds the DSN message (CRLF line ends). */
@@ -138,7 +138,7 @@ export function buildDsn(input: DsnInput): Buffer {
       const semi = r.orcpt.indexOf(';');
       status.push(`Original-Recipient: ${oneLine(r.orcpt.slice(0, semi))}; ${oneLine(decodeXtext(r.orcpt.slice(semi + 1)))}`);
     }
-    status.push(isAscii(r.final) ? `Final-Recipient: rfc822; ${oneLine(r.final)}` : `Final-Recipient: utf-8; ${addressLine(r.final)}`);
+    status.push(!needsSmtputf8(r.final) ? `Final-Recipient: rfc822; ${oneLine(r.final)}` : `Final-Recipient: utf-8; ${addressLine(r.final)}`);
     status.push(`Action: ${r.action}`);
     status.push(`Status: ${r.status}`);
     if (r.remoteMta) status.push(`Remote-MTA: ${oneLine(r.remoteMta)}`);

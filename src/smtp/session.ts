@@ -43,7 +43,7 @@ import type { Pipeline, StageResult, TraceEntry } from '../pipeline/types.js';
 import type { HeaderEdit, Verdict } from '../pipeline/verdict.js';
 import type { Envelope, EnvelopeRecipient, ListenerKind } from '../queue/envelope.js';
 import type { MessageQueue, RecipientOutcome } from '../queue/queue.js';
-import { AddressError, parseAddress } from '../address/address.js';
+import { AddressError, needsSmtputf8, parseAddress } from '../address/address.js';
 import { inRanges, parseRange, type Range } from '../address/cidr.js';
 import type { RouteTable } from '../delivery/routes.js';
 import { staticRoutes, withoutCredentials, type RouteSource } from '../policy/routes.js';
@@ -167,10 +167,6 @@ interface ConnState {
   tx?: Tx;
   pendingMail?: MailParams;
   pendingRcpt?: RcptParams;
-}
-
-function isAscii(s: string): boolean {
-  return /^[\x20-\x7e]*$/.test(s);
 }
 
 function copyNotes(notes: Map<string, Record<string, unknown>>): Map<string, Record<string, unknown>> {
@@ -595,7 +591,7 @@ export class SessionController implements ConnectionController {
         return this.logged(st, Replies.senderSyntax(), { from: address.address, reason: (e as Error).message });
       }
       // RFC 6531 §3.4: a non-ASCII address needs the SMTPUTF8 parameter.
-      if (!isAscii(mailFrom) && !params.smtputf8) return this.logged(st, Replies.needsSmtputf8(), { from: mailFrom });
+      if (needsSmtputf8(mailFrom) && !params.smtputf8) return this.logged(st, Replies.needsSmtputf8(), { from: mailFrom });
     }
     const conn = st.conn;
     const cipher = conn.secure && session.tlsOptions ? session.tlsOptions : undefined;
@@ -658,7 +654,7 @@ export class SessionController implements ConnectionController {
     } catch (e) {
       return this.logged(st, Replies.recipientSyntax(), { rcpt: given, reason: e instanceof AddressError ? e.reason : String(e) });
     }
-    if (!isAscii(parsed.address) && !tx.envelope.smtputf8) return this.logged(st, Replies.needsSmtputf8(), { rcpt: parsed.address });
+    if (needsSmtputf8(parsed.address) && !tx.envelope.smtputf8) return this.logged(st, Replies.needsSmtputf8(), { rcpt: parsed.address });
     const rcpt: EnvelopeRecipient = { address: parsed.address, ...(params.notify ? { notify: params.notify } : {}), ...(params.orcpt ? { orcpt: params.orcpt } : {}) };
     const r = await this.run(st, 'rcpt', { rcpt });
     const refused = this.refusal(r.verdict);
